@@ -1,0 +1,41 @@
+"""Shared fixtures: every backend as a parameter, float64 for checks, seeded randomness."""
+import os
+
+import pytest
+
+from nnopt_lab import backend as B
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+BACKEND_PARAMS = [
+    "numpy",
+    "torch-cpu",
+    pytest.param("torch-cuda", marks=pytest.mark.skipif(not B.cuda_available(), reason="no CUDA GPU")),
+]
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same seed and the numpy/float32 default backend."""
+    B.seed(0)
+    B.set_backend("numpy")
+    B.no_tf32()
+    yield
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_name(request):
+    """The name of each backend in turn: numpy, torch-cpu, torch-cuda (skipped without a GPU)."""
+    return request.param
+
+
+@pytest.fixture
+def be64(backend_name):
+    """Each backend in float64, for tight comparisons with the references."""
+    return B.get_backend(backend_name, "float64")
+
+
+@pytest.fixture
+def be32(backend_name):
+    """Each backend in float32, for the rtol ~ 1e-4 checks."""
+    return B.get_backend(backend_name, "float32")
