@@ -209,20 +209,18 @@ def to_numpy(x: Any) -> np.ndarray:
 def to_backend(x: Any, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
     """Move ``x`` to ``backend`` (default: the active one).
 
-    Floating arrays take ``dtype`` (default: the backend's dtype); integer and bool arrays
-    keep their kind (labels stay int64).
+    Floating arrays take ``dtype`` (default: the backend's dtype); integer arrays become
+    int64 (the index type of both libraries: labels, permutations); bool stays bool.
     """
     b = active() if backend is None else get_backend(backend) if isinstance(backend, str) else backend
     a = to_numpy(x) if (b.name == "numpy" or not is_torch(x)) else x
-    is_float = str(a.dtype).replace("torch.", "").startswith(("float", "bfloat"))
-    target = dtype or (b.dtype if is_float else None)
+    kind = dtype_name(a)
+    if dtype is None:
+        dtype = b.dtype if kind.startswith(("float", "bfloat")) else None if kind == "bool" else "int64"
     if b.name == "numpy":
-        arr = np.asarray(a)
-        return arr.astype(target, copy=False) if target else arr
+        return np.asarray(a).astype(dtype, copy=False) if dtype else np.asarray(a)
     t = a if is_torch(a) else torch.from_numpy(np.ascontiguousarray(a))
-    if not is_float and str(t.dtype) in ("torch.int32", "torch.int16", "torch.uint8") and target is None:
-        t = t.long()
-    return t.to(device=b.device, dtype=getattr(torch, target) if target else None)
+    return t.to(device=b.device, dtype=getattr(torch, dtype) if dtype else None)
 
 
 def asarray(x: Any, like: Any) -> Any:
@@ -371,3 +369,36 @@ def scatter_add_portable(out: Any, index: Any, values: Any) -> Any:
     flat = xp.reshape(values, (values.shape[0], -1))
     out[...] = out + xp.reshape(onehot.T @ flat, out.shape)
     return out
+
+
+# ----------------------------------------------------------------------------- bytes and files (data loading)
+# numpy-only helpers for nnopt_lab.datasets: file formats are not techniques, so there is no
+# portable fallback; results are numpy arrays (move them with to_backend).
+__all__ += ["from_bytes", "to_bytes", "save_npz", "load_npz"]
+
+
+def from_bytes(buffer: bytes, dtype: str, shape: tuple, big_endian: bool = True) -> np.ndarray:
+    """Decode raw bytes into a numpy array of ``shape`` in native byte order (a copy).
+
+    numpy-only (file decoding, no fallback needed). ``dtype`` is a numpy dtype name
+    (``"uint8"``, ``"int16"``, ``"float32"``, ...); the caller checks the byte count.
+    """
+    dt = np.dtype(dtype).newbyteorder(">" if big_endian else "<")
+    return np.frombuffer(buffer, dtype=dt).reshape(shape).astype(np.dtype(dtype))
+
+
+def to_bytes(x: Any, dtype: str, big_endian: bool = True) -> bytes:
+    """The values of ``x`` as raw bytes of ``dtype`` (C order); numpy-only, no fallback needed."""
+    dt = np.dtype(dtype).newbyteorder(">" if big_endian else "<")
+    return np.ascontiguousarray(to_numpy(x)).astype(dt).tobytes()
+
+
+def save_npz(file: Any, arrays: dict) -> None:
+    """Write named arrays to an open binary file (or path) with ``numpy.savez``; numpy-only."""
+    np.savez(file, **{k: to_numpy(v) for k, v in arrays.items()})
+
+
+def load_npz(path: Any) -> dict:
+    """Read every array of an ``.npz`` file into a dict (``allow_pickle=False``); numpy-only."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

@@ -1,0 +1,9 @@
+# Thin wrappers around tasks.py, which needs nothing but Python >= 3.10 and pip.
+PYTHON ?= python3
+
+.PHONY: lab test bench setup clean
+lab:    ; $(PYTHON) tasks.py lab
+test:   ; $(PYTHON) tasks.py test
+bench:  ; $(PYTHON) tasks.py bench
+setup:  ; $(PYTHON) tasks.py setup
+clean:  ; rm -rf .venv .pytest_cache build *.egg-info

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Set up and run nnopt-lab with nothing but Python >= 3.10 and pip.
+
+    python tasks.py lab     # create .venv, install, open the workbook in JupyterLab
+    python tasks.py test    # create .venv, install, run the whole test suite
+    python tasks.py bench   # create .venv, install, print the speed ratios against torch
+    python tasks.py setup   # only create .venv and install
+
+The virtual environment lives in .venv/ next to this file. Installs use the exact versions
+of constraints.txt (a reproducible classroom set, tested on Python 3.11) and are skipped
+when pyproject.toml and constraints.txt have not changed since the last install.
+Extra arguments after `test` go to pytest (e.g. `python tasks.py test -k backend`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".nnopt-lab-installed"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(*cmd: str | Path, **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)
+
+
+def install_fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        h.update((ROOT / name).read_bytes())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def setup() -> Path:
+    """Create .venv and install the project with its test tools (once per change of the pins)."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"nnopt-lab needs Python >= 3.10, this is {sys.version.split()[0]}")
+    py = venv_python()
+    if not py.exists():
+        print(f"creating a virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        return py
+    run(py, "-m", "pip", "install", "--quiet", "-c", "constraints.txt", "-e", ".[dev]")
+    STAMP.write_text(fingerprint)
+    return py
+
+
+def main(argv: list[str]) -> int:
+    task, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if task == "setup":
+        setup()
+    elif task == "lab":
+        py = setup()
+        # bound to this machine only, with the token JupyterLab prints (token auth stays on)
+        run(py, "-m", "jupyter", "lab", "--ip=127.0.0.1", "--notebook-dir=chapters", *rest)
+    elif task == "test":
+        py = setup()
+        workers = ["-n", os.environ.get("NNOPT_TEST_WORKERS", "2")]
+        run(py, "-m", "pytest", *workers, *rest)
+    elif task == "bench":
+        py = setup()
+        run(py, "benchmarks/run.py", *rest)
+    else:
+        print(__doc__)
+        return 0 if task == "help" else 2
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode)
