@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Speed of nnopt_lab against torch, printed as ratios measured in one run.
+
+    python tasks.py bench            # or: .venv/bin/python benchmarks/run.py [--quick] [--rounds N]
+
+Rows (throughput ratio = torch's time / ours; > 1 means ours is faster):
+* train step (forward, backward, SGD update) of the MLPs 784-300-100-10 and 64-100-10
+  (digits-sized) and of the small CNN on 8×8 digits, for ours on numpy, ours on torch, and
+  torch.nn + autograd + torch.optim.SGD on the same device;
+* Conv2d alone: forward, and forward + backward.
+
+Contestants run interleaved, round after round, and each ratio is taken from the median
+time per contestant, so a noisy machine moves both sides together. No absolute times are
+claimed: only the ratios mean something across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from nnopt_lab import backend as B  # noqa: E402
+from nnopt_lab import models  # noqa: E402
+from nnopt_lab.nn import CrossEntropyLoss  # noqa: E402
+from nnopt_lab.nn import functional as F  # noqa: E402
+from nnopt_lab.reference import torch_twin  # noqa: E402
+from nnopt_lab.training import SGD, train_step  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def ours_train_step(model_factory, backend: str, x: np.ndarray, y: np.ndarray):
+    b = B.get_backend(backend)
+    B.seed(0)
+    model = model_factory(b)
+    xb, yb = B.to_backend(x, b), B.to_backend(y, b)
+    opt, crit = SGD(model, lr=0.01), CrossEntropyLoss()
+    return lambda: train_step(model, crit, opt, xb, yb), b.device
+
+
+def torch_train_step(model_factory, device: str, x: np.ndarray, y: np.ndarray):
+    B.seed(0)
+    twin = torch_twin(model_factory(B.get_backend("numpy")), device=device)
+    xb, yb = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+    opt, lossf = torch.optim.SGD(twin.parameters(), lr=0.01), torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        lossf(twin(xb), yb).backward()
+        opt.step()
+    return step, device
+
+
+def time_interleaved(contestants: dict, steps: int, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contestant, measured in alternating rounds."""
+    samples = {name: [] for name in contestants}
+    for fn, device in contestants.values():      # warm-up
+        for _ in range(max(3, steps // 5)):
+            fn()
+        _sync(device)
+    for _ in range(rounds):
+        for name, (fn, device) in contestants.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def report(title: str, times: dict[str, float], reference: str, batch: int) -> list[tuple]:
+    rows = []
+    for name, t in times.items():
+        rows.append((title, name, batch / t, times[reference] / t))
+    return rows
+
+
+def bench_models(batch: int, steps: int, rounds: int, devices: list[str]) -> list[tuple]:
+    rng = np.random.default_rng(0)
+    cases = {
+        "MLP 784-300-100-10": (lambda b: models.mlp((784, 300, 100, 10), backend=b), (batch, 784)),
+        "MLP 64-100-10 (digits)": (lambda b: models.mlp((64, 100, 10), backend=b), (batch, 64)),
+        "CNN 8x8 (digits)": (lambda b: models.small_cnn(backend=b), (batch, 1, 8, 8)),
+    }
+    rows = []
+    for title, (factory, shape) in cases.items():
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = rng.integers(0, 10, batch)
+        contestants = {"torch.nn (cpu)": torch_train_step(factory, "cpu", x, y),
+                       "ours numpy": ours_train_step(factory, "numpy", x, y),
+                       "ours torch-cpu": ours_train_step(factory, "torch-cpu", x, y)}
+        times = time_interleaved(contestants, steps, rounds)
+        rows += report(f"train step, {title}", times, "torch.nn (cpu)", batch)
+        if "cuda" in devices:
+            contestants = {"torch.nn (cuda)": torch_train_step(factory, "cuda", x, y),
+                           "ours torch-cuda": ours_train_step(factory, "torch-cuda", x, y)}
+            times = time_interleaved(contestants, steps, rounds)
+            rows += report(f"train step, {title}", times, "torch.nn (cuda)", batch)
+    return rows
+
+
+def bench_conv(steps: int, rounds: int, devices: list[str]) -> list[tuple]:
+    rng = np.random.default_rng(1)
+    rows = []
+    for n, cin, hw, cout in [(64, 16, 8, 32), (32, 3, 32, 16)]:
+        x = rng.standard_normal((n, cin, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.1
+        bias = np.zeros(cout, dtype=np.float32)
+        g = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
+        title = f"Conv2d {cin}->{cout} 3x3 pad 1 on {n}x{cin}x{hw}x{hw}"
+        for device in devices:
+            tx, tw, tb, tg = (torch.as_tensor(a, device=device) for a in (x, w, bias, g))
+            txg, twg, tbg = (t.clone().requires_grad_() for t in (tx, tw, tb))
+
+            def torch_fwd():
+                with torch.no_grad():
+                    torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
+
+            def torch_fwd_bwd():
+                out = torch.nn.functional.conv2d(txg, twg, tbg, 1, 1)
+                txg.grad = twg.grad = tbg.grad = None
+                out.backward(tg)
+
+            backends = ["numpy", "torch-cpu"] if device == "cpu" else ["torch-cuda"]
+            fwd = {f"torch conv2d ({device})": (torch_fwd, device)}
+            both = {f"torch conv2d ({device})": (torch_fwd_bwd, device)}
+            for be in backends:
+                ox, ow, ob, og = (B.to_backend(a, be) for a in (x, w, bias, g))
+                fwd[f"ours {be}"] = ((lambda ox=ox, ow=ow, ob=ob: F.conv2d_forward(ox, ow, ob, 1, 1)), device)
+
+                def ours_fwd_bwd(ox=ox, ow=ow, ob=ob, og=og):
+                    _, cache = F.conv2d_forward(ox, ow, ob, 1, 1)
+                    F.conv2d_backward(og, cache)
+                both[f"ours {be}"] = (ours_fwd_bwd, device)
+            rows += report(f"{title}, forward", time_interleaved(fwd, steps, rounds),
+                           f"torch conv2d ({device})", n)
+            rows += report(f"{title}, forward+backward", time_interleaved(both, steps, rounds),
+                           f"torch conv2d ({device})", n)
+    return rows
+
+
+def print_table(rows: list[tuple]) -> None:
+    print(f"{'benchmark':58s} {'contestant':18s} {'samples/s':>12s} {'ratio':>7s}")
+    last = None
+    for title, name, throughput, ratio in rows:
+        if title != last and last is not None:
+            print()
+        print(f"{title if title != last else '':58s} {name:18s} {throughput:12,.0f} {ratio:6.2f}×")
+        last = title
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few steps: a smoke test, not a measurement")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args(argv)
+    steps, rounds = (3, 2) if args.quick else (30, args.rounds)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    B.no_tf32()
+    print(f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
+          f"devices {devices}, batch {args.batch}, {steps} steps × {rounds} interleaved rounds")
+    print("ratio = torch's time / ours (throughput relative to torch; > 1 = ours faster)\n")
+    print_table(bench_models(args.batch, steps, rounds, devices) + bench_conv(steps, rounds, devices))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

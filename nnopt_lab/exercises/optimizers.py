@@ -1,0 +1,253 @@
+r"""Self-checks for chapters/04_3_optimizers.ipynb: Nesterov momentum, the Adam update, and
+gradient clipping by global norm.
+
+Each checker runs the learner's function for a few steps on fixed inputs, compares it with the
+workbook's optimizer (which the tests hold equal to torch.optim / torch.nn.utils to 1e-10) and,
+when it differs, replays the *usual mistakes* to say which one was made (e.g. "no bias
+correction", "heavy-ball instead of Nesterov"), else where the first difference appears.
+
+See: chapters/04_3_optimizers.ipynb (seed §3.3.3)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .. import backend as B
+from ..nn.layers import Parameter
+from ..training.clipping import clip_grad_norm
+from ..training.optim import SGD, Adam
+
+__all__ = ["check_adam_step", "check_nesterov_step", "check_clip_by_global_norm"]
+
+RTOL = 1e-6
+
+
+def _check_callable(name: str, fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Same shape and |a - b| <= 1e-12 + 1e-6 |b| everywhere (nan never matches)."""
+    a, b = B.to_numpy(a), B.to_numpy(b)
+    if tuple(a.shape) != tuple(b.shape):
+        return False
+    return bool(((abs(a - b) <= 1e-12 + RTOL * abs(b))).all())
+
+
+def _problem(backend, n: int = 6):
+    """A fixed start point and a gradient oracle g(p) = H p - c + noise_t (varies per step)."""
+    b = B.get_backend("numpy", "float64") if backend is None else B.get_backend(backend)
+    gen = B.generator(2024)
+    p0 = B.to_backend(gen.standard_normal(n), b)
+    h = B.to_backend(gen.uniform(0.5, 3.0, n), b)
+    c = B.to_backend(gen.standard_normal(n), b)
+    noise = [B.to_backend(0.3 * gen.standard_normal(n), b) for _ in range(8)]
+    return p0, (lambda p, t: h * p - c + noise[t % len(noise)])
+
+
+def _run_learner(name: str, fn: Callable, p0, grad, steps: int, init_state, call) -> list:
+    """Outputs of the learner's function per step, or AssertionError on a malformed return."""
+    p, state, out = p0, init_state, []
+    for t in range(1, steps + 1):
+        g = grad(p, t)
+        res = call(fn, p, g, state, t)
+        if not isinstance(res, tuple):
+            raise AssertionError(f"✗ {name} must return a tuple, got {type(res).__name__}")
+        p, state = res[0], res[1:] if len(res) > 2 else res[1]
+        if tuple(p.shape) != tuple(p0.shape):
+            raise AssertionError(f"✗ {name} returned a parameter of shape {tuple(p.shape)}, "
+                                 f"expected {tuple(p0.shape)}")
+        out.append(res)
+    return out
+
+
+def _diagnose(name: str, learner: list, reference: list, variants: dict, labels: tuple) -> None:
+    """Print ✓ when learner == reference; else raise naming the matching mistake or the first
+    step and output that differs."""
+    if all(all(_close(a, b) for a, b in zip(x, y)) for x, y in zip(learner, reference)):
+        print(f"✓ {name} matches the reference over {len(reference)} steps")
+        return
+    for mistake, outs in variants.items():
+        if all(_close(x[0], y[0]) for x, y in zip(learner, outs)):
+            raise AssertionError(f"✗ {name}: {mistake}")
+    for t, (x, y) in enumerate(zip(learner, reference), start=1):
+        for label, a, b in zip(labels, x, y):
+            if not _close(a, b):
+                raise AssertionError(
+                    f"✗ {name}: {label} is wrong from step {t} on: expected {B.to_numpy(b)!r}, "
+                    f"got {B.to_numpy(a)!r}")
+    raise AssertionError(f"✗ {name} differs from the reference")  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------- Nesterov
+def _nesterov_reference(p0, grad, steps, lr, momentum):
+    p = Parameter(B.namespace(p0).asarray(p0, copy=True))
+    opt = SGD([p], lr=lr, momentum=momentum, nesterov=True)
+    out = []
+    for t in range(1, steps + 1):
+        p.grad = grad(p.data, t)
+        opt.step()
+        out.append((B.namespace(p0).asarray(p.data, copy=True), opt.state[0]["momentum_buffer"] * 1.0))
+    return out
+
+
+def _nesterov_variant(rule):
+    def step(p, g, buf, lr, momentum):
+        buf = g if buf is None else rule["buffer"](buf, g, momentum)
+        return p - lr * rule["direction"](buf, g, momentum), buf
+    return step
+
+
+_NESTEROV_MISTAKES = {
+    "this is plain (heavy-ball) momentum, θ ← θ − η·b. Nesterov steps along the look-ahead "
+    "direction g + μ·b, not along b":
+        dict(buffer=lambda b, g, m: m * b + g, direction=lambda b, g, m: b),
+    "the look-ahead has the wrong sign: the direction is g + μ·b, not g − μ·b":
+        dict(buffer=lambda b, g, m: m * b + g, direction=lambda b, g, m: g - m * b),
+    "the buffer is an average b ← μ·b + (1−μ)·g (dampening = μ); torch's Nesterov needs "
+    "dampening 0: b ← μ·b + g":
+        dict(buffer=lambda b, g, m: m * b + (1 - m) * g, direction=lambda b, g, m: g + m * b),
+    "the direction should be g + μ·b (the buffer already holds g): you used μ·b alone":
+        dict(buffer=lambda b, g, m: m * b + g, direction=lambda b, g, m: m * b),
+}
+
+
+def check_nesterov_step(nesterov_step: Callable, backend=None, lr: float = 0.05,
+                        momentum: float = 0.9, steps: int = 6) -> None:
+    r"""Check ``nesterov_step(p, g, buf, lr, momentum) -> (p_new, buf_new)`` against
+    ``SGD(nesterov=True)`` (torch's rule: :math:`b_1 = g_1`, :math:`b_t = \mu b_{t-1} + g_t`,
+    :math:`\theta \leftarrow \theta - \eta (g_t + \mu b_t)`). ``buf`` is None on the first step.
+
+    Prints ✓ or raises AssertionError saying what is wrong.
+    """
+    _check_callable("nesterov_step", nesterov_step)
+    p0, grad = _problem(backend)
+    call = (lambda fn, p, g, buf, t: fn(p, g, buf, lr, momentum))
+    learner = _run_learner("nesterov_step", nesterov_step, p0, grad, steps, None, call)
+    variants = {m: _run_learner("variant", _nesterov_variant(rule), p0, grad, steps, None, call)
+                for m, rule in _NESTEROV_MISTAKES.items()}
+    _diagnose("nesterov_step", learner, _nesterov_reference(p0, grad, steps, lr, momentum), variants,
+              ("the parameter", "the momentum buffer"))
+
+
+# ----------------------------------------------------------------------------- Adam
+def _adam_reference(p0, grad, steps, lr, beta1, beta2, eps):
+    xp = B.namespace(p0)
+    p = Parameter(xp.asarray(p0, copy=True))
+    opt = Adam([p], lr=lr, betas=(beta1, beta2), eps=eps)
+    out = []
+    for t in range(1, steps + 1):
+        p.grad = grad(p.data, t)
+        opt.step()
+        s = opt.state[0]
+        out.append((xp.asarray(p.data, copy=True), s["exp_avg"] * 1.0, s["exp_avg_sq"] * 1.0))
+    return out
+
+
+def _adam_variant(m_rule, v_rule, correct_m=True, correct_v=True, denom="sqrt+eps", sign=-1.0):
+    def step(p, g, m, v, t, lr, beta1, beta2, eps):
+        m, v = m_rule(m, g, beta1), v_rule(v, g, beta2)
+        m_hat = m / (1 - beta1 ** t) if correct_m else m
+        v_hat = v / (1 - beta2 ** t) if correct_v else v
+        d = {"sqrt+eps": lambda: v_hat ** 0.5 + eps, "sqrt(v+eps)": lambda: (v_hat + eps) ** 0.5,
+             "no sqrt": lambda: v_hat + eps}[denom]()
+        return p + sign * lr * m_hat / d, m, v
+    return step
+
+
+_M = lambda m, g, b1: b1 * m + (1 - b1) * g             # noqa: E731
+_V = lambda v, g, b2: b2 * v + (1 - b2) * g * g          # noqa: E731
+_ADAM_MISTAKES = {
+    "no bias correction: divide m by (1 − β1^t) and v by (1 − β2^t) before the step "
+    "(early steps are far too small without it, since m and v start at 0)":
+        _adam_variant(_M, _V, False, False),
+    "bias correction only on m: v̂ = v / (1 − β2^t) is missing": _adam_variant(_M, _V, True, False),
+    "bias correction only on v: m̂ = m / (1 − β1^t) is missing": _adam_variant(_M, _V, False, True),
+    "the first moment mixes the betas the wrong way round: m ← β1·m + (1−β1)·g":
+        _adam_variant(lambda m, g, b1: (1 - b1) * m + b1 * g, _V),
+    "the second moment mixes the betas the wrong way round: v ← β2·v + (1−β2)·g²":
+        _adam_variant(_M, lambda v, g, b2: (1 - b2) * v + b2 * g * g),
+    "the second moment must average the SQUARED gradient g², not g":
+        _adam_variant(_M, lambda v, g, b2: b2 * v + (1 - b2) * g),
+    "the step divides by v̂ + ε; it should divide by √v̂ + ε": _adam_variant(_M, _V, denom="no sqrt"),
+    "ε goes outside the square root: √v̂ + ε, not √(v̂ + ε)": _adam_variant(_M, _V, denom="sqrt(v+eps)"),
+    "the sign is flipped: Adam moves AGAINST the gradient, θ ← θ − η·m̂/(√v̂ + ε)":
+        _adam_variant(_M, _V, sign=1.0),
+}
+
+
+def check_adam_step(adam_step: Callable, backend=None, lr: float = 0.1, betas=(0.9, 0.999),
+                    eps: float = 1e-8, steps: int = 6) -> None:
+    r"""Check ``adam_step(p, g, m, v, t, lr, beta1, beta2, eps) -> (p_new, m_new, v_new)``
+    (t = 1, 2, ...; m and v start at zeros) against :class:`~nnopt_lab.training.optim.Adam`,
+    which equals ``torch.optim.Adam``.
+
+    Prints ✓ or raises AssertionError naming the mistake (no bias correction, swapped betas,
+    ε inside the root, missing square, flipped sign, ...).
+    """
+    _check_callable("adam_step", adam_step)
+    p0, grad = _problem(backend)
+    xp = B.namespace(p0)
+    beta1, beta2 = betas
+    call = (lambda fn, p, g, mv, t: fn(p, g, mv[0], mv[1], t, lr, beta1, beta2, eps))
+    zeros = (xp.zeros_like(p0), xp.zeros_like(p0))
+    learner = _run_learner("adam_step", adam_step, p0, grad, steps, zeros, call)
+    variants = {m: _run_learner("variant", v, p0, grad, steps, zeros, call) for m, v in _ADAM_MISTAKES.items()}
+    _diagnose("adam_step", learner, _adam_reference(p0, grad, steps, lr, beta1, beta2, eps), variants,
+              ("the parameter", "m (first moment)", "v (second moment)"))
+
+
+# ----------------------------------------------------------------------------- clipping
+def _clip_variant(kind):
+    def clip(grads, max_norm):
+        if kind == "per-tensor":
+            return [g * min(1.0, max_norm / (B.float_of(_norm(g)) + 1e-6)) for g in grads]
+        total = sum(B.float_of(_norm(g)) ** 2 for g in grads)
+        total = total if kind == "squared" else total ** 0.5
+        coef = max_norm / (total + 1e-6)
+        return [g * (coef if kind == "always" else min(1.0, coef)) for g in grads]
+    return clip
+
+
+def _norm(g):
+    xp = B.namespace(g)
+    return xp.sqrt(xp.sum(g * g))
+
+
+def check_clip_by_global_norm(clip: Callable, backend=None) -> None:
+    r"""Check ``clip(grads, max_norm) -> list of clipped grads`` against
+    :func:`~nnopt_lab.training.clipping.clip_grad_norm` (= ``torch.nn.utils.clip_grad_norm_``):
+    :math:`g_k \leftarrow g_k \min(1, c / (\|g\|_2 + 10^{-6}))` with :math:`\|g\|_2` the norm of
+    ALL gradients together. Cases: a large gradient (clipped) and a small one (left alone).
+    """
+    _check_callable("clip", clip)
+    b = B.get_backend("numpy", "float64") if backend is None else B.get_backend(backend)
+    gen = B.generator(7)
+    mistakes = {
+        "each tensor is clipped on its own; clip by the norm of ALL gradients together, so their "
+        "directions stay as they were": "per-tensor",
+        "small gradients must be left alone: the factor is min(1, c / ‖g‖), never above 1": "always",
+        "the total norm is √(Σ ‖g_k‖²): you used the squared norm": "squared",
+    }
+    for scale, max_norm in ((5.0, 1.0), (0.01, 1.0)):
+        shapes = ((3, 4), (4,), (2, 2))
+        grads = [B.to_backend(scale * gen.standard_normal(s), b) for s in shapes]
+        params = []
+        for g in grads:
+            params.append(Parameter(B.namespace(g).zeros_like(g)))
+            params[-1].grad = g * 1.0
+        clip_grad_norm(params, max_norm)
+        expected = [p.grad for p in params]
+        got = clip([g * 1.0 for g in grads], max_norm)
+        if not isinstance(got, (list, tuple)) or len(got) != len(grads):
+            raise AssertionError(f"✗ clip must return a list of {len(grads)} arrays, got {type(got).__name__}")
+        if all(_close(a, e) for a, e in zip(got, expected)):
+            continue
+        for mistake, kind in mistakes.items():
+            if all(_close(a, e) for a, e in zip(got, _clip_variant(kind)([g * 1.0 for g in grads], max_norm))):
+                raise AssertionError(f"✗ clip: {mistake}")
+        case = "large gradients (should be scaled down)" if scale > 1 else "small gradients (should stay)"
+        raise AssertionError(f"✗ clip is wrong on {case}: expected {[B.to_numpy(e) for e in expected]!r}, "
+                             f"got {[B.to_numpy(a) for a in got]!r}")
+    print("✓ clip matches torch.nn.utils.clip_grad_norm_'s rule on large and small gradients")

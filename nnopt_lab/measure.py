@@ -1,0 +1,425 @@
+"""The four pressures on a network (seed §1.1): size, compute, memory, latency.
+
+* size     -- :func:`count_parameters`, :func:`model_bytes` (bytes at a storage precision);
+* compute  -- :func:`flops` (multiply-accumulates and FLOPs per layer, counted as
+  ``torch.utils.flop_counter.FlopCounterMode`` counts them);
+* memory   -- :func:`activation_memory` (activations at inference and kept for training);
+* latency  -- :func:`latency`, :func:`measure_model_latency` (median of repeated timings).
+
+:func:`summary` puts them in one table a notebook can print. Every chapter measures its
+technique with these, the same way every time.
+
+See: chapters/01_why_optimize.ipynb (seed §1.1)
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import backend as B
+from .nn.layers import Conv2d, Linear, Module, Sequential
+
+__all__ = ["BITS", "count_parameters", "model_bytes", "bits_of", "LayerStats", "ModelSummary", "summary",
+           "flops", "ActivationMemory", "activation_memory", "LatencyResult", "latency",
+           "measure_model_latency"]
+
+BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4, "binary": 1}
+
+
+# ----------------------------------------------------------------------------- size
+def bits_of(dtype: str | int) -> int:
+    """Bits per value of a storage type: a name of :data:`BITS` or an int number of bits in 1..64."""
+    if isinstance(dtype, bool):
+        raise ValueError(f"dtype must be one of {tuple(BITS)} or an int number of bits in 1..64, got {dtype!r}")
+    if isinstance(dtype, int):
+        if not 1 <= dtype <= 64:
+            raise ValueError(f"dtype as bits must be in 1..64, got {dtype}")
+        return dtype
+    if dtype not in BITS:
+        raise ValueError(f"dtype must be one of {tuple(BITS)} or an int number of bits in 1..64, got {dtype!r}")
+    return BITS[dtype]
+
+
+def _check_model(model: Any) -> Module:
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab.nn Module, got {type(model).__name__}")
+    return model
+
+
+def _numel(shape: tuple) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+def count_parameters(model: Module, trainable_only: bool = False, nonzero: bool = False) -> int:
+    r"""Number of scalar parameters, :math:`P = \sum_{p} \prod_i \text{shape}_i(p)`.
+
+    Parameters
+    ----------
+    model : Module
+    trainable_only : bool
+        Skip frozen parameters (``requires_grad=False``).
+    nonzero : bool
+        Count only entries that are not exactly zero (what survives pruning).
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    total = 0
+    for p in _check_model(model).parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        if nonzero:
+            xp = B.namespace(p.data)
+            total += int(B.float_of(xp.sum(xp.astype(p.data != 0, xp.int64))))
+        else:
+            total += _numel(p.shape)
+    return total
+
+
+def _bytes(count: int, dtype: str | int) -> int:
+    """Bytes of ``count`` packed values: :math:`\\lceil count \\cdot bits / 8 \\rceil`."""
+    return (count * bits_of(dtype) + 7) // 8
+
+
+def model_bytes(model: Module, dtype: str | int = "float32", nonzero: bool = False) -> int:
+    r"""Bytes to store the parameters at a precision, packed densely.
+
+    .. math:: \text{bytes} = \lceil P \cdot b / 8 \rceil, \qquad
+        b = 32, 16, 16, 8, 4, 1 \text{ for float32, float16, bfloat16, int8, int4, binary}
+
+    (4 / 2 / 2 / 1 / 0.5 / 0.125 bytes per parameter). Quantization scales, zero points,
+    codebooks and sparse indices are *not* included: the chapters that add them count them.
+
+    Parameters
+    ----------
+    model : Module
+    dtype : {"float64", "float32", "float16", "bfloat16", "int8", "int4", "binary"} or int bits
+    nonzero : bool
+        Count only nonzero parameters (the payload of a sparse format, without its indices).
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    return _bytes(count_parameters(model, nonzero=nonzero), dtype)
+
+
+# ----------------------------------------------------------------------------- per-layer walk
+@dataclass(frozen=True)
+class LayerStats:
+    """One row of :func:`summary`: a leaf layer and what it costs for one forward pass.
+
+    ``macs`` are multiply-accumulates of Linear/Conv2d; ``flops = 2 * macs`` (torch's
+    FlopCounterMode convention: bias adds, activations, pooling and batch norm are not counted).
+    """
+
+    name: str
+    type: str
+    input_shape: tuple
+    output_shape: tuple
+    params: int
+    param_bytes: int
+    macs: int
+    flops: int
+
+
+def _leaves(model: Module, prefix: str = ""):
+    """(dotted name, layer) for the layers a Sequential applies in order (nested ones flattened)."""
+    if isinstance(model, Sequential):
+        for name, layer in model._modules.items():
+            yield from _leaves(layer, prefix + name + ".")
+    else:
+        yield prefix.rstrip(".") or type(model).__name__, model
+
+
+def _macs(layer: Module, in_shape: tuple, out_shape: tuple) -> int:
+    r"""Multiply-accumulates of one layer.
+
+    .. math::
+        \text{Linear: } N \cdot d_{in} \cdot d_{out}, \qquad
+        \text{Conv2d: } N \cdot H_o W_o \cdot C_{out} \cdot C_{in} k^2
+    """
+    if isinstance(layer, Linear):
+        return _numel(out_shape[:-1]) * layer.in_features * layer.out_features
+    if isinstance(layer, Conv2d):
+        return _numel(out_shape) * layer.in_channels * layer.kernel_size ** 2
+    return 0
+
+
+def _check_shape(input_shape: Any) -> tuple:
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"input_shape must be a non-empty tuple of positive ints (one sample, no batch "
+                         f"axis, e.g. (64,) or (1, 8, 8)), got {input_shape!r}")
+    return shape
+
+
+def _check_count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _model_backend(model: Module) -> B.Backend:
+    params = model.parameters()
+    return B.backend_of(params[0].data) if params else B.active()
+
+
+def _trace(model: Module, input_shape: tuple, batch_size: int) -> list[tuple[str, Module, tuple, tuple]]:
+    """Run a zero batch through the model in eval mode; (name, layer, in shape, out shape) per layer."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = _model_backend(model).zeros((batch_size,) + input_shape)
+        rows = []
+        for name, layer in _leaves(model):
+            y = layer.forward(x)
+            rows.append((name, layer, tuple(x.shape), tuple(y.shape)))
+            x = y
+    finally:
+        model.train(was_training)
+    return rows
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Per-layer rows and totals; ``print(s)`` shows the table."""
+
+    rows: tuple
+    input_shape: tuple
+    batch_size: int
+    dtype: str
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_param_bytes(self) -> int:
+        return _bytes(self.total_params, self.dtype)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
+
+    def table(self) -> str:
+        head = ("layer", "type", "output shape", "params", f"bytes ({self.dtype})", "MACs", "FLOPs")
+        lines = [(r.name, r.type, str(r.output_shape), f"{r.params:,}", f"{r.param_bytes:,}", f"{r.macs:,}",
+                  f"{r.flops:,}") for r in self.rows]
+        lines.append(("total", "", "", f"{self.total_params:,}", f"{self.total_param_bytes:,}",
+                      f"{self.total_macs:,}", f"{self.total_flops:,}"))
+        widths = [max(len(row[i]) for row in [head] + lines) for i in range(len(head))]
+        fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        rule = "-" * len(fmt(head))
+        return "\n".join([f"input {(self.batch_size,) + self.input_shape}", fmt(head), rule]
+                         + [fmt(r) for r in lines[:-1]] + [rule, fmt(lines[-1])])
+
+    def __str__(self) -> str:
+        return self.table()
+
+    __repr__ = __str__
+
+
+def summary(model: Module, input_shape: tuple, dtype: str | int = "float32", batch_size: int = 1) -> ModelSummary:
+    r"""Per-layer parameters, bytes, MACs, FLOPs and output shape, with totals.
+
+    A zero batch of shape ``(batch_size,) + input_shape`` runs through the layers in eval
+    mode (batch norm, dropout untouched) to record each output shape; then
+
+    .. math::
+        \text{MACs}_{\text{Linear}} = N d_{in} d_{out}, \quad
+        \text{MACs}_{\text{Conv2d}} = N H_o W_o C_{out} C_{in} k^2, \quad
+        \text{FLOPs} = 2\,\text{MACs}, \quad
+        \text{bytes} = \lceil P\,b/8 \rceil.
+
+    Parameters
+    ----------
+    model : Module (a Sequential is walked layer by layer)
+    input_shape : tuple of int
+        One sample, without the batch axis: ``(64,)`` or ``(1, 8, 8)``.
+    dtype : storage type of :func:`model_bytes` (name or bits)
+    batch_size : int >= 1
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    input_shape = _check_shape(input_shape)
+    _check_count("batch_size", batch_size, 1)
+    bits_of(dtype)
+    rows = []
+    for name, layer, in_shape, out_shape in _trace(_check_model(model), input_shape, batch_size):
+        params = sum(_numel(p.shape) for p in layer.parameters())
+        macs = _macs(layer, in_shape, out_shape)
+        rows.append(LayerStats(name, type(layer).__name__, in_shape, out_shape, params, _bytes(params, dtype),
+                               macs, 2 * macs))
+    return ModelSummary(tuple(rows), input_shape, batch_size, str(dtype))
+
+
+def flops(model: Module, input_shape: tuple, batch_size: int = 1) -> ModelSummary:
+    r"""FLOPs of one forward pass, per layer and in total (``.total_flops``, ``.total_macs``).
+
+    Counted as ``torch.utils.flop_counter.FlopCounterMode`` counts: only matrix products and
+    convolutions, :math:`\text{FLOPs} = 2\cdot\text{MACs}` (one multiply and one add each),
+
+    .. math::
+        \text{Linear: } 2 N d_{in} d_{out}, \qquad \text{Conv2d: } 2 N H_o W_o C_{out} C_{in} k^2;
+
+    bias adds, ReLU, pooling and batch norm (:math:`O(\text{activations})`) count zero.
+    The same table as :func:`summary`.
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    return summary(model, input_shape, batch_size=batch_size)
+
+
+# ----------------------------------------------------------------------------- memory
+@dataclass(frozen=True)
+class ActivationMemory:
+    """Activation bytes of one forward pass (see :func:`activation_memory` for the formulas)."""
+
+    inference_peak_bytes: int
+    training_bytes: int
+    per_layer_output_bytes: tuple
+    input_bytes: int
+    dtype: str
+    batch_size: int
+
+
+def activation_memory(model: Module, input_shape: tuple, dtype: str | int = "float32",
+                      batch_size: int = 1) -> ActivationMemory:
+    r"""Bytes of activations in a sequential forward pass.
+
+    With :math:`a_0` the input's bytes and :math:`a_\ell` the bytes of layer :math:`\ell`'s output
+    (elements × bits / 8, rounded up), for :math:`L` layers:
+
+    .. math::
+        M_{\text{inference}} = \max_{1 \le \ell \le L} (a_{\ell-1} + a_\ell), \qquad
+        M_{\text{training}} = \sum_{\ell=0}^{L} a_\ell .
+
+    At inference a layer needs only its input and its output alive at once, so the peak is the
+    largest such pair. Training keeps every activation for the backward pass. Both are simple
+    models: parameters, gradients, optimizer state and framework workspaces are not included;
+    every output counts as a new tensor (views such as Flatten's and in-place ReLU would save
+    memory in torch), and a layer's own extra cache (e.g. max-pool indices) is not counted.
+
+    Parameters
+    ----------
+    model : Module
+    input_shape : tuple of int, one sample without the batch axis
+    dtype : activation storage type (name or bits)
+    batch_size : int >= 1
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    input_shape = _check_shape(input_shape)
+    _check_count("batch_size", batch_size, 1)
+    bits_of(dtype)
+    trace = _trace(_check_model(model), input_shape, batch_size)
+    sizes = [_bytes(_numel((batch_size,) + input_shape), dtype)]
+    sizes += [_bytes(_numel(out_shape), dtype) for _, _, _, out_shape in trace]
+    peak = max(a + b for a, b in zip(sizes[:-1], sizes[1:])) if trace else sizes[0]
+    return ActivationMemory(peak, sum(sizes), tuple(sizes[1:]), sizes[0], str(dtype), batch_size)
+
+
+# ----------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class LatencyResult:
+    """Timings of repeated calls, in seconds: ``samples`` and their median, IQR, std, min, max."""
+
+    samples: tuple
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range :math:`Q_3 - Q_1` (0 for a single sample)."""
+        if len(self.samples) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q3 - q1
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+    def __str__(self) -> str:
+        return (f"median {self.median * 1e3:.3f} ms (IQR {self.iqr * 1e3:.3f} ms, min {self.min * 1e3:.3f} ms, "
+                f"{len(self.samples)} runs)")
+
+
+def latency(fn: Callable, *args: Any, warmup: int = 3, repeats: int = 20, sync: bool = True) -> LatencyResult:
+    r"""Time ``fn(*args)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    Each timed call is bracketed by ``time.perf_counter()``; with ``sync`` the GPU queue is
+    drained (:func:`nnopt_lab.backend.synchronize`) before each clock read, since CUDA calls
+    return before the work is done. Report the median (robust to the odd slow run) with the
+    interquartile range :math:`Q_3 - Q_1`.
+
+    Raises
+    ------
+    TypeError
+        When ``fn`` is not callable.
+    ValueError
+        When ``warmup`` is not an int >= 0 or ``repeats`` not an int >= 1.
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    _check_count("warmup", warmup, 0)
+    _check_count("repeats", repeats, 1)
+    for _ in range(warmup):
+        fn(*args)
+    samples = []
+    for _ in range(repeats):
+        if sync:
+            B.synchronize()
+        start = time.perf_counter()
+        fn(*args)
+        if sync:
+            B.synchronize()
+        samples.append(time.perf_counter() - start)
+    return LatencyResult(tuple(samples))
+
+
+def measure_model_latency(model: Module, input_shape: tuple, batch_size: int = 1, backend=None,
+                          warmup: int = 3, repeats: int = 20) -> LatencyResult:
+    """Latency of ``model.forward`` on a random batch ``(batch_size,) + input_shape``, in eval mode.
+
+    ``backend=None`` times the model where its parameters live; another backend times a
+    moved *copy* (the model itself is not changed). The batch comes from a separate seeded
+    generator, so the project's random stream is not disturbed.
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    input_shape = _check_shape(input_shape)
+    _check_count("batch_size", batch_size, 1)
+    _check_model(model)
+    own = _model_backend(model)
+    target = own if backend is None else B.get_backend(backend, own.dtype) if isinstance(backend, str) else backend
+    net = model if target == own else copy.deepcopy(model).to(target)
+    x = B.to_backend(B.generator(0).standard_normal((batch_size,) + input_shape), target)
+    was_training = net.training
+    net.eval()
+    try:
+        return latency(net.forward, x, warmup=warmup, repeats=repeats)
+    finally:
+        net.train(was_training)

@@ -1,0 +1,168 @@
+r"""Explorers for chapter 4: a learning-rate schedule designer and a batch-size trade-off.
+
+Pure compute functions (tested) plus thin ipywidgets layers:
+
+* :func:`schedule_curve` -- the lr at every step of a named schedule (with optional warm-up),
+  computed by the schedule classes of :mod:`nnopt_lab.training.schedules` themselves;
+  :func:`schedule_explorer` draws it live.
+* :func:`batch_tradeoff` -- for a batch size and lr: updates per epoch, mini-batch gradient
+  noise, the SGD noise scale :math:`\eta N / B`; :func:`batch_explorer` shows them.
+
+See: chapters/04_1_learning_rate.ipynb, chapters/04_2_batch_size.ipynb
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..training import schedules as S
+
+__all__ = ["SCHEDULE_KINDS", "build_schedule", "schedule_curve", "plot_schedule_curves", "schedule_explorer",
+           "batch_tradeoff", "batch_explorer"]
+
+SCHEDULE_KINDS = ("constant", "step", "exponential", "linear", "cosine", "warm restarts", "one-cycle")
+
+
+def build_schedule(kind: str, optimizer: Any, total_steps: int, warmup_steps: int = 0, gamma: float | None = None,
+                   eta_min: float = 0.0, cycles: int = 3, start_factor: float = 0.1) -> S.LRScheduler:
+    """A schedule of ``kind`` over ``total_steps`` steps, after ``warmup_steps`` of linear warm-up.
+
+    Parameters
+    ----------
+    kind : one of :data:`SCHEDULE_KINDS`
+    optimizer : Optimizer (anything with ``lr``)
+    total_steps : int >= 2
+    warmup_steps : int in [0, total_steps)
+        Ignored by "one-cycle" (it has its own rise: 30 % of the steps).
+    gamma : float, optional
+        "step": factor every third of the decay (default 0.1); "exponential": factor per step
+        (default: reach 1 % of the rate at the end).
+    eta_min : float
+        Floor of "cosine" and "warm restarts"; end value (as a fraction of lr, <= 1) of "linear".
+    cycles : int
+        Number of cycles of "warm restarts" (T_mult = 2).
+    """
+    S._check_choice("kind", kind, SCHEDULE_KINDS)
+    total_steps = S._check_int("total_steps", total_steps, 2)
+    warmup_steps = S._check_int("warmup_steps", warmup_steps, 0)
+    if warmup_steps >= total_steps:
+        raise ValueError(f"warmup_steps must be < total_steps = {total_steps}, got {warmup_steps}")
+    if kind == "one-cycle":
+        return S.OneCycleLR(optimizer, max_lr=optimizer.lr, total_steps=total_steps, cycle_momentum=False)
+    n = total_steps - warmup_steps
+    if kind == "constant":
+        sched = S.ConstantLR(optimizer, factor=1.0, total_iters=1)
+    elif kind == "step":
+        sched = S.StepLR(optimizer, step_size=max(1, math.ceil(n / 3)), gamma=0.1 if gamma is None else gamma)
+    elif kind == "exponential":
+        sched = S.ExponentialLR(optimizer, gamma=0.01 ** (1 / n) if gamma is None else gamma)
+    elif kind == "linear":
+        sched = S.LinearLR(optimizer, start_factor=1.0, end_factor=min(eta_min, 1.0), total_iters=n)
+    elif kind == "cosine":
+        sched = S.CosineAnnealingLR(optimizer, T_max=n, eta_min=eta_min)
+    else:  # warm restarts: cycles T0, 2T0, 4T0, ... filling n steps
+        T_0 = max(1, n // (2 ** S._check_int("cycles", cycles) - 1))
+        sched = S.CosineAnnealingWarmRestarts(optimizer, T_0=T_0, T_mult=2, eta_min=eta_min)
+    return S.with_warmup(sched, warmup_steps, start_factor) if warmup_steps else sched
+
+
+def schedule_curve(kind: str, total_steps: int = 100, lr: float = 0.1, warmup_steps: int = 0, **options) -> list[float]:
+    """The learning rate in force at each of ``total_steps`` steps of :func:`build_schedule`'s schedule."""
+    return S.lr_curve(lambda opt: build_schedule(kind, opt, total_steps, warmup_steps, **options), total_steps, lr)
+
+
+def plot_schedule_curves(curves: dict, ax: Any = None, log: bool = False, title: str = "Learning-rate schedules",
+                         xlabel: str = "step") -> Any:
+    """Draw ``{label: list of lr}`` on one axis; returns the axis."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    for label, values in curves.items():
+        ax.plot(range(len(values)), values, label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel="learning rate")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def schedule_explorer(total_steps: int = 200, lr: float = 0.1) -> Any:
+    """An ipywidgets designer: pick a schedule, warm-up, floor; the curve redraws live."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    def draw(kind="cosine", warmup_steps=0, eta_min=0.0, log_y=False):
+        curve = schedule_curve(kind, total_steps, lr, warmup_steps, eta_min=eta_min)
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        plot_schedule_curves({f"{kind}, warm-up {warmup_steps}": curve}, ax, log=log_y and min(curve) > 0,
+                             title=f"{kind}: lr from {curve[0]:.3g} to {curve[-1]:.3g}")
+        plt.show()
+    return widgets.interactive(
+        draw, kind=widgets.Dropdown(options=SCHEDULE_KINDS, value="cosine"),
+        warmup_steps=widgets.IntSlider(0, 0, total_steps // 2, 1, description="warm-up"),
+        eta_min=widgets.FloatSlider(0.0, min=0.0, max=lr, step=lr / 20, description="eta_min"),
+        log_y=widgets.Checkbox(False, description="log lr axis"))
+
+
+# ----------------------------------------------------------------------------- batch size
+def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float, grad_norm2: float,
+                   epochs: int = 1) -> dict:
+    r"""What one (batch size, learning rate) pair means for an epoch of SGD.
+
+    With :math:`N` samples, per-sample gradient covariance trace :math:`\operatorname{tr}\Sigma`
+    and full-batch gradient :math:`G`:
+
+    * updates per epoch :math:`\lceil N/B \rceil`;
+    * gradient noise :math:`E\|g_B - G\|^2 = \frac{\operatorname{tr}\Sigma}{B}\,\frac{N-B}{N-1}`
+      (sampling without replacement);
+    * signal-to-noise :math:`\|G\|^2 / E\|g_B - G\|^2`; the simple noise scale
+      :math:`B_{simple} = \operatorname{tr}\Sigma / \|G\|^2` (McCandlish et al. 2018) is the batch
+      where they are about equal;
+    * the SGD noise scale :math:`g = \eta N / B` (Smith & Le 2018): keeping it fixed when B changes
+      is the linear scaling rule.
+
+    Returns
+    -------
+    dict with keys updates_per_epoch, total_updates, noise, snr, noise_scale, sgd_temperature.
+    """
+    B_ = S._check_int("batch_size", batch_size)
+    N = S._check_int("n_samples", n_samples)
+    if B_ > N:
+        raise ValueError(f"batch_size must be <= n_samples = {N}, got {B_}")
+    lr = S._check_number("lr", lr, 0.0)
+    trace_cov = S._check_number("trace_cov", trace_cov, 0.0)
+    grad_norm2 = S._check_number("grad_norm2", grad_norm2, 0.0, low_open=True)
+    epochs = S._check_int("epochs", epochs)
+    noise = trace_cov / B_ * ((N - B_) / (N - 1) if N > 1 else 0.0)
+    updates = math.ceil(N / B_)
+    return {"updates_per_epoch": updates, "total_updates": updates * epochs, "noise": noise,
+            "snr": grad_norm2 / noise if noise > 0 else math.inf, "noise_scale": trace_cov / grad_norm2,
+            "sgd_temperature": lr * N / B_}
+
+
+def batch_explorer(n_samples: int, trace_cov: float, grad_norm2: float, epochs: int = 10) -> Any:
+    """An ipywidgets explorer of :func:`batch_tradeoff`: batch size and lr → updates and noise."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    sizes = [2 ** k for k in range(0, int(math.log2(n_samples)) + 1)]
+
+    def draw(log2_batch=5, lr=0.1):
+        b = 2 ** log2_batch
+        r = batch_tradeoff(b, lr, n_samples, trace_cov, grad_norm2, epochs)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        curve = [batch_tradeoff(s, lr, n_samples, trace_cov, grad_norm2, epochs) for s in sizes]
+        axes[0].loglog(sizes, [c["noise"] for c in curve], label="gradient noise E‖g_B − G‖²")
+        axes[0].axhline(grad_norm2, color="gray", ls=":", label="signal ‖G‖²")
+        axes[0].plot([b], [max(r["noise"], 1e-12)], "ro")
+        axes[0].set(xlabel="batch size B", ylabel="squared norm", title=f"B = {b}: SNR {r['snr']:.3g}")
+        axes[0].legend(fontsize=8)
+        axes[1].loglog(sizes, [c["total_updates"] for c in curve], label=f"updates in {epochs} epochs")
+        axes[1].plot([b], [r["total_updates"]], "ro")
+        axes[1].set(xlabel="batch size B", ylabel="parameter updates",
+                    title=f"{r['total_updates']} updates, ηN/B = {r['sgd_temperature']:.3g}")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        plt.show()
+    return widgets.interactive(
+        draw, log2_batch=widgets.IntSlider(5, 0, len(sizes) - 1, 1, description="log2 B"),
+        lr=widgets.FloatLogSlider(0.1, base=10, min=-3, max=1, description="lr"))

@@ -1,0 +1,51 @@
+"""Every chapter runs top to bottom in QUICK mode, and the cells whose printed output is part of the
+text (tagged ``nbval-check-output``) print the same thing when run again (nbval).
+
+Notebooks are executed with papermill into a temporary folder: a run never writes over a source
+notebook (checked). Run one chapter: ``python tasks.py test -k 01_why``.
+"""
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+QUICK_BUDGET_S = 60  # the workbook's promise on a 2-core laptop; reported, not asserted (noisy machines)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _checked_cells(nb_path: Path) -> int:
+    cells = json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+    return sum("nbval-check-output" in c.get("metadata", {}).get("tags", []) for c in cells)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.setenv("QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    before = _digest(nb)
+    executed = tmp_path / nb.name
+    start = time.perf_counter()
+    papermill.execute_notebook(str(nb), str(executed), kernel_name="python3",
+                               cwd=str(nb.parent), progress_bar=False, log_output=False)
+    seconds = time.perf_counter() - start
+    assert _digest(nb) == before, f"running {nb.name} changed the source notebook"
+    print(f"{nb.name}: QUICK run took {seconds:.1f} s (budget {QUICK_BUDGET_S} s)")
+
+    if _checked_cells(executed):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
+             "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
+            cwd=nb.parent, capture_output=True, text=True, env={**__import__("os").environ, "QUICK": "1"})
+        assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"

@@ -1,0 +1,140 @@
+"""The fit loop: seeded batches, callbacks, and a model trained from scratch landing on the same
+weights as its torch.nn twin trained with autograd and torch.optim.SGD."""
+import numpy as np
+import pytest
+import torch
+
+from nnopt_lab import backend as B
+from nnopt_lab import models
+from nnopt_lab.reference import torch_twin, train_torch_twin
+from nnopt_lab.testing import compare
+from nnopt_lab.training import SGD, Callback, batches, evaluate, fit
+
+
+def _toy(b, n=96, d=8, classes=3):
+    B.seed(5)
+    x = B.randn(n, d, backend=b)
+    w = B.randn(d, classes, backend=b)
+    y = B.namespace(x).argmax(x @ w, axis=1)
+    return x, y
+
+
+@pytest.mark.parametrize("make", [
+    lambda b: models.mlp((8, 16, 12, 3), backend=b),
+    lambda b: models.mlp((8, 16, 3), batchnorm=True, backend=b),
+])
+def test_mlp_trained_from_scratch_ends_with_the_torch_twins_weights(be64, make):
+    x, y = _toy(be64)
+    B.seed(11)
+    ours = make(be64)
+    twin = torch_twin(ours)
+    fit(ours, (x, y), epochs=4, batch_size=10, lr=0.2, seed=3, progress=False)
+    train_torch_twin(twin, (x, y), epochs=4, batch_size=10, lr=0.2, seed=3)
+    for key, value in twin.state_dict().items():
+        compare(ours.state_dict()[key], value, f"torch.optim.SGD-trained {key}", rtol=1e-9, atol=1e-11, quiet=True)
+
+
+def test_cnn_trained_from_scratch_ends_with_the_torch_twins_weights(backend_name):
+    b = B.get_backend(backend_name, "float64")
+    B.seed(2)
+    x = B.randn(40, 1, 8, 8, backend=b)
+    y = B.to_backend(B.rng().integers(0, 10, 40), b)
+    ours = models.small_cnn(channels=(4, 6), backend=b)
+    twin = torch_twin(ours)
+    fit(ours, (x, y), epochs=2, batch_size=8, lr=0.1, seed=1, progress=False)
+    train_torch_twin(twin, (x, y), epochs=2, batch_size=8, lr=0.1, seed=1)
+    for key, value in twin.state_dict().items():
+        compare(ours.state_dict()[key], value, key, rtol=1e-9, atol=1e-11, quiet=True)
+
+
+def test_float32_training_stays_close_to_the_twin(backend_name):
+    b = B.get_backend(backend_name, "float32")
+    x, y = _toy(b)
+    ours = models.mlp((8, 16, 3), backend=b)
+    twin = torch_twin(ours)
+    fit(ours, (x, y), epochs=2, batch_size=16, lr=0.1, seed=0, progress=False)
+    train_torch_twin(twin, (x, y), epochs=2, batch_size=16, lr=0.1, seed=0)
+    for key, value in twin.state_dict().items():
+        compare(ours.state_dict()[key], value, key, rtol=1e-4, atol=1e-5, quiet=True)
+
+
+def test_batches_cover_every_sample_once_in_a_seeded_order():
+    x = np.arange(23, dtype=np.float32)[:, None]
+    y = np.arange(23)
+    B.seed(0)
+    first = [B.to_numpy(yb) for _, yb in batches(x, y, 5)]
+    B.seed(0)
+    again = [B.to_numpy(yb) for _, yb in batches(x, y, 5)]
+    assert [len(b) for b in first] == [5, 5, 5, 5, 3]
+    assert sorted(np.concatenate(first).tolist()) == list(range(23))
+    assert all(np.array_equal(a, c) for a, c in zip(first, again))
+    assert not np.array_equal(np.concatenate(first), y)          # it did shuffle
+    assert [len(b) for _, b in batches(x, y, 5, drop_last=True)] == [5, 5, 5, 5]
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        list(batches(x, y, 0))
+
+
+def test_fit_learns_and_records_history_and_calls_callbacks():
+    b = B.get_backend("numpy", "float32")
+    x, y = _toy(b, n=300)
+    model = models.mlp((8, 32, 3), backend=b)
+    seen = []
+
+    class Recorder(Callback):
+        def on_epoch_end(self, state):
+            seen.append((state.epoch, state.step))
+
+    hist = fit(model, (x[:240], y[:240]), epochs=6, batch_size=16, lr=0.2, val=(x[240:], y[240:]),
+               callbacks=[Recorder()], progress=False, seed=0)
+    assert len(hist["loss"]) == len(hist["val_acc"]) == 6
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+    assert hist["val_acc"][-1] > 0.85
+    assert seen == [(e, 15 * (e + 1)) for e in range(6)]
+    loss, acc = evaluate(model, (x[240:], y[240:]))
+    assert acc == pytest.approx(hist["val_acc"][-1]) and loss == pytest.approx(hist["val_loss"][-1])
+
+
+def test_a_callback_can_stop_training():
+    x, y = _toy(B.get_backend("numpy"))
+
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, state):
+            state.stop = state.epoch == 1
+
+    hist = fit(models.mlp((8, 3)), (x, y), epochs=10, callbacks=[StopAfterTwo()], progress=False)
+    assert len(hist["loss"]) == 2
+
+
+def test_divergence_raises_instead_of_returning_nan():
+    x, y = _toy(B.get_backend("numpy"))
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(models.mlp((8, 64, 3)), (x * 1e3, y), epochs=3, lr=1e6, progress=False)
+
+
+def test_fit_rejects_bad_arguments():
+    x, y = _toy(B.get_backend("numpy"))
+    model = models.mlp((8, 3))
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+        fit(model, (x, y), epochs=0)
+    with pytest.raises(ValueError, match="X has 96 samples but y has 95"):
+        fit(model, (x, y[:95]), epochs=1)
+    with pytest.raises(TypeError, match="mixed"):
+        fit(model, (x, torch.as_tensor(y)), epochs=1)
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
+        SGD(model, lr=-0.1)
+
+
+def test_sgd_keeps_masked_weights_at_zero_and_skips_frozen_ones():
+    b = B.get_backend("numpy", "float64")
+    x, y = _toy(b)
+    model = models.mlp((8, 4, 3), backend=b)
+    first, last = model[0]._params["weight"], model[2]._params["weight"]
+    mask = (B.rng().random(first.shape) > 0.5).astype("float64")
+    first.mask = mask
+    first.data = first.data * mask
+    last.requires_grad = False
+    frozen = last.data.copy()
+    fit(model, (x, y), epochs=2, batch_size=8, lr=0.5, progress=False)
+    assert np.all(B.to_numpy(first.data)[mask == 0] == 0.0)
+    assert np.any(B.to_numpy(first.data)[mask == 1] != 0.0)
+    np.testing.assert_array_equal(B.to_numpy(last.data), frozen)
