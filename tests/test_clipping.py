@@ -102,7 +102,7 @@ def _train(be, clip, steps=60):
     gen = np.random.default_rng(1)
     x, y = gen.standard_normal((16, 5)) * 3, gen.integers(0, 3, 16)
     w0, b0 = gen.standard_normal((3, 5)), gen.standard_normal(3)
-    layer = Linear(5, 3, backend=be).load_state_dict({"weight": w0, "bias": b0})
+    layer = Linear(5, 3, backend=be).load_state_dict({"weight": w0.copy(), "bias": b0.copy()})
     opt = ClippedOptimizer(SGD(layer, lr=0.2, momentum=0.9), **clip)
     lossf, xb, yb = CrossEntropyLoss(), B.to_backend(x, be), B.to_backend(y, be)
     for _ in range(steps):

@@ -46,7 +46,7 @@ def test_quantize_inputs_matches_torch_fake_quant(be32, digits, bits):
     tie = exact % 1 == 0.5
     np.testing.assert_allclose(ours[~tie], ref[~tie], rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours[tie], np.round(exact[tie]) / steps, rtol=0, atol=1e-6)
-    assert tie.any() == (bits in (4, 8))
+    assert tie.any()                                  # pixel 8/16 is a tie at every bit width
 
 
 def test_five_bits_keep_every_digit_value_distinct(be64, digits):
@@ -178,7 +178,7 @@ def aligned(ours, ref):
 
 @pytest.mark.parametrize("k", [2, 10, 40])
 def test_pca_matches_sklearn(be64, digits, k):
-    x_train, x_test = digits[:1200], digits[1200:]
+    x_train, x_test = digits[:500], digits[500:700]
     ours = IC.PCA(k).fit(be64.asarray(x_train))
     ref = SkPCA(k, svd_solver="full").fit(x_train)
     comps = B.to_numpy(ours.components_)
@@ -199,7 +199,7 @@ def test_pca_matches_sklearn(be64, digits, k):
 
 def test_pca_sign_convention_matches_sklearn(be64, digits):
     # scikit-learn >= 1.5: the largest-magnitude entry of each component is positive
-    ours = B.to_numpy(IC.PCA(8).fit(be64.asarray(digits)).components_)
+    ours = B.to_numpy(IC.PCA(8).fit(be64.asarray(digits[:400])).components_)
     largest = ours[np.arange(8), np.abs(ours).argmax(axis=1)]
     assert (largest > 0).all()
 
@@ -216,7 +216,7 @@ def test_pca_with_all_components_reconstructs_exactly(be64, digits):
 
 
 def test_pca_float32_close_to_sklearn(be32, digits):
-    x = digits[:1200]
+    x = digits[:500]
     ours = IC.PCA(10).fit(be32.asarray(x))
     ref = SkPCA(10, svd_solver="full").fit(x)
     np.testing.assert_allclose(B.to_numpy(ours.explained_variance_ratio_), ref.explained_variance_ratio_, rtol=1e-4)

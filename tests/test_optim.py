@@ -57,30 +57,49 @@ def _kw_key(kw):
     return tuple(sorted(kw.items()))
 
 
+def _torch_softmax_regression_grads(x, onehot, w, b):
+    """d(mean cross-entropy)/d(w, b) for logits x w^T + b (the autograd check of this formula is
+    test_softmax_regression_gradient_is_autograds; writing it out keeps 500-step runs fast)."""
+    d = (torch.softmax(x @ w.T + b, dim=1) - onehot) / x.shape[0]
+    return d.T @ x, d.sum(0)
+
+
 @functools.lru_cache(maxsize=None)
 def torch_trajectory(cls_name, kw_key, steps, dtype="float64", masked=False, freeze_bias=False):
-    """Weights after every step (steps+1, 18) of torch.optim.<cls_name> with autograd."""
+    """Weights after every step (steps+1, 18) of torch.optim.<cls_name>."""
     dt = getattr(torch, dtype)
     w = torch.tensor(W0 * MASK if masked else W0, dtype=dt, requires_grad=True)
     b = torch.tensor(B0, dtype=dt, requires_grad=not freeze_bias)
-    x, y = torch.tensor(X, dtype=dt), torch.tensor(Y)
+    x, onehot = torch.tensor(X, dtype=dt), torch.nn.functional.one_hot(torch.tensor(Y), 3).to(dt)
     params = [w] if freeze_bias else [w, b]
     opt = getattr(torch.optim, cls_name)(params, foreach=False, **dict(kw_key))
     mask = torch.tensor(MASK, dtype=dt)
     rows = [torch.cat([w.detach().flatten(), b.detach()])]
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y).backward()
-        if masked:
-            w.grad *= mask
-        opt.step()
-        rows.append(torch.cat([w.detach().flatten(), b.detach()]))
+    with torch.no_grad():
+        for _ in range(steps):
+            w.grad, gb = _torch_softmax_regression_grads(x, onehot, w, b)
+            if not freeze_bias:
+                b.grad = gb
+            if masked:
+                w.grad *= mask
+            opt.step()
+            rows.append(torch.cat([w.flatten(), b]))
     return torch.stack(rows).numpy()
+
+
+def test_softmax_regression_gradient_is_autograds():
+    x, y = torch.tensor(X), torch.tensor(Y)
+    w, b = torch.tensor(W0, requires_grad=True), torch.tensor(B0, requires_grad=True)
+    torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y).backward()
+    gw, gb = _torch_softmax_regression_grads(x, torch.nn.functional.one_hot(y, 3).double(), w.detach(),
+                                             b.detach())
+    compare(gw, w.grad, "autograd", rtol=1e-12, atol=1e-15, quiet=True)
+    compare(gb, b.grad, "autograd", rtol=1e-12, atol=1e-15, quiet=True)
 
 
 def make_problem(be, masked=False):
     layer = Linear(5, 3, backend=be)
-    layer.load_state_dict({"weight": W0 * MASK if masked else W0, "bias": B0})
+    layer.load_state_dict({"weight": W0 * MASK if masked else W0.copy(), "bias": B0.copy()})
     if masked:
         layer._params["weight"].mask = B.to_backend(MASK, be)
     return layer, B.to_backend(X, be), B.to_backend(Y, be)
@@ -206,7 +225,7 @@ def test_state_dict_round_trip(name, ref, kw, backend_name):
     run(layer, opt, 60)
     sd = opt.state_dict()
     saved = copy.deepcopy(sd)
-    twin = Linear(5, 3, backend=be).load_state_dict(layer.state_dict())
+    twin = Linear(5, 3, backend=be).load_state_dict({k: v * 1.0 for k, v in layer.state_dict().items()})
     run(layer, opt, 60)                                       # training on must not change sd
     for s, t in zip(sd["state"], saved["state"]):
         for k in s:

@@ -105,6 +105,7 @@ def test_a_callback_can_stop_training():
     assert len(hist["loss"]) == 2
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # numpy's overflow warning while it diverges
 def test_divergence_raises_instead_of_returning_nan():
     x, y = _toy(B.get_backend("numpy"))
     with pytest.raises(FloatingPointError, match="lower the learning rate"):

@@ -23,6 +23,14 @@ __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", 
            "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Sequential", "CrossEntropyLoss"]
 
 
+def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
+    """Inputs must have the parameters' float dtype (numpy would silently upcast, torch refuses)."""
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{type(layer).__name__} got x of dtype {B.dtype_name(x)} but its parameters are "
+                        f"{B.dtype_name(weight)}; convert x with nnopt_lab.backend.to_backend(x, backend, "
+                        f"dtype={B.dtype_name(weight)!r}) or move the model with model.to(...)")
+
+
 def _check_int(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -204,6 +212,7 @@ class Linear(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects x of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
+        _check_dtype(self, x, self._params["weight"].data)
         bias = self._params.get("bias")
         out, self._cache = F.linear_forward(x, self._params["weight"].data, bias and bias.data)
         return out
@@ -244,6 +253,7 @@ class Conv2d(Module):
         k, p = self.kernel_size, self.padding
         if x.shape[2] + 2 * p < k or x.shape[3] + 2 * p < k:
             raise ValueError(f"input {tuple(x.shape[2:])} with padding {p} is smaller than kernel_size {k}")
+        _check_dtype(self, x, self._params["weight"].data)
         bias = self._params.get("bias")
         out, self._cache = F.conv2d_forward(x, self._params["weight"].data, bias and bias.data,
                                             self.stride, self.padding)
@@ -331,6 +341,7 @@ class _BatchNorm(Module):
             want = "(N, C)" if self._ndim == 2 else "(N, C, H, W)"
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects x of shape {want} "
                              f"with C = {self.num_features}, got {tuple(x.shape)}")
+        _check_dtype(self, x, self._params["weight"].data)
         if self.training:
             self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
         out, self._cache = F.batchnorm_forward(

@@ -508,7 +508,7 @@ class OneCycleLR(LRScheduler):
         else:
             self._phases = [
                 (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (n - 2, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+                (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
         self.initial_lr = max_lr / div_factor
         self.max_lr = max_lr
         self.min_lr = self.initial_lr / final_div_factor

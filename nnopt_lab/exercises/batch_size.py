@@ -1,0 +1,100 @@
+r"""Self-checks for chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2).
+
+Each checker runs the learner's function on fixed inputs, compares it with
+:mod:`nnopt_lab.training.batch_size` (whose warm-up is held equal to torch's LinearLR by
+tests/test_schedules.py and tests/test_batch_size.py), prints one ``✓`` line when it matches and
+otherwise raises ``AssertionError`` saying what is off.
+
+See: chapters/04_2_batch_size.ipynb
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from ..training.batch_size import BatchSizeSchedule, linear_scaling_warmup
+from ..training.schedules import LRProbe
+from .learning_rate import _values, _verdict, diagnose
+
+__all__ = ["check_warmup_lr", "check_update_count", "check_noise_prediction"]
+
+
+# ----------------------------------------------------------------------------- exercise 1
+def check_warmup_lr(warmup_lr: Callable, base_lr: float = 0.1, base_batch: int = 32, batch: int = 512,
+                    warmup_steps: int = 20, steps: int = 40) -> None:
+    r"""Check ``warmup_lr(step, base_lr, base_batch, batch, warmup_steps)``: Goyal et al.'s rate at a step.
+
+    Expected: the rate rises linearly from ``base_lr`` (step 0) to
+    :math:`\eta = \eta_{base} B / B_{base}` (step ``warmup_steps``) and stays there.
+    """
+    probe = LRProbe(base_lr)
+    sched = linear_scaling_warmup(probe, base_lr, base_batch, batch, warmup_steps)
+    want = []
+    for _ in range(steps):
+        want.append(probe.lr)
+        sched.step()
+    got = _values("warmup_lr", warmup_lr, [(t, base_lr, base_batch, batch, warmup_steps) for t in range(steps)])
+    k, peak = batch / base_batch, base_lr * batch / base_batch
+
+    def ramp(t, start=base_lr, top=peak, w=warmup_steps):
+        return start + (top - start) * min(t, w) / w
+    variants = {
+        "no scaling: the rate must grow to base_lr·batch/base_batch": [base_lr] * steps,
+        "no warm-up: the rate should start at base_lr and reach the scaled rate after warmup_steps": [peak] * steps,
+        "square-root scaling (base_lr·√k) is another rule; the linear rule multiplies by k = batch/base_batch":
+            [ramp(t, top=base_lr * math.sqrt(k)) for t in range(steps)],
+        "the warm-up starts at 0; Goyal et al. start from the small-batch rate base_lr":
+            [ramp(t, start=0.0) for t in range(steps)],
+        "the warm-up reaches the peak one step early: divide by warmup_steps, not warmup_steps − 1":
+            [ramp(t, w=warmup_steps - 1) for t in range(steps)],
+    }
+    _verdict("warmup_lr", diagnose(got, want, variants),
+             f"linear_scaling_warmup (torch LinearLR({base_batch}/{batch}, 1, {warmup_steps})) at {steps} steps")
+
+
+# ----------------------------------------------------------------------------- exercise 2
+def check_update_count(count_updates: Callable, n_samples: int = 1078, batch_size: int = 32,
+                       milestones=(5, 10), factor: int = 4, epochs: int = 15) -> None:
+    r"""Check ``count_updates(n_samples, batch_size, milestones, factor, epochs)`` = parameter updates.
+
+    Expected: :math:`\sum_{e<E} \lceil N / B_e \rceil` with :math:`B_e = B_0 k^{|\{m \le e\}|}`.
+    """
+    cases = [(n_samples, batch_size, tuple(milestones), factor, epochs), (1000, 50, (3,), 2, 6),
+             (360, 16, (2, 4, 6), 3, 8)]
+    want = [BatchSizeSchedule(b, m, f).total_updates(n, e) for n, b, m, f, e in cases]
+    got = _values("count_updates", count_updates, cases)
+
+    def count(n, b, m, f, e, rounding=math.ceil, late=0):
+        return sum(rounding(n / (b * f ** sum(1 for x in m if x + late <= ep))) for ep in range(e))
+    variants = {
+        "rounded down: the last, smaller batch of an epoch is an update too (ceil(N / B), drop_last=False)":
+            [count(*c, rounding=math.floor) for c in cases],
+        "not rounded: an epoch has a whole number of updates, ceil(N / B)":
+            [count(*c, rounding=lambda v: v) for c in cases],
+        "the batch grows one epoch late: at epoch m (a milestone) the new batch size is already used":
+            [count(*c, late=1) for c in cases],
+    }
+    _verdict("count_updates", diagnose(got, want, variants, label="case"),
+             f"BatchSizeSchedule.total_updates on {len(cases)} cases")
+
+
+# ----------------------------------------------------------------------------- exercise 3
+def check_noise_prediction(predict_noise: Callable) -> None:
+    r"""Check ``predict_noise(v0, b0, b, n)``: the gradient noise at batch ``b`` from its value ``v0`` at ``b0``.
+
+    Expected, from :math:`v(B) = \frac{\operatorname{tr}\Sigma}{B}\frac{N-B}{N-1}`:
+    :math:`v(b) = v_0 \frac{b_0}{b} \frac{N-b}{N-b_0}`.
+    """
+    cases = [(2.0, 16, 64, 1078), (0.5, 8, 512, 1078), (3.0, 32, 1078, 1078), (1.0, 100, 25, 1000)]
+    want = [v0 * b0 / b * (n - b) / (n - b0) for v0, b0, b, n in cases]
+    got = _values("predict_noise", predict_noise, cases)
+    variants = {
+        "missing the finite-population factor (N − b)/(N − b0): sampling without replacement, "
+        "so the noise reaches 0 at b = N": [v0 * b0 / b for v0, b0, b, n in cases],
+        "the variance falls as 1/B, not 1/√B (the standard deviation falls as 1/√B)":
+            [v0 * math.sqrt(b0 / b) * (n - b) / (n - b0) for v0, b0, b, n in cases],
+        "upside down: a larger batch gives a smaller noise, multiply by b0/b": [v0 * b / b0 * (n - b) / (n - b0)
+                                                                              for v0, b0, b, n in cases],
+    }
+    _verdict("predict_noise", diagnose(got, want, variants, label="case"),
+             f"v0·(b0/b)·(N−b)/(N−b0) on {len(cases)} cases")

@@ -1,0 +1,134 @@
+"""Explorer of input compression: bits and PCA components against reconstruction and accuracy.
+
+* :func:`explore` -- the pure compute function (tested): k-bit and PCA reconstructions of a few
+  images, their bytes per sample, mean squared error, and the accuracy looked up in a table
+  computed beforehand (so the widget answers at once);
+* :func:`plot_explorer` -- one figure of that result; :func:`reconstruction_grid` -- the static
+  figure beside the widget (several settings at once);
+* :func:`explorer` -- the thin ipywidgets layer.
+
+See: chapters/02_3_data_compression.ipynb
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .. import backend as B
+from ..preprocessing.input_compression import PCA, bytes_per_sample, quantize_inputs
+
+__all__ = ["explore", "plot_explorer", "reconstruction_grid", "explorer"]
+
+
+def _squared_error(a: Any, b: Any) -> float:
+    xp = B.namespace(a)
+    return B.float_of(xp.mean((a - b) ** 2))
+
+
+def explore(x: Any, bits: int, n_components: int, pca: PCA, accuracy: Mapping | None = None,
+            lo: float = 0.0, hi: float = 1.0) -> dict:
+    r"""k-bit and PCA versions of the samples ``x``, with their cost and quality.
+
+    Parameters
+    ----------
+    x : float array, shape (n, D)
+        A few samples in [lo, hi] (e.g. digits pixels in [0, 1]).
+    bits : int in [1, 16]
+    n_components : int in [1, pca.n_components]
+    pca : PCA
+        Fitted on the training split with at least ``n_components`` components.
+    accuracy : mapping, optional
+        ``{("kbit", bits): acc, ("pca", k): acc}`` measured beforehand; missing keys give None.
+    lo, hi : float
+        The input range of the k-bit quantizer.
+
+    Returns
+    -------
+    dict with numpy arrays ``original``, ``kbit``, ``pca`` (each (n, D)) and floats
+    ``kbit_bytes``, ``pca_bytes`` (float32 components), ``kbit_mse``, ``pca_mse``,
+    ``kbit_acc``, ``pca_acc`` (None when not in ``accuracy``).
+    """
+    d = x.shape[1]
+    kbit = quantize_inputs(x, bits, lo, hi)
+    low_rank = pca.reconstruct(x, n_components)
+    accuracy = accuracy or {}
+    return {
+        "original": B.to_numpy(x), "kbit": B.to_numpy(kbit), "pca": B.to_numpy(low_rank),
+        "bits": bits, "n_components": n_components,
+        "kbit_bytes": bytes_per_sample("kbit", d, bits=bits),
+        "pca_bytes": bytes_per_sample("pca", d, k=n_components),
+        "kbit_mse": _squared_error(kbit, x), "pca_mse": _squared_error(low_rank, x),
+        "kbit_acc": accuracy.get(("kbit", bits)), "pca_acc": accuracy.get(("pca", n_components)),
+    }
+
+
+def _label(name: str, nbytes: float, mse: float, acc: float | None) -> str:
+    acc_text = "n/a" if acc is None else f"{100 * acc:.1f} %"
+    return f"{name}: {nbytes:g} B/sample, MSE {mse:.4f}, test acc {acc_text}"
+
+
+def plot_explorer(result: dict, image_shape: tuple = (8, 8), fig=None):
+    """Three rows of images (original, k-bit, PCA) with bytes, error and accuracy in the titles."""
+    import matplotlib.pyplot as plt
+
+    rows = [("original (float32)", result["original"]),
+            (_label(f"{result['bits']}-bit", result["kbit_bytes"], result["kbit_mse"], result["kbit_acc"]),
+             result["kbit"]),
+            (_label(f"PCA k={result['n_components']}", result["pca_bytes"], result["pca_mse"],
+                    result["pca_acc"]), result["pca"])]
+    n = result["original"].shape[0]
+    fig = fig or plt.figure(figsize=(1.1 * n, 4.2))
+    axes = fig.subplots(3, n, squeeze=False)
+    for r, (title, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(imgs[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_title(title, loc="left", fontsize=9)
+    fig.suptitle("Input compression explorer: reconstructions (pixel value 0 = white, 1 = black)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_grid(x: Any, pca: PCA, bits_list=(1, 2, 3, 8), components_list=(2, 8, 32),
+                        accuracy: Mapping | None = None, image_shape: tuple = (8, 8)):
+    """Static figure: one row per setting (k-bit rows, then PCA rows), one column per sample."""
+    import matplotlib.pyplot as plt
+
+    rows = [("original", B.to_numpy(x))]
+    for bits in bits_list:
+        r = explore(x, bits, components_list[0], pca, accuracy)
+        rows.append((_label(f"{bits}-bit", r["kbit_bytes"], r["kbit_mse"], r["kbit_acc"]), r["kbit"]))
+    for k in components_list:
+        r = explore(x, bits_list[0], k, pca, accuracy)
+        rows.append((_label(f"PCA k={k}", r["pca_bytes"], r["pca_mse"], r["pca_acc"]), r["pca"]))
+    n = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n, 1.15 * len(rows)), squeeze=False)
+    for i, (title, imgs) in enumerate(rows):
+        for c in range(n):
+            axes[i][c].imshow(imgs[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+            axes[i][c].set_xticks([])
+            axes[i][c].set_yticks([])
+        axes[i][0].set_title(title, loc="left", fontsize=8)
+    fig.suptitle("k-bit quantization and PCA reconstructions of test digits", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def explorer(x: Any, pca: PCA, accuracy: Mapping | None = None, bits_options=range(1, 9),
+             components_options=(1, 2, 4, 8, 16, 32, 64)):
+    """The ipywidgets explorer: sliders for bits and PCA components, redrawing :func:`plot_explorer`."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    options = [k for k in components_options if k <= pca.n_components]
+
+    def show(bits, n_components):
+        plot_explorer(explore(x, bits, n_components, pca, accuracy))
+        plt.show()
+
+    return widgets.interactive(
+        show,
+        bits=widgets.SelectionSlider(options=list(bits_options), value=list(bits_options)[1], description="bits"),
+        n_components=widgets.SelectionSlider(options=options, value=options[min(3, len(options) - 1)],
+                                             description="PCA k"))
