@@ -165,14 +165,27 @@ def namespace(*arrays: Any) -> Any:
     TypeError
         When numpy arrays and torch tensors are mixed, or a non-array is passed.
     """
-    kinds = {("torch" if is_torch(a) else "numpy" if isinstance(a, np.ndarray) else type(a).__name__)
-             for a in arrays if a is not None}
-    if kinds - {"torch", "numpy"}:
-        raise TypeError(f"expected numpy arrays or torch tensors, got {sorted(kinds)}")
-    if len(kinds) > 1:
-        raise TypeError("numpy arrays and torch tensors were mixed in one call; move them to one "
-                        "backend first with nnopt_lab.backend.to_backend(x, backend)")
-    return array_api_compat.array_namespace(*[a for a in arrays if a is not None])
+    xp = None
+    for a in arrays:
+        if a is None:
+            continue
+        if isinstance(a, (np.ndarray, np.generic)):
+            kind = _NUMPY_XP
+        elif torch is not None and isinstance(a, torch.Tensor):
+            kind = _TORCH_XP
+        else:
+            raise TypeError(f"expected numpy arrays or torch tensors, got {type(a).__name__}")
+        if xp is not None and kind is not xp:
+            raise TypeError("numpy arrays and torch tensors were mixed in one call; move them to one "
+                            "backend first with nnopt_lab.backend.to_backend(x, backend)")
+        xp = kind
+    if xp is None:
+        raise TypeError("expected at least one numpy array or torch tensor, got none")
+    return xp
+
+
+_NUMPY_XP = array_api_compat.array_namespace(np.empty(0))
+_TORCH_XP = array_api_compat.array_namespace(torch.empty(0)) if torch is not None else None
 
 
 def device_of(x: Any) -> str:

@@ -280,3 +280,88 @@ def test_bad_arguments_raise(digits):
         IC.bytes_per_sample("pca", 64)
     with pytest.raises(ValueError, match=r"bits must be None or 1 for method 'binary', got 4"):
         IC.bytes_per_sample("binary", 64, bits=4)
+
+
+# ----------------------------------------------------------------------------- explorer (widget compute)
+def test_explore_reports_bytes_error_and_accuracy(digits):
+    from nnopt_lab.widgets.input_compression import explore
+    x = B.get_backend("numpy", "float64").asarray(digits[:6])
+    pca = IC.PCA(32).fit(B.get_backend("numpy", "float64").asarray(digits[:500]))
+    acc = {("kbit", 3): 0.9, ("pca", 8): 0.8}
+    r = explore(x, 3, 8, pca, acc)
+    assert r["kbit_bytes"] == 24 and r["pca_bytes"] == 32          # 64·3/8 ; 8·4
+    assert (r["kbit_acc"], r["pca_acc"]) == (0.9, 0.8)
+    assert explore(x, 4, 8, pca, acc)["kbit_acc"] is None
+    np.testing.assert_allclose(r["kbit"], np.round(digits[:6] * 7) / 7, atol=1e-12)
+    assert r["kbit_mse"] == pytest.approx(((r["kbit"] - digits[:6]) ** 2).mean(), rel=1e-12)
+    # more components, less error; 32 components nearly lossless on digits
+    errors = [explore(x, 3, k, pca)["pca_mse"] for k in (2, 8, 32)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_plots_and_widget_build(digits):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nnopt_lab.widgets import input_compression as W
+    x = B.get_backend("numpy", "float64").asarray(digits[:4])
+    pca = IC.PCA(16).fit(B.get_backend("numpy", "float64").asarray(digits[:300]))
+    fig = W.reconstruction_grid(x, pca, bits_list=(1, 2), components_list=(2, 8))
+    assert len(fig.axes) == 5 * 4
+    fig2 = W.plot_explorer(W.explore(x, 2, 4, pca))
+    assert len(fig2.axes) == 3 * 4
+    plt.close("all")
+    w = W.explorer(x, pca, {})
+    assert [c.description for c in w.children[:2]] == ["bits", "PCA k"]
+    assert list(w.children[1].options) == [1, 2, 4, 8, 16]
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def kbit_right(x, bits):
+    steps = 2 ** bits - 1
+    xp = B.namespace(x)
+    return xp.clip(xp.round(x * steps), 0, steps) / steps
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda x, b: B.namespace(x).clip(B.namespace(x).round(x * 2 ** b), 0, 2 ** b) / 2 ** b, "levels are off by one"),
+    (lambda x, b: B.namespace(x).clip(B.namespace(x).round(x * (2 ** b - 1)), 0, 2 ** b - 1), "integer codes"),
+    (lambda x, b: B.namespace(x).clip(B.namespace(x).floor(x * (2 ** b - 1)), 0, 2 ** b - 1) / (2 ** b - 1), "floor"),
+    (lambda x, b: B.namespace(x).round(x * (2 ** b - 1)) / (2 ** b - 1), "not clamped"),
+])
+def test_kbit_checker_names_the_mistake(wrong, message):
+    from nnopt_lab.exercises.input_compression import check_kbit_quantizer
+    check_kbit_quantizer(kbit_right)
+    with pytest.raises(AssertionError, match=message):
+        check_kbit_quantizer(wrong)
+
+
+def evr_right(x):
+    xp = B.namespace(x)
+    s = xp.linalg.svd(x - xp.mean(x, axis=0), full_matrices=False)[1]
+    return s ** 2 / xp.sum(s ** 2)
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda x: (lambda s: s ** 2 / B.namespace(x).sum(s ** 2))(B.namespace(x).linalg.svd(x, full_matrices=False)[1]),
+     "forgot to centre"),
+    (lambda x: (lambda s: s / B.namespace(x).sum(s))(
+        B.namespace(x).linalg.svd(x - B.namespace(x).mean(x, axis=0), full_matrices=False)[1]), "SQUARE"),
+    (lambda x: B.namespace(x).flip(evr_right(x)), "reversed"),
+    (lambda x: evr_right(x)[:3], "one ratio per component"),
+])
+def test_explained_variance_checker_names_the_mistake(wrong, message):
+    from nnopt_lab.exercises.input_compression import check_explained_variance_ratio
+    check_explained_variance_ratio(evr_right)
+    with pytest.raises(AssertionError, match=message):
+        check_explained_variance_ratio(wrong)
+
+
+def test_otsu_checker_accepts_right_and_names_mistakes():
+    from nnopt_lab.exercises.input_compression import check_otsu_threshold
+    check_otsu_threshold(otsu_brute_force)
+    check_otsu_threshold(lambda x: IC.otsu_threshold(x) + 1e-9)             # same classes: accepted
+    with pytest.raises(AssertionError, match="mean of the data"):
+        check_otsu_threshold(lambda x: float(B.to_numpy(x).mean()))
+    with pytest.raises(AssertionError, match="SMALLEST between-class variance"):
+        check_otsu_threshold(lambda x: float(np.unique(B.to_numpy(x))[0]))

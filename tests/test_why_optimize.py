@@ -32,7 +32,7 @@ def test_linear_params_checker():
     with pytest.raises(AssertionError, match="the bias adds"):
         check_linear_params(lambda i, o: i * o)
     with pytest.raises(AssertionError, match="one bias per OUTPUT"):
-        check_linear_params(lambda i, o: (i + 1) * o if False else (o + 1) * i)
+        check_linear_params(lambda i, o: (o + 1) * i)
     with pytest.raises(AssertionError, match="has 6500 parameters, you gave 1"):
         check_linear_params(lambda i, o: 1)
 

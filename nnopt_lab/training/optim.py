@@ -284,7 +284,7 @@ class Adagrad(Optimizer):
         total += grad * grad
         std = _xp(total).sqrt(total)
         std += self.eps
-        p.data -= clr * (grad / std)
+        p.data -= clr * grad / std                                   # torch's addcdiv_ order
 
 
 # ----------------------------------------------------------------------------- RMSprop
@@ -342,7 +342,7 @@ class RMSprop(Optimizer):
             grad = grad + self.weight_decay * p.data
         square_avg = state["square_avg"]
         square_avg *= self.alpha
-        square_avg += (1.0 - self.alpha) * (grad * grad)
+        square_avg += (1.0 - self.alpha) * grad * grad               # torch's addcmul_ order
         if self.centered:
             grad_avg = state["grad_avg"]
             grad_avg += (1.0 - self.alpha) * (grad - grad_avg)       # torch's lerp_
@@ -356,7 +356,7 @@ class RMSprop(Optimizer):
             buf += grad / avg
             p.data -= self.lr * buf
         else:
-            p.data -= self.lr * (grad / avg)
+            p.data -= self.lr * grad / avg
 
 
 # ----------------------------------------------------------------------------- Adam, AdamW
@@ -422,7 +422,7 @@ class Adam(Optimizer):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg += (1.0 - beta1) * (grad - exp_avg)                    # torch's lerp_
         exp_avg_sq *= beta2
-        exp_avg_sq += (1.0 - beta2) * (grad * grad)
+        exp_avg_sq += (1.0 - beta2) * grad * grad
         step_size = self.lr / (1.0 - beta1 ** step)
         bias_correction2_sqrt = (1.0 - beta2 ** step) ** 0.5
         if self.amsgrad:
@@ -433,7 +433,7 @@ class Adam(Optimizer):
             denom = xp.sqrt(exp_avg_sq)
         denom /= bias_correction2_sqrt
         denom += self.eps
-        p.data -= step_size * (exp_avg / denom)
+        p.data -= step_size * exp_avg / denom
 
 
 class AdamW(Adam):
