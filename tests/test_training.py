@@ -139,3 +139,20 @@ def test_sgd_keeps_masked_weights_at_zero_and_skips_frozen_ones():
     assert np.all(B.to_numpy(first.data)[mask == 0] == 0.0)
     assert np.any(B.to_numpy(first.data)[mask == 1] != 0.0)
     np.testing.assert_array_equal(B.to_numpy(last.data), frozen)
+
+
+def test_fit_applies_augment_to_every_training_batch_only():
+    x, y = _toy(B.get_backend("numpy"), n=50)
+    calls = []
+
+    def augment(xb):
+        calls.append(xb.shape[0])
+        return xb * 0.0          # a destructive "augmentation": with zero inputs only the bias can learn
+
+    model = models.mlp((8, 3))
+    w0 = model[0]._params["weight"].data.copy()
+    b0 = model[0]._params["bias"].data.copy()
+    fit(model, (x, y), epochs=2, batch_size=20, augment=augment, val=(x, y), progress=False)
+    assert calls == [20, 20, 10] * 2                          # training batches only, not validation
+    np.testing.assert_array_equal(model[0]._params["weight"].data, w0)
+    assert not np.array_equal(model[0]._params["bias"].data, b0)

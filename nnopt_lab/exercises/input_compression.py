@@ -147,7 +147,7 @@ def check_otsu_threshold(fn: Callable[[Any], float]) -> None:
         smallest = values[int(min(range(len(between)), key=between.__getitem__))]
         if ((xn <= t) == (xn <= smallest)).all():
             hint = "you picked the cut with the SMALLEST between-class variance; Otsu maximizes ω0·ω1·(μ0 − μ1)²"
-        elif abs(t - xn.mean()) < 1e-9:
+        elif abs(t - xn.mean()) < 1e-5 * (1 + abs(xn.mean())):
             hint = "that is the mean of the data; Otsu's threshold maximizes the between-class variance"
         elif (xn < t).sum() == n_ref:
             hint = "class 0 must be x <= t (your t is the first value of class 1)"

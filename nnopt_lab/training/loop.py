@@ -134,7 +134,7 @@ def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
 def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         optimizer: Optimizer | None = None, lr: float = 0.1, loss_fn=None, val: tuple | None = None,
         seed: int | None = None, callbacks=(), progress: bool = True, drop_last: bool = False,
-        desc: str = "train") -> History:
+        augment=None, desc: str = "train") -> History:
     """Train ``model`` on ``train = (X, y)`` with mini-batches; return the per-epoch :class:`History`.
 
     Parameters
@@ -152,6 +152,9 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     callbacks : sequence of Callback
     progress : bool
         Show a tqdm progress bar over epochs.
+    augment : callable, optional
+        Applied to every training batch ``X`` before the forward pass (data augmentation,
+        chapter 2.2); it draws its randomness from the project's generator.
     """
     x, y = _check_xy("train", train)
     if val is not None:
@@ -174,6 +177,8 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
             cb.on_epoch_begin(state)
         t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0.0, 0
         for xb, yb in batches(x, y, batch_size, shuffle=True, drop_last=drop_last):
+            if augment is not None:
+                xb = augment(xb)
             loss, logits = train_step(model, loss_fn, optimizer, xb, yb)
             total_loss = total_loss + loss * xb.shape[0]          # stays on the device
             correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=-1) == yb, logits.dtype))
