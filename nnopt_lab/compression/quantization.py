@@ -136,6 +136,8 @@ def integer_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
     Returns
     -------
     (qmin, qmax) : tuple of int
+
+    See: chapters/02_3_data_compression.ipynb
     """
     if symmetric:
         _check_bits(bits, low=2)
@@ -249,6 +251,9 @@ def quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
     ------
     ValueError
         For non-finite ``x`` (a NaN has no code), scale <= 0, zero_point outside [qmin, qmax].
+
+    Seed: §3.1.3.1 / §3.4.3.1 整数化 (the codes are what is stored).
+    See: chapters/02_3_data_compression.ipynb
     """
     codes = _codes(x, scale, zero_point, qmin, qmax, rounding)
     xp = B.namespace(x)
@@ -271,6 +276,8 @@ def dequantize(q: Any, scale: Any, zero_point: Any, dtype: str = "float32") -> A
     Returns
     -------
     float array, shape of ``q``
+
+    See: chapters/02_3_data_compression.ipynb
     """
     if dtype not in B.DTYPES:
         raise ValueError(f"dtype must be one of {B.DTYPES}, got {dtype!r}")

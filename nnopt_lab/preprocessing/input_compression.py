@@ -242,6 +242,8 @@ def upsample(images: Any, factor: int) -> Any:
     r"""Nearest-neighbour upsampling, :math:`y_{n,c,i,j} = x_{n,c,\lfloor i/f\rfloor,\lfloor j/f\rfloor}`.
 
     Shows a downsampled image at its original size. Shape (N, C, H, W) → (N, C, fH, fW).
+
+    See: chapters/02_3_data_compression.ipynb
     """
     xp = _check_ndim("images", images, 4, "(N, C, H, W)")
     _check_int("factor", factor, 1)
@@ -280,7 +282,10 @@ def to_patches(images: Any, patch: int) -> Any:
 
 
 def from_patches(patches: Any, image_shape: tuple, patch: int) -> Any:
-    """Inverse of :func:`to_patches`: (N, L, C·p·p) → (N, C, H, W) with ``image_shape = (C, H, W)``."""
+    """Inverse of :func:`to_patches`: (N, L, C·p·p) → (N, C, H, W) with ``image_shape = (C, H, W)``.
+
+    Seed: §3.1.3.2 空间分割. See: chapters/02_3_data_compression.ipynb
+    """
     xp = _check_ndim("patches", patches, 3, "(N, L, C·p·p)")
     _check_int("patch", patch, 1)
     c, h, w = (int(s) for s in image_shape)

@@ -66,53 +66,56 @@ def _label(name: str, nbytes: float, mse: float, acc: float | None) -> str:
     return f"{name}: {nbytes:g} B/sample, MSE {mse:.4f}, test acc {acc_text}"
 
 
-def plot_explorer(result: dict, image_shape: tuple = (8, 8), fig=None):
-    """Three rows of images (original, k-bit, PCA) with bytes, error and accuracy in the titles."""
+def _strip(images: Any, image_shape: tuple) -> Any:
+    """n flat images side by side in one picture, one blank column between them (numpy, for imshow)."""
+    h, w = image_shape
+    n = images.shape[0]
+    out = [[0.0] * (n * (w + 1) - 1) for _ in range(h)]
+    for k in range(n):
+        img = images[k].reshape(h, w).tolist()
+        for i in range(h):
+            out[i][k * (w + 1):k * (w + 1) + w] = img[i]
+    return out
+
+
+def _draw_rows(rows: list, image_shape: tuple, title: str, fig=None):
+    """One axis per row: the row's images side by side, its label as the axis title."""
     import matplotlib.pyplot as plt
 
+    n = rows[0][1].shape[0]
+    fig = fig or plt.figure(figsize=(max(6.0, 0.9 * n), 0.95 * len(rows) + 0.4))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, imgs) in zip(axes, rows):
+        ax.imshow(_strip(imgs, image_shape), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label, loc="left", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_explorer(result: dict, image_shape: tuple = (8, 8), fig=None):
+    """Three rows of images (original, k-bit, PCA) with bytes, error and accuracy in the titles."""
     rows = [("original (float32)", result["original"]),
             (_label(f"{result['bits']}-bit", result["kbit_bytes"], result["kbit_mse"], result["kbit_acc"]),
              result["kbit"]),
             (_label(f"PCA k={result['n_components']}", result["pca_bytes"], result["pca_mse"],
                     result["pca_acc"]), result["pca"])]
-    n = result["original"].shape[0]
-    fig = fig or plt.figure(figsize=(1.1 * n, 4.2))
-    axes = fig.subplots(3, n, squeeze=False)
-    for r, (title, imgs) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.imshow(imgs[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_title(title, loc="left", fontsize=9)
-    fig.suptitle("Input compression explorer: reconstructions (pixel value 0 = white, 1 = black)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _draw_rows(rows, image_shape, "Input compression explorer (pixel value 0 = white, 1 = black)", fig)
 
 
 def reconstruction_grid(x: Any, pca: PCA, bits_list=(1, 2, 3, 8), components_list=(2, 8, 32),
                         accuracy: Mapping | None = None, image_shape: tuple = (8, 8)):
-    """Static figure: one row per setting (k-bit rows, then PCA rows), one column per sample."""
-    import matplotlib.pyplot as plt
-
-    rows = [("original", B.to_numpy(x))]
+    """Static figure: one row per setting (k-bit rows, then PCA rows), the samples side by side."""
+    rows = [("original (float32)", B.to_numpy(x))]
     for bits in bits_list:
         r = explore(x, bits, components_list[0], pca, accuracy)
         rows.append((_label(f"{bits}-bit", r["kbit_bytes"], r["kbit_mse"], r["kbit_acc"]), r["kbit"]))
     for k in components_list:
         r = explore(x, bits_list[0], k, pca, accuracy)
         rows.append((_label(f"PCA k={k}", r["pca_bytes"], r["pca_mse"], r["pca_acc"]), r["pca"]))
-    n = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n, 1.15 * len(rows)), squeeze=False)
-    for i, (title, imgs) in enumerate(rows):
-        for c in range(n):
-            axes[i][c].imshow(imgs[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
-            axes[i][c].set_xticks([])
-            axes[i][c].set_yticks([])
-        axes[i][0].set_title(title, loc="left", fontsize=8)
-    fig.suptitle("k-bit quantization and PCA reconstructions of test digits", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _draw_rows(rows, image_shape, "k-bit quantization and PCA reconstructions of test digits")
 
 
 def explorer(x: Any, pca: PCA, accuracy: Mapping | None = None, bits_options=range(1, 9),
