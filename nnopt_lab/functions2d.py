@@ -48,6 +48,8 @@ class Function2D:
         A window that shows the interesting part.
     start : (float, float)
         A classic starting point.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     name = "function"
@@ -92,6 +94,8 @@ class Rosenbrock(Function2D):
         \nabla f = \big(-2(a - x) - 4 b x (y - x^2),\; 2 b (y - x^2)\big)
 
     Minimum :math:`(a, a^2)` with value 0. Defaults a = 1, b = 100.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     name = "Rosenbrock"
@@ -124,6 +128,8 @@ class Beale(Function2D):
         \frac{\partial f}{\partial y} = \sum_k 2 r_k\, k\, x\, y^{k-1}
 
     with :math:`r_k = c_k - x + x y^k`. Minimum (3, 0.5) with value 0.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     name = "Beale"
@@ -151,6 +157,8 @@ class Saddle(Function2D):
     The origin is a stationary point but no minimum: f is unbounded below along y. Started
     almost on the x axis, plain gradient descent crawls away from the saddle only as fast as
     the tiny y offset grows (×(1 + 2η) per step); momentum and adaptive methods escape sooner.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     name = "Saddle x²−y²"
@@ -178,6 +186,8 @@ class IllConditionedQuadratic(Function2D):
     needs about κ steps along the flat direction. Minimum (0, 0) with value 0. With
     ``angle = 0`` the axes are the eigenvectors, which per-coordinate (diagonal) methods such as
     Adam exploit; a rotated bowl takes that advantage away.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     name = "ill-conditioned bowl"
@@ -231,6 +241,8 @@ class Param2D(Module):
     fn : Function2D
     start : (float, float)
     backend : str or Backend, default numpy float64
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
 
     def __init__(self, fn: Function2D, start, backend=None):
@@ -278,6 +290,8 @@ def run_optimizer(opt_factory: Callable, fn: Function2D, start, steps: int, back
     -------
     numpy array, shape (steps + 1, 2), float64
         Row 0 is ``start``, row k the point after k steps.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")

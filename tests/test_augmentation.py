@@ -136,21 +136,43 @@ def test_probability_selects_images():
     np.testing.assert_array_equal(A.VerticalFlip(p=1.0)(x), np.flip(x, axis=2))
 
 
-def test_augment_callback_feeds_fit_fresh_images_and_restores_them():
+def test_fit_augments_every_batch_through_for_flat_batches():
     g = np.random.default_rng(0)
-    x = g.random((64, 1, 4, 4)).reshape(64, 16)
+    x = g.random((64, 16))
     y = g.integers(0, 3, size=64)
     clean = x.copy()
     seen = []
 
     def remember(images):
+        assert images.shape[1:] == (1, 4, 4)
         seen.append(images.copy())
-        return np.flip(images, axis=-1) + len(seen)             # a different batch each epoch
+        return np.flip(images, axis=-1)
 
-    aug = A.AugmentCallback(x, remember, image_shape=(1, 4, 4))
-    fit(models.mlp((16, 8, 3), backend="numpy"), (x, y), epochs=3, callbacks=[aug], progress=False)
-    assert len(seen) == 3 and all(np.array_equal(s.reshape(64, 16), clean) for s in seen)
-    np.testing.assert_array_equal(x, clean)
+    b64 = B.get_backend("numpy", "float64")
+    fit(models.mlp((16, 8, 3), backend=b64), (x, y), epochs=2, batch_size=16, progress=False,
+        augment=A.for_flat_batches(remember, (1, 4, 4)))
+    assert len(seen) == 2 * 4                                   # every batch of every epoch
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen[:4]).reshape(64, 16), axis=0),
+                                  np.sort(clean, axis=0))      # epoch 1 saw each training row once
+    np.testing.assert_array_equal(x, clean)                     # the training array is not touched
+
+    def trained(augment):
+        B.seed(5)
+        model = models.mlp((16, 8, 3), backend=b64)
+        hist = fit(model, (x, y), epochs=3, batch_size=16, progress=False, seed=5, augment=augment)
+        return hist["loss"], B.to_numpy(model.state_dict()["0.weight"])
+
+    pipeline = A.for_flat_batches(A.Compose([A.RandomRotation(20.0), A.HorizontalFlip(0.5)]), (1, 4, 4))
+    first, again = trained(pipeline), trained(pipeline)
+    assert first[0] == again[0]
+    np.testing.assert_array_equal(first[1], again[1])          # same seed: same augmented training
+    assert first[0] != trained(None)[0]
+    with pytest.raises(ValueError, match=r"expected a flat batch \(N, 16\)"):
+        pipeline(np.zeros((2, 15)))
+    with pytest.raises(ValueError, match=r"transform changed the image shape"):
+        A.for_flat_batches(lambda im: im[..., :3, :3], (1, 4, 4))(np.zeros((2, 16)))
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\)"):
+        A.for_flat_batches(A.HorizontalFlip(), (4, 4))
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -171,3 +193,43 @@ def test_augment_callback_feeds_fit_fresh_images_and_restores_them():
 def test_bad_augmentation_arguments_are_refused(call, error, match):
     with pytest.raises(error, match=match):
         call(np.zeros((3, 1, 8, 8)))
+
+
+# ----------------------------------------------------------------------------- explorer and exercises
+def test_augmentation_grid_rows_and_seeding(backend_name):
+    from nnopt_lab.widgets.augmentation import TRANSFORMS, augmentation_grid
+
+    x = B.to_backend(_images(3, 1, 8, 8), backend_name, "float64")
+    grid = augmentation_grid(x, ["horizontal flip", "rotate ±15°"], p=1.0, seed=4, copies=2)
+    assert tuple(grid.shape) == (3, 3, 1, 8, 8)
+    np.testing.assert_array_equal(B.to_numpy(grid[0]), B.to_numpy(x))
+    g = np.random.default_rng(4)
+    g.random(3)                                              # p of the flip (p = 1: every image)
+    g.random(3)                                              # p of the rotation
+    angles = g.uniform(-15, 15, size=3)
+    flipped = np.flip(B.to_numpy(x)[:, 0], -1)
+    want = np.stack([ndi.rotate(flipped[n], angles[n], reshape=False, order=1, mode="grid-constant")
+                     for n in range(3)])[:, None]
+    compare(grid[1], want, "first augmented row", rtol=RTOL64, atol=ATOL64, quiet=True)
+    again = augmentation_grid(x, ["horizontal flip", "rotate ±15°"], p=1.0, seed=4, copies=2)
+    np.testing.assert_array_equal(B.to_numpy(again), B.to_numpy(grid))
+    assert set(TRANSFORMS) >= {"horizontal flip", "vertical flip"}
+    with pytest.raises(ValueError, match=r"unknown transform\(s\) \['shear'\]"):
+        augmentation_grid(x, ["shear"])
+
+
+def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
+    from nnopt_lab.exercises import augmentation as ex
+
+    assert ex.check_hflip(lambda x: x[..., ::-1])
+    with pytest.raises(AssertionError, match="vertical flip"):
+        ex.check_hflip(lambda x: x[..., ::-1, :])
+    assert ex.check_rot90_clockwise(lambda x: np.rot90(x, -1, axes=(2, 3)))
+    with pytest.raises(AssertionError, match="COUNTER-clockwise"):
+        ex.check_rot90_clockwise(lambda x: np.rot90(x, 1, axes=(2, 3)))
+    with pytest.raises(AssertionError, match="swaps height and width"):
+        ex.check_rot90_clockwise(lambda x: np.rot90(x, -1))
+    assert ex.check_center_crop(lambda x, s: x[..., (x.shape[2] - s) // 2:(x.shape[2] - s) // 2 + s,
+                                               (x.shape[3] - s) // 2:(x.shape[3] - s) // 2 + s])
+    with pytest.raises(AssertionError, match="top-left corner"):
+        ex.check_center_crop(lambda x, s: x[..., :s, :s])

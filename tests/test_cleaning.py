@@ -256,3 +256,60 @@ def test_corruptions_agree_across_backends():
         B.seed(5)
         outs.append(B.to_numpy(C.add_gaussian_noise(B.to_backend(x, name, "float64"), 0.3)))
     np.testing.assert_array_equal(*outs)
+
+
+# ----------------------------------------------------------------------------- explorer and exercises
+def test_denoise_preview_measures_what_the_filter_removes(backend_name):
+    from nnopt_lab.widgets.cleaning import denoise_preview
+
+    be = B.get_backend(backend_name, "float64")
+    yy, xx = np.mgrid[0:24, 0:24]
+    image = be.asarray(((yy - 12) ** 2 + (xx - 12) ** 2 < 60).astype(float))       # a smooth disc
+    r = denoise_preview(image, "salt_and_pepper", 0.1, "median", size=3, seed=1)
+    noisy, filtered = B.to_numpy(r["noisy"]), B.to_numpy(r["filtered"])
+    assert abs(r["mse_noisy"] - ((noisy - B.to_numpy(image)) ** 2).mean()) < 1e-12
+    np.testing.assert_allclose(filtered, ndi.median_filter(noisy, 3), atol=1e-12)
+    assert r["mse_filtered"] < 0.25 * r["mse_noisy"]                              # median removes impulses
+    again = denoise_preview(image, "salt_and_pepper", 0.1, "median", size=3, seed=1)
+    np.testing.assert_array_equal(B.to_numpy(again["noisy"]), noisy)
+    g = denoise_preview(image, "gaussian", 0.3, "gaussian", sigma=1.0, seed=2)
+    assert g["mse_filtered"] < g["mse_noisy"]
+    with pytest.raises(ValueError, match=r"filter must be one of .* got 'box'"):
+        denoise_preview(image, filter="box")
+    with pytest.raises(ValueError, match=r"noise must be one of .* got 'poisson'"):
+        denoise_preview(image, noise="poisson")
+
+
+def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
+    from nnopt_lab.exercises import cleaning as ex
+
+    def mean_filter_1d(x, size):
+        return ndi.uniform_filter1d(x, size, mode="nearest")
+
+    assert ex.check_mean_filter_1d(mean_filter_1d)
+    with pytest.raises(AssertionError, match="zero-padded"):
+        ex.check_mean_filter_1d(lambda x, s: ndi.uniform_filter1d(x, s, mode="constant"))
+    with pytest.raises(AssertionError, match="window SUM"):
+        ex.check_mean_filter_1d(lambda x, s: ndi.uniform_filter1d(x, s, mode="nearest") * s)
+    with pytest.raises(AssertionError, match="Pad size//2"):
+        ex.check_mean_filter_1d(lambda x, s: np.convolve(x, np.ones(s) / s, mode="valid"))
+
+    def standardize(train, test):
+        mean, std = train.mean(0), train.std(0)
+        std[std == 0] = 1.0
+        return (train - mean) / std, (test - mean) / std
+
+    assert ex.check_standardize(standardize)
+    with pytest.raises(AssertionError, match="TEST split's own mean"):
+        ex.check_standardize(lambda tr, te: (standardize(tr, tr)[0], standardize(te, te)[0]))
+    with pytest.raises(AssertionError, match="SAMPLE std"):
+        ex.check_standardize(lambda tr, te: tuple((a - tr.mean(0)) / np.where(tr.std(0, ddof=1) == 0, 1, tr.std(0, ddof=1))
+                                                  for a in (tr, te)))
+    with pytest.raises(AssertionError, match="NaN or inf"), np.errstate(invalid="ignore"):
+        ex.check_standardize(lambda tr, te: ((tr - tr.mean(0)) / tr.std(0), (te - tr.mean(0)) / tr.std(0)))
+
+    assert ex.check_fill_missing(lambda x: np.where(np.isnan(x), np.nanmean(x), x))
+    with pytest.raises(AssertionError, match="filled with 0, like np.nan_to_num"):
+        ex.check_fill_missing(np.nan_to_num)
+    with pytest.raises(AssertionError, match="counted the missing entries as 0"):
+        ex.check_fill_missing(lambda x: np.where(np.isnan(x), np.nan_to_num(x).mean(), x))

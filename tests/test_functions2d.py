@@ -13,6 +13,15 @@ from nnopt_lab.testing import compare, gradcheck
 from nnopt_lab.training.optim import SGD, Adam
 from nnopt_lab.widgets import optimizers as W
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: extra threads only spin against each other on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ALL = [Rosenbrock(), Rosenbrock(a=-0.5, b=10), Beale(), Saddle(), IllConditionedQuadratic(),
        IllConditionedQuadratic(condition=50, angle=0.6)]
 IDS = [repr(f) for f in ALL]
@@ -134,7 +143,7 @@ def test_plot_paths_and_widget():
     import matplotlib.pyplot as plt
     for name in FUNCTIONS:
         fn = W.get_function(name)
-        ax = W.plot_paths(fn, {"gd": W.optimizer_path(fn, "gd", lr=1e-3, steps=5)["path"]})
+        ax = W.plot_paths(fn, {"gd": W.optimizer_path(fn, "gd", lr=1e-3, steps=5)["path"]}, n=40)
         assert ax.get_title().startswith("Optimizer paths") and ax.get_legend() is not None
         plt.close("all")
     assert W.playground().children

@@ -15,7 +15,8 @@ deterministic ones) on any backend and returns a new array on the same backend.
   :class:`RandomRotate90`, :class:`RandomRotation`, :class:`RandomCrop`,
   :class:`RandomResizedCrop`, plus :class:`CenterCrop` and :class:`Resize`, chained by
   :class:`Compose`;
-* :class:`AugmentCallback` plugs a pipeline into :func:`nnopt_lab.training.fit`.
+* a pipeline plugs into training as ``fit(..., augment=pipeline)``, which transforms every
+  training batch as the model receives it (:func:`for_flat_batches` for an MLP's flat rows).
 
 Coordinates: row 0 is the top of the image; positive angles rotate counter-clockwise as the
 image is displayed (the convention of ``numpy.rot90`` and ``scipy.ndimage.rotate``).
@@ -25,15 +26,14 @@ See: chapters/02_2_data_augmentation.ipynb
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import backend as B
-from ..training.loop import Callback
 from .cleaning import MODES, _check_array, _check_finite, _device, pad_axis
 
 __all__ = ["hflip", "vflip", "rot90", "rotate", "crop", "center_crop", "pad", "resize", "resized_crop",
            "Transform", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "RandomRotation", "RandomCrop",
-           "CenterCrop", "Resize", "RandomResizedCrop", "Compose", "AugmentCallback"]
+           "CenterCrop", "Resize", "RandomResizedCrop", "Compose", "for_flat_batches"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -51,6 +51,15 @@ def _check_hw(name: str, size: Any) -> tuple[int, int]:
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of such ints, got {size!r}")
     return pair
+
+
+def _check_box(box: tuple, height: int, width: int) -> None:
+    """A (top, left, h, w) box of ints that lies inside a (height, width) image."""
+    ok = len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+    if not ok or box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1 \
+            or box[0] + box[2] > height or box[1] + box[3] > width:
+        raise ValueError(f"box must be (top, left, height, width) ints inside the image ({height}, {width}), "
+                         f"got {box!r}")
 
 
 def _check_fits(h: int, w: int, height: int, width: int, what: str = "crop") -> None:
@@ -137,16 +146,20 @@ def _bilinear(x: Any, rows: Any, cols: Any, fill: float) -> Any:
     flat = xp.reshape(x, (n, c, h * w))
     r0, c0 = xp.floor(rows), xp.floor(cols)
     fr, fc = rows - r0, cols - c0
+
+    def corner(base, step, size):
+        """(clipped integer index, inside mask) of neighbour base + step along an axis of ``size``."""
+        pos = base + step
+        return xp.astype(xp.clip(pos, 0, size - 1), xp.int64), (pos >= 0) & (pos <= size - 1)
+
+    row_corners = [(corner(r0, 0.0, h), 1.0 - fr), (corner(r0, 1.0, h), fr)]
+    col_corners = [(corner(c0, 0.0, w), 1.0 - fc), (corner(c0, 1.0, w), fc)]
     out = None
-    for dr, wr in ((0.0, 1.0 - fr), (1.0, fr)):
-        for dc, wc in ((0.0, 1.0 - fc), (1.0, fc)):
-            r, cc = r0 + dr, c0 + dc
-            inside = (r >= 0) & (r <= h - 1) & (cc >= 0) & (cc <= w - 1)
-            index = (xp.astype(xp.clip(r, 0, h - 1), xp.int64) * w
-                     + xp.astype(xp.clip(cc, 0, w - 1), xp.int64))
-            index = xp.broadcast_to(xp.reshape(index, (m, 1, ho * wo)), (n, c, ho * wo))
+    for (ri, r_in), wr in row_corners:
+        for (ci, c_in), wc in col_corners:
+            index = xp.broadcast_to(xp.reshape(ri * w + ci, (m, 1, ho * wo)), (n, c, ho * wo))
             value = xp.reshape(xp.take_along_axis(flat, index, axis=2), (n, c, ho, wo))
-            value = xp.where(inside[:, None], value, xp.full_like(value, fill))
+            value = xp.where((r_in & c_in)[:, None], value, xp.full_like(value, fill))
             term = (wr * wc)[:, None] * value
             out = term if out is None else out + term
     return out
@@ -234,6 +247,8 @@ def crop(x: Any, top: int, left: int, height: int, width: int) -> Any:
     height, width : int >= 1
 
     Raises ValueError when the window does not lie inside the image.
+
+    Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
     x = _check_images(x)
     height, width = _check_hw("size", (height, width))
@@ -275,6 +290,8 @@ def pad(x: Any, padding: int, mode: str = "constant", fill: float = 0.0) -> Any:
         ``scipy.ndimage`` names, as in :func:`nnopt_lab.preprocessing.cleaning.pad_axis`.
     fill : float
         Value of ``"constant"`` borders.
+
+    See: chapters/02_2_data_augmentation.ipynb (padding before a random crop)
     """
     x = _check_images(x)
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
@@ -307,6 +324,12 @@ def resized_crop(x: Any, boxes: Sequence[tuple[int, int, int, int]], size: int |
     x : array, shape (N, C, H, W)
     boxes : N tuples (top, left, height, width) of ints, each inside the image
     size : int or (Ho, Wo)
+
+    Returns
+    -------
+    array, shape (N, C, Ho, Wo)
+
+    Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
     x = _check_images(x, 4)
     ho, wo = _check_hw("size", size)
@@ -315,7 +338,7 @@ def resized_crop(x: Any, boxes: Sequence[tuple[int, int, int, int]], size: int |
     if len(boxes) != n:
         raise ValueError(f"boxes must hold one (top, left, height, width) per image ({n}), got {len(boxes)}")
     for b in boxes:
-        crop(x[:1, :1], *b)                                                     # checks the box
+        _check_box(b, height, width)
     col = lambda k: B.asarray([[[float(b[k])]] for b in boxes], x)              # (N, 1, 1)
     top, left, bh, bw = col(0), col(1), col(2), col(3)
     i, j = _grid(x, ho, wo)
@@ -359,6 +382,8 @@ class Transform:
     ----------
     p : float in [0, 1]
         Probability that an image is transformed.
+
+    Seed §3.1.2. See: chapters/02_2_data_augmentation.ipynb
     """
 
     def __init__(self, p: float = 1.0):
@@ -556,16 +581,15 @@ class RandomResizedCrop(Transform):
 
     def apply(self, x, generator):
         n, _, height, width = x.shape
-        area = generator.uniform(*self.scale, size=n) * height * width
-        aspect = [math.exp(v) for v in generator.uniform(math.log(self.ratio[0]), math.log(self.ratio[1]),
-                                                         size=n).tolist()]
+        area = (generator.uniform(*self.scale, size=n) * (height * width)).tolist()
+        log_ratio = generator.uniform(math.log(self.ratio[0]), math.log(self.ratio[1]), size=n).tolist()
+        place = generator.random((n, 2)).tolist()                   # where the box goes, in [0, 1)
         boxes = []
-        for a, r in zip(area.tolist(), aspect):
+        for a, lr, (u, v) in zip(area, log_ratio, place):
+            r = math.exp(lr)
             w = min(max(round(math.sqrt(a * r)), 1), width)
             h = min(max(round(math.sqrt(a / r)), 1), height)
-            top = int(generator.integers(0, height - h + 1))
-            left = int(generator.integers(0, width - w + 1))
-            boxes.append((top, left, h, w))
+            boxes.append((int(u * (height - h + 1)), int(v * (width - w + 1)), h, w))
         return resized_crop(x, boxes, self.size)
 
 
@@ -575,6 +599,9 @@ class Compose:
     Parameters
     ----------
     transforms : sequence of callables taking and returning an (N, C, H, W) batch
+
+    A :class:`Transform` in the list receives the generator given to the pipeline (default: the
+    project's). See: chapters/02_2_data_augmentation.ipynb
     """
 
     def __init__(self, transforms: Sequence[Any]):
@@ -594,55 +621,43 @@ class Compose:
 
 
 # ----------------------------------------------------------------------------- training
-class AugmentCallback(Callback):
-    """Give :func:`~nnopt_lab.training.fit` freshly augmented training images every epoch.
+def for_flat_batches(transform: Any, image_shape: tuple[int, int, int]) -> Callable[[Any], Any]:
+    """Wrap an image transform for flat batches (N, C·H·W), the inputs of an MLP.
 
-    ``fit`` draws its mini-batches from the training array it was given. At the start of each
-    epoch this callback writes ``transform(clean images)`` into that same array, in place; at
-    the end of training it writes the clean images back. Every image is seen once per epoch
-    with a new random transform -- the same distribution as per-sample augmentation in a data
-    loader.
+    ``fit(model, (X, y), augment=...)`` applies its ``augment`` to every training batch as the
+    model receives it; an MLP receives flat rows, the transforms want (N, C, H, W) images.
 
-    >>> aug = AugmentCallback(X_train, Compose([RandomRotation(10)]), image_shape=(1, 8, 8))  # doctest: +SKIP
-    >>> fit(model, (X_train, y_train), epochs=30, callbacks=[aug])                           # doctest: +SKIP
+    >>> pipeline = Compose([RandomRotation(10), RandomCrop(8, padding=1)])          # doctest: +SKIP
+    >>> fit(mlp, (X_train, y_train), epochs=30, augment=for_flat_batches(pipeline, (1, 8, 8)))  # doctest: +SKIP
 
     Parameters
     ----------
-    x_train : array, shape (N, C, H, W) or flat (N, C·H·W)
-        The very array passed to ``fit`` (it must be writable).
     transform : callable
         Takes and returns an (N, C, H, W) batch of the same shape (e.g. a :class:`Compose`).
-    image_shape : (C, H, W), optional
-        Needed when ``x_train`` is flat (for an MLP).
+    image_shape : (C, H, W)
+
+    Returns
+    -------
+    callable mapping (N, C·H·W) to (N, C·H·W).
 
     See: chapters/02_2_data_augmentation.ipynb
     """
+    if not callable(transform):
+        raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+    shape = tuple(image_shape)
+    if len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+        raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape!r}")
 
-    def __init__(self, x_train: Any, transform: Any, image_shape: tuple[int, int, int] | None = None):
-        if not callable(transform):
-            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-        x_train = _check_images(x_train, 2)
-        if image_shape is None and x_train.ndim != 4:
-            raise ValueError(f"x_train of shape {tuple(x_train.shape)} is not (N, C, H, W): pass image_shape=(C, H, W)")
-        self.image_shape = tuple(x_train.shape[1:]) if image_shape is None else tuple(image_shape)
-        if math.prod(self.image_shape) != math.prod(x_train.shape[1:]):
-            raise ValueError(f"image_shape {self.image_shape} does not hold the {math.prod(x_train.shape[1:])} "
-                             f"values of each row of x_train")
-        self.x_train, self.transform = x_train, transform
-        self._clean = B.namespace(x_train).asarray(x_train, copy=True)
-
-    def _write(self, images: Any) -> None:
-        xp = B.namespace(images)
-        self.x_train[...] = xp.reshape(images, tuple(self.x_train.shape))
-
-    def on_epoch_begin(self, state) -> None:
-        xp = B.namespace(self._clean)
-        images = xp.reshape(self._clean, (self._clean.shape[0],) + self.image_shape)
-        out = self.transform(images)
+    def augment(xb: Any) -> Any:
+        xp = B.namespace(xb)
+        if xb.ndim != 2 or xb.shape[1] != math.prod(shape):
+            raise ValueError(f"expected a flat batch (N, {math.prod(shape)}) for image_shape {shape}, "
+                             f"got {tuple(xb.shape)}")
+        images = xp.reshape(xb, (xb.shape[0],) + shape)
+        out = transform(images)
         if tuple(out.shape) != tuple(images.shape):
             raise ValueError(f"transform changed the image shape {tuple(images.shape)} -> {tuple(out.shape)}; "
-                             f"training images must keep their shape (crop back with RandomCrop/Resize)")
-        self._write(out)
+                             f"training images must keep their shape (crop back with RandomCrop or Resize)")
+        return xp.reshape(out, tuple(xb.shape))
 
-    def on_train_end(self, state) -> None:
-        self._write(self._clean)
+    return augment

@@ -130,6 +130,8 @@ def pad_axis(x: Any, before: int, after: int, axis: int, mode: str = "reflect", 
     Returns
     -------
     array, ``x.shape`` with ``before + after`` more entries along ``axis``.
+
+    Seed §3.1.1.1 (the borders of every filter). See: chapters/02_1_data_cleaning.ipynb
     """
     _check_mode(mode)
     before, after = _check_count("before", before), _check_count("after", after)
@@ -459,6 +461,8 @@ def nan_euclidean_distances(X: Any, Y: Any) -> Any:
     Returns
     -------
     array, shape (n, m)
+
+    Seed §3.1.1.2 (the distance of nearest-neighbour filling). See: chapters/02_1_data_cleaning.ipynb
     """
     X, Y = _check_table("X", X), _check_table("Y", Y)
     if X.shape[1] != Y.shape[1]:
@@ -657,6 +661,8 @@ def add_gaussian_noise(x: Any, std: float, generator=None) -> Any:
         :math:`\sigma`, in the units of ``x``.
     generator : numpy Generator, optional
         Default: the project's :func:`nnopt_lab.backend.rng`.
+
+    See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
     x = _check_array("x", x)
     std = _check_finite("std", std, 0.0)
@@ -676,6 +682,8 @@ def add_salt_and_pepper(x: Any, amount: float, low: float | None = None, high: f
     low, high : float, optional
         "Pepper" and "salt" values; default the minimum and maximum of ``x``.
     generator : numpy Generator, optional
+
+    See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
     x = _check_array("x", x)
     amount = _check_rate("amount", amount)
@@ -696,6 +704,8 @@ def drop_at_random(x: Any, rate: float, generator=None) -> Any:
     x : array, any shape
     rate : float in [0, 1]
     generator : numpy Generator, optional
+
+    See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
     x = _check_array("x", x)
     rate = _check_rate("rate", rate)

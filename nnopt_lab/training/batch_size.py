@@ -17,12 +17,12 @@ See: chapters/04_2_batch_size.ipynb
 from __future__ import annotations
 
 import math
-import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .. import backend as B
+from ..measure import latency
 from ..nn.layers import CrossEntropyLoss, Module
 from .loop import History, _check_xy, fit, train_step
 from .optim import SGD, check_lr
@@ -49,11 +49,12 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
                loss_fn=None) -> dict[int, float]:
     r"""Training throughput: samples per second of forward + backward + SGD update, per batch size.
 
-    For each batch size :math:`B` a fresh model trains ``warmup`` untimed steps, then ``steps``
-    timed ones on one fixed batch already on the device (so data loading is not measured);
-    the GPU is synchronized before each clock read.
+    For each batch size :math:`B` a fresh model takes ``warmup`` untimed steps, then ``steps``
+    timed ones (:func:`nnopt_lab.measure.latency`: the GPU is synchronized around each) on one
+    fixed batch already on the device, so data loading is not measured. The median step time
+    is used, which shrugs off the odd step slowed by another process:
 
-    .. math:: \text{throughput}(B) = \frac{B \cdot \text{steps}}{\text{seconds}}
+    .. math:: \text{throughput}(B) = \frac{B}{\operatorname{median}(\text{seconds per step})}
 
     Parameters
     ----------
@@ -64,13 +65,16 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
     batch_sizes : sequence of int >= 1
     backend : name or Backend, optional
         Default: the active backend.
-    steps, warmup : int
+    steps : int >= 1
+    warmup : int >= 0
     lr : float
         SGD rate of the timed steps (small, so weights stay finite; it does not change the timing).
 
     Returns
     -------
     dict {batch size: samples per second}
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     x, y = _check_xy("data", data)
     sizes = _check_batch_sizes(batch_sizes)
@@ -91,15 +95,8 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
         opt = SGD(model, lr=lr)
         idx = B.to_backend([i % n for i in range(b)], be, dtype="int64")
         xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
-        for _ in range(warmup):
-            train_step(model, loss_fn, opt, xb, yb)
-        B.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss, _ = train_step(model, loss_fn, opt, xb, yb)
-        B.float_of(loss)                 # waits for the last step on any device
-        B.synchronize()
-        out[b] = b * steps / (time.perf_counter() - t0)
+        timing = latency(train_step, model, loss_fn, opt, xb, yb, warmup=warmup, repeats=steps)
+        out[b] = b / timing.median
     return out
 
 
@@ -151,12 +148,13 @@ class GradientNoise:
     n_samples : int
         N.
     trace_cov : float
-        :math:`\operatorname{tr}\Sigma` (per-sample gradient covariance, divisor N − 1), fitted by
-        least squares to ``variance`` through the law below.
+        :math:`\operatorname{tr}\Sigma` (per-sample gradient covariance, divisor N − 1), fitted to
+        ``variance`` through the law of :meth:`predicted` in log space (geometric mean of v / c(B)).
     grad_norm2 : float
         :math:`\|G\|^2`.
     slope : float
-        Slope of log variance against log B (points with variance > 0): about −1 while B ≪ N.
+        Slope of log(variance · (N−1)/(N−B)) against log B over the batch sizes below N: the
+        without-replacement factor removed, the law predicts exactly −1.
     """
 
     batch_sizes: list
@@ -211,6 +209,8 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
     Returns
     -------
     GradientNoise
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     x, y = _check_xy("data", data)
     n = x.shape[0]
@@ -238,11 +238,11 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
         model.train(was_training)
         for p, g in zip(model.parameters(), saved):
             p.grad = g
-    coef = [(n - b) / ((n - 1) * b) if n > 1 else 0.0 for b in sizes]
-    denom = sum(c * c for c in coef)
-    trace = sum(c * v for c, v in zip(coef, means)) / denom if denom > 0 else 0.0
-    pos = [(b, v) for b, v in zip(sizes, means) if v > 0]
-    slope = _slope([b for b, _ in pos], [v for _, v in pos]) if len(pos) >= 2 else float("nan")
+    # the law v = trace · c(B), c(B) = (N - B) / ((N - 1) B), fitted in log space (each B weighs the same)
+    pos = [(b, v, (n - b) / ((n - 1) * b)) for b, v in zip(sizes, means) if v > 0 and b < n]
+    trace = math.exp(sum(math.log(v / c) for _, v, c in pos) / len(pos)) if pos else 0.0
+    slope = _slope([b for b, _, _ in pos], [v * (n - 1) / (n - b) for b, v, _ in pos]) if len(pos) >= 2 \
+        else float("nan")
     return GradientNoise(sizes, means, errs, n, trace, grad_norm2, slope)
 
 
@@ -254,6 +254,8 @@ def linear_scaling_rule(base_lr: float, base_batch: int, batch: int) -> float:
 
     (keeps the SGD noise scale :math:`\eta N / B` and, for small :math:`\eta`, k small steps ≈ one
     big one.) Example: 0.1 at 256 → 3.2 at 8192.
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     base_lr = check_lr(base_lr)
     return base_lr * _check_int("batch", batch) / _check_int("base_batch", base_batch)
@@ -271,6 +273,8 @@ def linear_scaling_warmup(optimizer: Any, base_lr: float, base_batch: int, batch
     :class:`~nnopt_lab.training.schedules.SequentialLR`.
 
     The optimizer must not already have a schedule (its ``initial_lr`` is reset).
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     lr = linear_scaling_rule(base_lr, base_batch, batch)
     optimizer.lr = lr
@@ -303,6 +307,8 @@ class BatchSizeSchedule:
     factor : float >= 1
     max_batch_size : int, optional
         Cap (e.g. the number of training samples).
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
 
     def __init__(self, batch_size: int, milestones: Sequence[int] = (), factor: float = 2.0,
@@ -361,6 +367,8 @@ def fit_with_batch_schedule(model: Module, train: tuple, schedule: BatchSizeSche
     History
         ``fit``'s lists plus ``batch_size`` (per epoch) and ``updates`` (cumulative parameter
         updates at the end of each epoch).
+
+    See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     x, _ = _check_xy("train", train)
     if not isinstance(schedule, BatchSizeSchedule):

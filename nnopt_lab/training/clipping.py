@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from .. import backend as B
 from ..nn.layers import Module, Parameter
-from .optim import Optimizer, _check_number, _xp
+from .optim import Optimizer, _check_number
 
 __all__ = ["clip_grad_norm", "clip_grad_value", "total_grad_norm", "ClippedOptimizer"]
 
@@ -57,11 +58,13 @@ def total_grad_norm(grads: list, norm_type: float = 2.0) -> Any:
               \|g\|_\infty = \max_k \max_i |g_{k,i}|
 
     computed, like torch, as the norm of the per-tensor norms.
+
+    See: chapters/04_3_optimizers.ipynb (not in the seed; a guard for §3.3.3's optimizers)
     """
     norm_type = _check_norm_type(norm_type)
     if not grads:
         raise ValueError("grads is empty: there is no gradient to measure")
-    xp = _xp(grads[0])
+    xp = B.namespace(grads[0])
     norms = xp.stack([xp.linalg.vector_norm(g, ord=norm_type) for g in grads])
     return xp.linalg.vector_norm(norms, ord=norm_type)
 
@@ -101,7 +104,7 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise FloatingPointError(f"the total gradient norm (ord {norm_type}) is {float(total)}; "
                                  f"it cannot be clipped")
-    xp = _xp(total)
+    xp = B.namespace(total)
     coef = xp.clip(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         g *= coef
@@ -120,7 +123,7 @@ def clip_grad_value(params, clip_value: float) -> None:
     """
     clip_value = _check_number("clip_value", clip_value)
     for g in _grads(params):
-        g[...] = _xp(g).clip(g, -clip_value, clip_value)
+        g[...] = B.namespace(g).clip(g, -clip_value, clip_value)
 
 
 class ClippedOptimizer(Optimizer):
@@ -145,6 +148,8 @@ class ClippedOptimizer(Optimizer):
 
     ``lr``, ``params``, ``state``, ``state_dict`` and ``load_state_dict`` are the wrapped
     optimizer's, so schedules and checkpoints work unchanged.
+
+    See: chapters/04_3_optimizers.ipynb (not in the seed; a guard for §3.3.3's optimizers)
     """
 
     def __init__(self, optimizer: Optimizer, max_norm: float | None = None,

@@ -29,24 +29,10 @@ from ..nn.layers import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "check_lr", "OPTIMIZERS"]
 
-_NAMESPACES: dict = {}
-
-
-def _xp(x: Any) -> Any:
-    """The array namespace of ``x``, cached per array type (the lookup costs ~5-10 µs)."""
-    ns = _NAMESPACES.get(type(x))
-    if ns is None:
-        ns = _NAMESPACES[type(x)] = B.namespace(x)
-    return ns
-
 
 def _copy(x: Any) -> Any:
     """A copy of an array on its own backend."""
-    return _xp(x).asarray(x, copy=True)
-
-
-def _zeros_like(x: Any) -> Any:
-    return _xp(x).zeros_like(x)
+    return B.namespace(x).asarray(x, copy=True)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -70,7 +56,10 @@ def _check_bool(name: str, value: Any) -> bool:
 
 
 def check_lr(lr: Any) -> float:
-    """Validate a learning rate: a finite float >= 0."""
+    """Validate a learning rate: a finite float >= 0.
+
+    See: chapters/01_why_optimize.ipynb, chapters/04_3_optimizers.ipynb (seed §3.3.3)
+    """
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 <= lr < float("inf"):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     return float(lr)
@@ -94,6 +83,8 @@ class Optimizer:
     params : Module or iterable of Parameter
     lr : float
         The learning rate; schedules change ``optimizer.lr`` between steps.
+
+    See: chapters/01_why_optimize.ipynb, chapters/04_3_optimizers.ipynb (seed §3.3.3)
     """
 
     def __init__(self, params: Module | Iterable[Parameter], lr: float):
@@ -275,14 +266,14 @@ class Adagrad(Optimizer):
     def update(self, p, grad, state):
         if not state:
             state["step"] = 0
-            state["sum"] = _zeros_like(p.data) + self.initial_accumulator_value
+            state["sum"] = B.namespace(p.data).zeros_like(p.data) + self.initial_accumulator_value
         state["step"] = step = state["step"] + 1
         if self.weight_decay:
             grad = grad + self.weight_decay * p.data
         clr = self.lr / (1.0 + (step - 1) * self.lr_decay)
         total = state["sum"]
         total += grad * grad
-        std = _xp(total).sqrt(total)
+        std = B.namespace(total).sqrt(total)
         std += self.eps
         p.data -= clr * grad / std                                   # torch's addcdiv_ order
 
@@ -329,7 +320,7 @@ class RMSprop(Optimizer):
                 "momentum": self.momentum, "centered": self.centered}
 
     def update(self, p, grad, state):
-        xp = _xp(p.data)
+        xp = B.namespace(p.data)
         if not state:
             state["step"] = 0
             state["square_avg"] = xp.zeros_like(p.data)
@@ -405,7 +396,7 @@ class Adam(Optimizer):
                 "amsgrad": self.amsgrad, "decoupled_weight_decay": self.decoupled_weight_decay}
 
     def update(self, p, grad, state):
-        xp = _xp(p.data)
+        xp = B.namespace(p.data)
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)

@@ -117,6 +117,8 @@ class LRScheduler:
         :math:`\eta_0`, the learning rate the schedule is relative to.
     last_epoch : int
         How many times :meth:`step` has been called (0 right after construction).
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
 
     def __init__(self, optimizer: Any):
@@ -372,6 +374,8 @@ class CosineAnnealingLR(LRScheduler):
     T_max : int >= 1
         Steps from :math:`\eta_0` down to :math:`\eta_{min}`.
     eta_min : float >= 0
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0):
@@ -636,6 +640,8 @@ def with_warmup(after: LRScheduler, warmup_steps: int, start_factor: float = 0.1
     ``with_warmup(CosineAnnealingLR(opt, T_max=90), 10)`` is torch's
     ``SequentialLR(opt, [LinearLR(opt, 0.1, 1.0, 10), CosineAnnealingLR(opt, 90)], [10])``
     with the cosine built first.
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
     if not isinstance(after, LRScheduler) or isinstance(after, ReduceLROnPlateau):
         raise TypeError(f"after must be an LRScheduler other than ReduceLROnPlateau, got {type(after).__name__}")
@@ -664,6 +670,8 @@ class ReduceLROnPlateau(LRScheduler):
     cooldown : int >= 0
     min_lr : float >= 0
     eps : float >= 0
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
 
     def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1, patience: int = 10,
@@ -750,6 +758,8 @@ def lr_curve(build: Callable[[Any], LRScheduler], steps: int, lr: float = 1.0,
 
     >>> lr_curve(lambda opt: StepLR(opt, step_size=2, gamma=0.5), 5, lr=1.0)
     [1.0, 1.0, 0.5, 0.5, 0.25]
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
     steps = _check_int("steps", steps, 0)
     probe = LRProbe(lr)
@@ -788,6 +798,8 @@ class ScheduleCallback(Callback):
     ----------
     lrs : list of float
         The rate used by each optimizer step (so ``len(lrs)`` = number of updates).
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
 
     def __init__(self, schedule: LRScheduler, every: str = "step", metric: str = "val_loss"):
@@ -840,7 +852,8 @@ class RangeTestResult:
     suggested_lr : float
         The pick by ``rule``.
     rule : str
-        ``"steepest"`` -- where the smoothed loss falls fastest against log lr (before its minimum);
+        ``"steepest"`` -- where the smoothed loss falls fastest against log lr (before its minimum;
+        slopes over a window of ±n/20 steps, the first n/10 steps skipped);
         ``"min/10"`` -- a tenth of the rate at the minimum smoothed loss.
     min_loss_lr, steepest_lr : float
         Both candidates.
@@ -860,10 +873,19 @@ class RangeTestResult:
 
 
 def _steepest_index(log_lrs: list[float], losses: list[float], stop: int) -> int:
-    """Index of the most negative slope d loss / d log lr (central differences) in [1, stop)."""
-    best, best_slope = 0, math.inf
-    for i in range(1, max(stop, 2)):
-        j0, j1 = i - 1, min(i + 1, len(losses) - 1)
+    """Index of the most negative slope d loss / d log lr before ``stop`` (the minimum's index).
+
+    Slopes are differences over a window of ±n/20 points, and the first n/10 points (where the
+    moving average is still young and noisy) are skipped: a one-step slope is dominated by noise.
+    """
+    n = len(losses)
+    window = max(1, n // 20)
+    first = max(window, n // 10)
+    if first >= stop:                      # the minimum came early: fall back to one-step slopes
+        window, first = 1, 1
+    best, best_slope = min(first, n - 1), math.inf
+    for i in range(first, max(stop, first + 1)):
+        j0, j1 = max(i - window, 0), min(i + window, n - 1)
         if j1 == j0:
             break
         slope = (losses[j1] - losses[j0]) / (log_lrs[j1] - log_lrs[j0])
@@ -910,6 +932,8 @@ def lr_range_test(model: Module | Callable[[], Module], data: tuple, lr_min: flo
     Returns
     -------
     RangeTestResult
+
+    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
     lr_min = _check_number("lr_min", lr_min, 0.0, low_open=True)
     lr_max = _check_number("lr_max", lr_max, lr_min, low_open=True)

@@ -28,6 +28,8 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9):
 
     ``momentum`` is SGD's momentum for "momentum"/"nesterov", RMSprop's momentum, and β1 for
     Adam/AdamW (β2 stays 0.999); "gd" and "adagrad" ignore it.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     if name not in OPTIMIZER_CHOICES:
         raise ValueError(f"optimizer must be one of {OPTIMIZER_CHOICES}, got {name!r}")
@@ -44,7 +46,10 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9):
 
 
 def get_function(function: str | Function2D, condition: float = 10.0) -> Function2D:
-    """A :class:`Function2D` from its name in :data:`nnopt_lab.functions2d.FUNCTIONS`."""
+    """A :class:`Function2D` from its name in :data:`nnopt_lab.functions2d.FUNCTIONS`.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
+    """
     if isinstance(function, Function2D):
         return function
     if function not in FUNCTIONS:
@@ -72,6 +77,8 @@ def optimizer_path(function: str | Function2D = "rosenbrock", optimizer: str = "
         ``final_value`` (float), ``distance`` (float, from the last point to the nearest minimum;
         nan when the function has none), ``diverged_at`` (first step whose point is not finite
         or escaped, else None), ``fn`` (the Function2D).
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     fn = get_function(function, condition)
     start = fn.start if start is None else start
@@ -96,13 +103,15 @@ def plot_paths(fn: Function2D, paths: dict, ax=None, title: str | None = None, n
     """Contours of ``fn`` with one coloured path per entry of ``paths`` (name -> (k, 2) array).
 
     Minima are marked with a star, saddles with a cross, the start with a circle.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5))
     gx, gy, z = fn.grid(n)
-    ax.contour(gx, gy, z, levels=_levels(fn, z), cmap="Greys", linewidths=0.6, alpha=0.7)
+    ax.contour(gx, gy, z, levels=_levels(fn, z), colors="0.7", linewidths=0.6)
     for (name, path), colour in zip(paths.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3):
         ax.plot(path[:, 0], path[:, 1], "-", color=colour, lw=1.4, label=name)
         ax.plot(path[-1:, 0], path[-1:, 1], "o", color=colour, ms=4)
@@ -123,7 +132,10 @@ def plot_paths(fn: Function2D, paths: dict, ax=None, title: str | None = None, n
 
 
 def playground(steps_max: int = 1000) -> Any:
-    """ipywidgets explorer: pick function, optimizer, lr (log slider), momentum/β1, steps."""
+    """ipywidgets explorer: pick function, optimizer, lr (log slider), momentum/β1, steps.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
+    """
     import ipywidgets as W
     import matplotlib.pyplot as plt
 

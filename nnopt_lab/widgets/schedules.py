@@ -60,8 +60,8 @@ def build_schedule(kind: str, optimizer: Any, total_steps: int, warmup_steps: in
         sched = S.LinearLR(optimizer, start_factor=1.0, end_factor=min(eta_min, 1.0), total_iters=n)
     elif kind == "cosine":
         sched = S.CosineAnnealingLR(optimizer, T_max=n, eta_min=eta_min)
-    else:  # warm restarts: cycles T0, 2T0, 4T0, ... filling n steps
-        T_0 = max(1, n // (2 ** S._check_int("cycles", cycles) - 1))
+    else:  # warm restarts: cycles T0, 2T0, 4T0, ... covering the n steps (the last may end just after)
+        T_0 = max(1, math.ceil(n / (2 ** S._check_int("cycles", cycles) - 1)))
         sched = S.CosineAnnealingWarmRestarts(optimizer, T_0=T_0, T_mult=2, eta_min=eta_min)
     return S.with_warmup(sched, warmup_steps, start_factor) if warmup_steps else sched
 
