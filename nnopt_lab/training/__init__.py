@@ -1,3 +1,9 @@
-"""Training: optimizers, the fit loop (schedules and batch-size tools in chapter 4)."""
+"""Training (seed §2.3, §3.3): the fit loop, optimizers, learning-rate schedules, batch size."""
+from .batch_size import (BatchSizeSchedule, GradientNoise, fit_with_batch_schedule, full_gradient, gradient_noise,
+                         linear_scaling_rule, linear_scaling_warmup, throughput, updates_per_epoch)
 from .loop import Callback, History, TrainState, accuracy, batches, evaluate, fit, predict, train_step
 from .optim import SGD, Optimizer
+from .schedules import (ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR,
+                        LinearWarmup, LRProbe, LRScheduler, MultiStepLR, OneCycleLR, RangeTestResult,
+                        ReduceLROnPlateau, ScheduleCallback, SequentialLR, StepLR, lr_curve, lr_range_test,
+                        with_warmup)
