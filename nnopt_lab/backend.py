@@ -42,7 +42,7 @@ __all__ = [
     "device_of", "to_numpy", "to_backend", "asarray", "dtype_name", "same_kind",
     "cuda_available", "seed", "rng", "generator", "backend_of", "randn", "rand", "uniform", "permutation",
     "sliding_windows", "sliding_windows_portable", "scatter_add", "scatter_add_portable",
-    "synchronize", "float_of", "no_tf32",
+    "synchronize", "float_of", "no_tf32", "copy",
 ]
 
 
@@ -239,6 +239,11 @@ def to_backend(x: Any, backend: str | Backend | None = None, dtype: str | None =
 def asarray(x: Any, like: Any) -> Any:
     """``x`` on the same backend, device and float dtype as the array ``like``."""
     return to_backend(x, backend_of(like), dtype=dtype_name(like) if dtype_name(like) in DTYPES else None)
+
+
+def copy(x: Any) -> Any:
+    """A copy of an array that shares no memory with it (numpy ``copy`` / torch ``clone``)."""
+    return x.clone() if is_torch(x) else np.array(x, copy=True)
 
 
 def float_of(x: Any) -> float:

@@ -2,10 +2,16 @@
 import os
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from nnopt_lab import backend as B
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite runs in parallel workers (pytest -n 2) on small arrays: one thread per worker avoids
+# oversubscribing the cores, which makes tiny BLAS and torch calls many times slower.
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 BACKEND_PARAMS = [
     "numpy",

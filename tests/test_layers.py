@@ -215,3 +215,12 @@ def test_bad_forward_inputs_are_named():
         nn.Conv2d(1, 2, 3)(np.zeros((1, 1, 4, 4), dtype=np.int64))
     with pytest.raises(ValueError, match="needs more than 1 value per channel"):
         nn.BatchNorm1d(3)(np.zeros((1, 3), dtype=np.float32))
+
+
+def test_load_state_dict_copies_instead_of_sharing_memory(backend_name):
+    model = nn.Sequential(nn.Linear(3, 2, backend=backend_name))
+    state = {k: B.copy(v) for k, v in model.state_dict().items()}
+    saved = B.to_numpy(state["0.weight"]).copy()
+    model.load_state_dict(state)
+    model[0]._params["weight"].data *= 0.0                      # an in-place update, as optimizers do
+    np.testing.assert_array_equal(B.to_numpy(state["0.weight"]), saved)

@@ -6,6 +6,7 @@ notebook (checked). Run one chapter: ``python tasks.py test -k 01_why``.
 """
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +35,8 @@ def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_pa
 
     monkeypatch.setenv("QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")     # kernels run two at a time (pytest -n 2) on a 2-core machine
     before = _digest(nb)
     executed = tmp_path / nb.name
     start = time.perf_counter()
@@ -47,5 +50,5 @@ def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_pa
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
              "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
-            cwd=nb.parent, capture_output=True, text=True, env={**__import__("os").environ, "QUICK": "1"})
+            cwd=nb.parent, capture_output=True, text=True, env={**os.environ, "QUICK": "1"})
         assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"

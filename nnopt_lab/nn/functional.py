@@ -83,7 +83,7 @@ def _pad(x: Any, padding: int) -> Any:
 
 
 def im2col(x: Any, kh: int, kw: int, stride: int = 1, padding: int = 0):
-    """Unfold an image batch into one row per output position.
+    """Unfold an image batch into one *column* per output position.
 
     Parameters
     ----------
@@ -91,27 +91,32 @@ def im2col(x: Any, kh: int, kw: int, stride: int = 1, padding: int = 0):
 
     Returns
     -------
-    cols : (N*Ho*Wo, C*kh*kw)
-        Row ``(n, i, j)`` holds the receptive field of output pixel (i, j) of image n,
-        ordered (c, di, dj) like a flattened conv weight.
+    cols : (C*kh*kw, N*Ho*Wo)
+        Column ``(n, i, j)`` holds the receptive field of output pixel (i, j) of image n,
+        ordered (c, di, dj) like a flattened conv weight, so ``W.reshape(Cout, -1) @ cols``
+        is the convolution.
     (ho, wo) : the output height and width
+
+    The windows are a strided *view* of the padded input (:func:`nnopt_lab.backend.sliding_windows`);
+    the one copy made here is ordered (c, di, dj, n, i, j), so its innermost loop runs along
+    an image row, which keeps the copy fast.
     """
     xp = B.namespace(x)
     windows = B.sliding_windows(_pad(x, padding), kh, kw, stride)   # (N, C, Ho, Wo, kh, kw)
     n, c, ho, wo = windows.shape[:4]
-    cols = xp.reshape(xp.permute_dims(windows, (0, 2, 3, 1, 4, 5)), (n * ho * wo, c * kh * kw))
+    cols = xp.reshape(xp.permute_dims(windows, (1, 4, 5, 0, 2, 3)), (c * kh * kw, n * ho * wo))
     return cols, (ho, wo)
 
 
 def col2im(dcols: Any, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Any:
-    """Adjoint of :func:`im2col`: add every row back onto the pixels it was read from.
+    """Adjoint of :func:`im2col`: add every column back onto the pixels it was read from.
 
     Overlapping windows add up. Written as kh·kw strided slice-adds, each over the whole
     batch, so it is vectorized on every backend without a scatter.
 
     Parameters
     ----------
-    dcols : (N*Ho*Wo, C*kh*kw)
+    dcols : (C*kh*kw, N*Ho*Wo)
     x_shape : (N, C, H, W) of the unpadded input
 
     Returns
@@ -121,22 +126,25 @@ def col2im(dcols: Any, x_shape: tuple, kh: int, kw: int, stride: int = 1, paddin
     xp = B.namespace(dcols)
     n, c, h, w = x_shape
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
-    d6 = xp.permute_dims(xp.reshape(dcols, (n, ho, wo, c, kh, kw)), (0, 3, 1, 2, 4, 5))
-    return _fold(d6, x_shape, stride, padding)
-
-
-def _fold(d6: Any, x_shape: tuple, stride: int, padding: int) -> Any:
-    """Sum window gradients ``d6`` (N, C, Ho, Wo, kh, kw) back onto an (N, C, H, W) image."""
-    xp = B.namespace(d6)
-    n, c, h, w = x_shape
-    ho, wo, kh, kw = d6.shape[2:]
-    dx = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=d6.dtype,
-                  device=B.device_of(d6) if B.is_torch(d6) else None)
+    d6 = xp.reshape(dcols, (c, kh, kw, n, ho, wo))
+    dx = _zeros_like_padded(dcols, x_shape, padding)
     for di in range(kh):
         for dj in range(kw):
-            dx[:, :, di:di + stride * (ho - 1) + 1:stride,
-               dj:dj + stride * (wo - 1) + 1:stride] += d6[:, :, :, :, di, dj]
+            dx[:, :, _window(di, stride, ho), _window(dj, stride, wo)] += \
+                xp.permute_dims(d6[:, di, dj], (1, 0, 2, 3))
     return dx[:, :, padding:padding + h, padding:padding + w] if padding else dx
+
+
+def _window(offset: int, stride: int, count: int) -> slice:
+    """The input positions that offset ``offset`` of ``count`` strided windows reads."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
+def _zeros_like_padded(like: Any, x_shape: tuple, padding: int) -> Any:
+    xp = B.namespace(like)
+    n, c, h, w = x_shape
+    return xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=like.dtype,
+                    device=B.device_of(like) if B.is_torch(like) else None)
 
 
 # ----------------------------------------------------------------------------- conv2d
@@ -161,19 +169,19 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int = 1
     if x.ndim != 4 or x.shape[1] != cin:
         raise ValueError(f"x must have shape (N, {cin}, H, W) for this weight, got {tuple(x.shape)}")
     cols, (ho, wo) = im2col(x, kh, kw, stride, padding)
-    out = cols @ xp.reshape(weight, (cout, cin * kh * kw)).T          # (N*Ho*Wo, Cout)
+    out = xp.reshape(weight, (cout, cin * kh * kw)) @ cols               # (Cout, N*Ho*Wo)
     if bias is not None:
-        out += bias
-    out = xp.permute_dims(xp.reshape(out, (x.shape[0], ho, wo, cout)), (0, 3, 1, 2))
+        out += bias[:, None]
+    out = xp.permute_dims(xp.reshape(out, (cout, x.shape[0], ho, wo)), (1, 0, 2, 3))
     return out, (cols, tuple(x.shape), weight, bias is not None, stride, padding)
 
 
 def conv2d_backward(dout: Any, cache):
     r"""Gradients of :func:`conv2d_forward`.
 
-    With ``X`` the im2col matrix and ``dY`` the output gradient as (N·Ho·Wo, Cout):
-    :math:`\partial W = dY^\top X`, :math:`\partial b = \sum dY`,
-    :math:`\partial x = \mathrm{col2im}(dY\, W)`.
+    With ``X`` the im2col matrix (C·kh·kw, N·Ho·Wo) and ``dY`` the output gradient as
+    (Cout, N·Ho·Wo): :math:`\partial W = dY\, X^\top`, :math:`\partial b = \sum dY`,
+    :math:`\partial x = \mathrm{col2im}(W^\top dY)`.
 
     Returns
     -------
@@ -182,59 +190,77 @@ def conv2d_backward(dout: Any, cache):
     cols, x_shape, weight, has_bias, stride, padding = cache
     xp = B.namespace(dout)
     cout, cin, kh, kw = weight.shape
-    d2 = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, cout))   # (N*Ho*Wo, Cout)
+    d2 = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (cout, -1))   # (Cout, N*Ho*Wo)
     w2 = xp.reshape(weight, (cout, cin * kh * kw))
-    dweight = xp.reshape(d2.T @ cols, weight.shape)
-    dbias = xp.sum(d2, axis=0) if has_bias else None
-    dx = col2im(d2 @ w2, x_shape, kh, kw, stride, padding)
+    dweight = xp.reshape(d2 @ cols.T, weight.shape)
+    dbias = xp.sum(d2, axis=1) if has_bias else None
+    dx = col2im(w2.T @ d2, x_shape, kh, kw, stride, padding)
     return dx, dweight, dbias
 
 
 # ----------------------------------------------------------------------------- pooling
-def _pool_windows(x: Any, kernel: int, stride: int):
-    xp = B.namespace(x)
-    windows = B.sliding_windows(x, kernel, kernel, stride)          # (N, C, Ho, Wo, k, k)
-    n, c, ho, wo = windows.shape[:4]
-    return xp.reshape(windows, (n, c, ho, wo, kernel * kernel))
+def _pool_slices(x: Any, kernel: int, stride: int):
+    """The k·k strided views ``x[:, :, di::s, dj::s]`` (each (N, C, Ho, Wo)), with their slices."""
+    ho = conv_output_size(x.shape[2], kernel, stride, 0)
+    wo = conv_output_size(x.shape[3], kernel, stride, 0)
+    for di in range(kernel):
+        for dj in range(kernel):
+            rows, cols = _window(di, stride, ho), _window(dj, stride, wo)
+            yield (rows, cols), x[:, :, rows, cols]
 
 
 def maxpool2d_forward(x: Any, kernel: int, stride: int | None = None):
     r"""Max pooling: :math:`y_{n,c,i,j} = \max_{u,v < k} x_{n,c,is+u,js+v}`.
 
+    Computed as the elementwise maximum of the k² strided views of x (one per window
+    offset), so every operation runs over the whole batch.
+
     Returns
     -------
     out : (N, C, Ho, Wo)
-    cache : (argmax within each window, input shape, kernel, stride)
+    cache : (x, out, kernel, stride)
     """
     xp = B.namespace(x)
     stride = stride or kernel
-    flat = _pool_windows(x, kernel, stride)
-    arg = xp.argmax(flat, axis=-1)
-    return xp.max(flat, axis=-1), (arg, tuple(x.shape), kernel, stride)
+    out = None
+    for _, view in _pool_slices(x, kernel, stride):
+        out = view if out is None else xp.maximum(out, view)
+    return out, (x, out, kernel, stride)
 
 
 def maxpool2d_backward(dout: Any, cache) -> Any:
-    """Route each output gradient to the (first) maximum of its window; returns dx (N, C, H, W)."""
-    arg, x_shape, kernel, stride = cache
+    """Route each output gradient to the first maximum of its window (torch's choice on ties).
+
+    Returns dx (N, C, H, W).
+    """
+    x, out, kernel, stride = cache
     xp = B.namespace(dout)
-    hit = arg[..., None] == xp.arange(kernel * kernel, device=B.device_of(dout) if B.is_torch(dout) else None)
-    d6 = xp.reshape(xp.astype(hit, dout.dtype) * dout[..., None], (*dout.shape, kernel, kernel))
-    return _fold(d6, x_shape, stride, 0)
+    dx = xp.zeros(tuple(x.shape), dtype=dout.dtype, device=B.device_of(dout) if B.is_torch(dout) else None)
+    taken = None
+    for (rows, cols), view in _pool_slices(x, kernel, stride):
+        hit = view == out if taken is None else (view == out) & ~taken
+        dx[:, :, rows, cols] += dout * hit
+        taken = hit if taken is None else taken | hit
+    return dx
 
 
 def avgpool2d_forward(x: Any, kernel: int, stride: int | None = None):
     r"""Average pooling: :math:`y_{n,c,i,j} = \frac{1}{k^2}\sum_{u,v<k} x_{n,c,is+u,js+v}`."""
-    xp = B.namespace(x)
     stride = stride or kernel
-    return xp.mean(_pool_windows(x, kernel, stride), axis=-1), (tuple(x.shape), kernel, stride)
+    total = None
+    for _, view in _pool_slices(x, kernel, stride):
+        total = view if total is None else total + view
+    return total * (1.0 / (kernel * kernel)), (tuple(x.shape), kernel, stride)
 
 
 def avgpool2d_backward(dout: Any, cache) -> Any:
     """Spread each output gradient evenly over its window; returns dx (N, C, H, W)."""
     x_shape, kernel, stride = cache
-    xp = B.namespace(dout)
-    d6 = xp.broadcast_to((dout / (kernel * kernel))[..., None, None], (*dout.shape, kernel, kernel))
-    return _fold(d6, x_shape, stride, 0)
+    dx = _zeros_like_padded(dout, x_shape, 0)
+    share = dout * (1.0 / (kernel * kernel))
+    for (rows, cols), _ in _pool_slices(dx, kernel, stride):
+        dx[:, :, rows, cols] += share
+    return dx
 
 
 # ----------------------------------------------------------------------------- activations

@@ -130,6 +130,8 @@ class Module:
     def load_state_dict(self, state: dict) -> "Module":
         """Copy values in from a state dict (ours or a torch.nn model's, any backend).
 
+        The values are copied: training afterwards never changes the caller's arrays.
+
         Raises
         ------
         ValueError
@@ -144,8 +146,9 @@ class Module:
             if tuple(value.shape) != tuple(own[key].shape):
                 raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, "
                                  f"expected {tuple(own[key].shape)}")
-            self._set_state(key.split("."), B.asarray(value, own[key]) if B.dtype_name(own[key]) in B.DTYPES
-                            else B.to_backend(value, B.backend_of(own[key])))
+            moved = (B.asarray(value, own[key]) if B.dtype_name(own[key]) in B.DTYPES
+                     else B.to_backend(value, B.backend_of(own[key])))
+            self._set_state(key.split("."), B.copy(moved))   # never share memory with the caller's dict
         return self
 
     def _set_state(self, path, value):

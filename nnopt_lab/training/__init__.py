@@ -2,7 +2,8 @@
 from .batch_size import (BatchSizeSchedule, GradientNoise, fit_with_batch_schedule, full_gradient, gradient_noise,
                          linear_scaling_rule, linear_scaling_warmup, throughput, updates_per_epoch)
 from .loop import Callback, History, TrainState, accuracy, batches, evaluate, fit, predict, train_step
-from .optim import SGD, Optimizer
+from .clipping import ClippedOptimizer, clip_grad_norm, clip_grad_value, total_grad_norm
+from .optim import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, check_lr
 from .schedules import (ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR,
                         LinearWarmup, LRProbe, LRScheduler, MultiStepLR, OneCycleLR, RangeTestResult,
                         ReduceLROnPlateau, ScheduleCallback, SequentialLR, StepLR, lr_curve, lr_range_test,
