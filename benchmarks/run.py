@@ -61,15 +61,23 @@ def torch_train_step(model_factory, device: str, x: np.ndarray, y: np.ndarray):
     return step, device
 
 
-def time_interleaved(contestants: dict, steps: int, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each contestant, measured in alternating rounds."""
+def time_interleaved(contestants: dict, steps: int, rounds: int, pause: float = 0.05) -> dict[str, float]:
+    """Median seconds per call of each contestant, measured in alternating rounds.
+
+    The order rotates every round and a short pause separates contestants: BLAS and OpenMP
+    worker threads keep spinning for a moment after a call, which would otherwise slow down
+    whichever contestant runs next.
+    """
     samples = {name: [] for name in contestants}
     for fn, device in contestants.values():      # warm-up
         for _ in range(max(3, steps // 5)):
             fn()
         _sync(device)
-    for _ in range(rounds):
-        for name, (fn, device) in contestants.items():
+    names = list(contestants)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, device = contestants[name]
+            time.sleep(pause)
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):

@@ -264,7 +264,7 @@ class Param2D(Module):
         p = self.xy.data
         return self.fn.value(p[0], p[1])
 
-    def backward(self, dout: Any = 1.0) -> None:
+    def backward(self, dout: Any = 1.0, need_dx: bool = True) -> None:
         """Write ``dout · ∇f`` at the current point into ``xy.grad``."""
         p = self.xy.data
         gx, gy = self.fn.grad(p[0], p[1])

@@ -224,3 +224,18 @@ def test_load_state_dict_copies_instead_of_sharing_memory(backend_name):
     model.load_state_dict(state)
     model[0]._params["weight"].data *= 0.0                      # an in-place update, as optimizers do
     np.testing.assert_array_equal(B.to_numpy(state["0.weight"]), saved)
+
+
+def test_backward_without_input_gradient_gives_the_same_parameter_gradients(be64):
+    B.seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8, backend=be64), nn.ReLU(), nn.Linear(8, 3, backend=be64))
+    x = B.randn(5, 1, 4, 4, backend=be64)
+    g = B.randn(5, 3, backend=be64)
+    model(x)
+    dx = model.backward(g)
+    full = [B.to_numpy(p.grad).copy() for p in model.parameters()]
+    model(x)
+    assert model.backward(g, need_dx=False) is None
+    assert tuple(dx.shape) == (5, 1, 4, 4)
+    for a, p in zip(full, model.parameters()):
+        np.testing.assert_array_equal(a, B.to_numpy(p.grad))

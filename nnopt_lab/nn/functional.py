@@ -47,19 +47,22 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None):
     return out, (x, weight, bias is not None)
 
 
-def linear_backward(dout: Any, cache):
+def linear_backward(dout: Any, cache, need_dx: bool = True):
     r"""Gradients of :func:`linear_forward`.
 
     :math:`\partial x = \partial y\, W`, :math:`\partial W = \partial y^\top x`,
     :math:`\partial b = \sum_n \partial y_n`.
 
+    ``need_dx=False`` skips :math:`\partial x` (returns None): the first layer of a network
+    needs no gradient for its input, and it is one of the three matrix products.
+
     Returns
     -------
-    dx : (N, in), dweight : (out, in), dbias : (out,) or None
+    dx : (N, in) or None, dweight : (out, in), dbias : (out,) or None
     """
     x, weight, has_bias = cache
     xp = B.namespace(dout)
-    dx = dout @ weight
+    dx = dout @ weight if need_dx else None
     dweight = dout.T @ x
     dbias = xp.sum(dout, axis=0) if has_bias else None
     return dx, dweight, dbias
@@ -176,16 +179,18 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int = 1
     return out, (cols, tuple(x.shape), weight, bias is not None, stride, padding)
 
 
-def conv2d_backward(dout: Any, cache):
+def conv2d_backward(dout: Any, cache, need_dx: bool = True):
     r"""Gradients of :func:`conv2d_forward`.
 
     With ``X`` the im2col matrix (C·kh·kw, N·Ho·Wo) and ``dY`` the output gradient as
     (Cout, N·Ho·Wo): :math:`\partial W = dY\, X^\top`, :math:`\partial b = \sum dY`,
     :math:`\partial x = \mathrm{col2im}(W^\top dY)`.
 
+    ``need_dx=False`` skips :math:`\partial x` (returns None), as for the network's input.
+
     Returns
     -------
-    dx : (N, C, H, W), dweight : (Cout, C, kh, kw), dbias : (Cout,) or None
+    dx : (N, C, H, W) or None, dweight : (Cout, C, kh, kw), dbias : (Cout,) or None
     """
     cols, x_shape, weight, has_bias, stride, padding = cache
     xp = B.namespace(dout)
@@ -194,7 +199,7 @@ def conv2d_backward(dout: Any, cache):
     w2 = xp.reshape(weight, (cout, cin * kh * kw))
     dweight = xp.reshape(d2 @ cols.T, weight.shape)
     dbias = xp.sum(d2, axis=1) if has_bias else None
-    dx = col2im(w2.T @ d2, x_shape, kh, kw, stride, padding)
+    dx = col2im(w2.T @ d2, x_shape, kh, kw, stride, padding) if need_dx else None
     return dx, dweight, dbias
 
 

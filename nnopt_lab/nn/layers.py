@@ -175,7 +175,8 @@ class Module:
     def forward(self, x: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward(self, dout: Any) -> Any:  # pragma: no cover - abstract
+    def backward(self, dout: Any, need_dx: bool = True) -> Any:  # pragma: no cover - abstract
+        """Write the parameters' gradients; return the input's gradient (None if not ``need_dx``)."""
         raise NotImplementedError
 
     def __call__(self, x: Any) -> Any:
@@ -220,8 +221,8 @@ class Linear(Module):
         out, self._cache = F.linear_forward(x, self._params["weight"].data, bias and bias.data)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.linear_backward(dout, self._cache)
+    def backward(self, dout, need_dx=True):
+        dx, dw, db = F.linear_backward(dout, self._cache, need_dx)
         self._params["weight"].grad = dw
         if db is not None:
             self._params["bias"].grad = db
@@ -262,8 +263,8 @@ class Conv2d(Module):
                                             self.stride, self.padding)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._cache)
+    def backward(self, dout, need_dx=True):
+        dx, dw, db = F.conv2d_backward(dout, self._cache, need_dx)
         self._params["weight"].grad = dw
         if db is not None:
             self._params["bias"].grad = db
@@ -290,7 +291,7 @@ class _Pool2d(Module):
         out, self._cache = type(self)._forward(x, self.kernel_size, self.stride)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         return type(self)._backward(dout, self._cache)
 
     def extra_repr(self):
@@ -316,7 +317,7 @@ class ReLU(Module):
         out, self._cache = F.relu_forward(x)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         return F.relu_backward(dout, self._cache)
 
 
@@ -352,7 +353,7 @@ class _BatchNorm(Module):
             self._buffers["running_var"], self.training, self.momentum, self.eps)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache)
         self._params["weight"].grad, self._params["bias"].grad = dgamma, dbeta
         return dx
@@ -385,7 +386,7 @@ class Dropout(Module):
         out, self._cache = F.dropout_forward(x, self.p, self.training)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         return F.dropout_backward(dout, self._cache)
 
     def extra_repr(self):
@@ -399,7 +400,7 @@ class Flatten(Module):
         self._shape = tuple(x.shape)
         return B.namespace(x).reshape(x, (x.shape[0], -1))
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         return B.namespace(dout).reshape(dout, self._shape)
 
 
@@ -427,10 +428,18 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    def backward(self, dout):
-        for layer in reversed(self._modules.values()):
-            dout = layer.backward(dout)
-        return dout
+    def backward(self, dout, need_dx=True):
+        """Backpropagate through the layers in reverse order.
+
+        With ``need_dx=False`` (the network's input needs no gradient, as when training)
+        the layers before the first one with parameters are skipped and that layer does not
+        compute its input gradient.
+        """
+        layers = list(self._modules.values())
+        first = 0 if need_dx else next((i for i, m in enumerate(layers) if m.parameters()), len(layers))
+        for i in range(len(layers) - 1, first - 1, -1):
+            dout = layers[i].backward(dout, need_dx=need_dx or i > first)
+        return dout if need_dx else None
 
 
 class CrossEntropyLoss:

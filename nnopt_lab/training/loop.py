@@ -126,7 +126,7 @@ def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
     """One forward, backward and update; returns (loss, logits) as arrays (no GPU sync)."""
     logits = model.forward(xb)
     loss = loss_fn(logits, yb)
-    model.backward(loss_fn.backward())
+    model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
     optimizer.step()
     return loss, logits
 
