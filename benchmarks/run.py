@@ -61,7 +61,7 @@ def torch_train_step(model_factory, device: str, x: np.ndarray, y: np.ndarray):
     return step, device
 
 
-def time_interleaved(contestants: dict, steps: int, rounds: int, pause: float = 0.05) -> dict[str, float]:
+def time_interleaved(contestants: dict, steps: int, rounds: int, pause: float = 0.3) -> dict[str, float]:
     """Median seconds per call of each contestant, measured in alternating rounds.
 
     The order rotates every round and a short pause separates contestants: BLAS and OpenMP

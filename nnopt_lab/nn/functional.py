@@ -85,8 +85,30 @@ def _pad(x: Any, padding: int) -> Any:
     return out
 
 
+def _flat_geometry(x_shape: tuple, kh: int, kw: int, stride: int, padding: int) -> dict:
+    """Sizes of the padded image laid out as one flat row per channel (see :func:`im2col`)."""
+    n, c, h, w = x_shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
+    span = ho * wp                                    # one "wide" output grid: ho rows of wp columns
+    length = max(hp * wp, (kh - 1) * wp + (kw - 1) + stride * (span - 1) + 1)
+    return dict(n=n, c=c, h=h, w=w, hp=hp, wp=wp, ho=ho, wo=wo, span=span, length=length)
+
+
+def _offsets(kh: int, kw: int, wp: int) -> list[int]:
+    """Flat offset of each kernel tap (di, dj) in a row-major image of width wp."""
+    return [di * wp + dj for di in range(kh) for dj in range(kw)]
+
+
 def im2col(x: Any, kh: int, kw: int, stride: int = 1, padding: int = 0):
-    """Unfold an image batch into one *column* per output position.
+    r"""Unfold an image batch into one column per output position, on a *wide* output grid.
+
+    Lay each padded channel out as one flat row of length :math:`H_p W_p`. Then kernel tap
+    :math:`(d_i, d_j)` of output pixel :math:`(i, j)` reads flat position
+    :math:`d_i W_p + d_j + s\,(i W_p + j)`: for a fixed tap, the whole output grid is ONE
+    strided slice of the row. Taking :math:`j` over all :math:`W_p` columns (not only the
+    :math:`W_o` valid ones) keeps it a single slice; the extra columns read junk that
+    :func:`conv2d_forward` drops. So im2col is kh·kw slice copies, each over the whole batch.
 
     Parameters
     ----------
@@ -94,48 +116,51 @@ def im2col(x: Any, kh: int, kw: int, stride: int = 1, padding: int = 0):
 
     Returns
     -------
-    cols : (C*kh*kw, N*Ho*Wo)
-        Column ``(n, i, j)`` holds the receptive field of output pixel (i, j) of image n,
-        ordered (c, di, dj) like a flattened conv weight, so ``W.reshape(Cout, -1) @ cols``
-        is the convolution.
-    (ho, wo) : the output height and width
-
-    The windows are a strided *view* of the padded input (:func:`nnopt_lab.backend.sliding_windows`);
-    the one copy made here is ordered (c, di, dj, n, i, j), so its innermost loop runs along
-    an image row, which keeps the copy fast.
+    cols : (C*kh*kw, N*Ho*Wp)
+        Rows ordered (c, di, dj) like a flattened conv weight, so that
+        ``W.reshape(Cout, -1) @ cols`` is the convolution on the wide grid.
+    geometry : dict of the sizes (``ho``, ``wo``, ``wp``, ...), for :func:`col2im`
     """
     xp = B.namespace(x)
-    windows = B.sliding_windows(_pad(x, padding), kh, kw, stride)   # (N, C, Ho, Wo, kh, kw)
-    n, c, ho, wo = windows.shape[:4]
-    cols = xp.reshape(xp.permute_dims(windows, (1, 4, 5, 0, 2, 3)), (c * kh * kw, n * ho * wo))
-    return cols, (ho, wo)
+    g = _flat_geometry(tuple(x.shape), kh, kw, stride, padding)
+    rows = xp.zeros((g["c"], g["n"], g["length"]), dtype=x.dtype,
+                    device=B.device_of(x) if B.is_torch(x) else None)   # (C, N, flat padded image)
+    image = xp.reshape(rows[:, :, :g["hp"] * g["wp"]], (g["c"], g["n"], g["hp"], g["wp"]))
+    image[:, :, padding:padding + g["h"], padding:padding + g["w"]] = xp.permute_dims(x, (1, 0, 2, 3))
+    stop = stride * (g["span"] - 1) + 1
+    taps = [rows[:, :, off:off + stop:stride] for off in _offsets(kh, kw, g["wp"])]
+    cols = xp.reshape(xp.stack(taps, axis=1), (g["c"] * kh * kw, g["n"] * g["span"]))
+    return cols, g
 
 
-def col2im(dcols: Any, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Any:
+def col2im(dcols: Any, geometry: dict, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Any:
     """Adjoint of :func:`im2col`: add every column back onto the pixels it was read from.
 
-    Overlapping windows add up. Written as kh·kw strided slice-adds, each over the whole
-    batch, so it is vectorized on every backend without a scatter.
+    Overlapping windows add up. kh·kw strided slice-adds over the flat rows, each over the
+    whole batch: vectorized on every backend without a scatter. Columns of the wide grid
+    beyond the valid outputs must hold zeros (they do when ``dcols`` comes from zero-padded
+    output gradients).
 
     Parameters
     ----------
-    dcols : (C*kh*kw, N*Ho*Wo)
-    x_shape : (N, C, H, W) of the unpadded input
+    dcols : (C*kh*kw, N*Ho*Wp)
+    geometry : the dict :func:`im2col` returned
 
     Returns
     -------
     dx : (N, C, H, W)
     """
     xp = B.namespace(dcols)
-    n, c, h, w = x_shape
-    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
-    d6 = xp.reshape(dcols, (c, kh, kw, n, ho, wo))
-    dx = _zeros_like_padded(dcols, x_shape, padding)
-    for di in range(kh):
-        for dj in range(kw):
-            dx[:, :, _window(di, stride, ho), _window(dj, stride, wo)] += \
-                xp.permute_dims(d6[:, di, dj], (1, 0, 2, 3))
-    return dx[:, :, padding:padding + h, padding:padding + w] if padding else dx
+    g = geometry
+    taps = xp.reshape(dcols, (g["c"], kh * kw, g["n"], g["span"]))
+    rows = xp.zeros((g["c"], g["n"], g["length"]), dtype=dcols.dtype,
+                    device=B.device_of(dcols) if B.is_torch(dcols) else None)
+    stop = stride * (g["span"] - 1) + 1
+    for t, off in enumerate(_offsets(kh, kw, g["wp"])):
+        rows[:, :, off:off + stop:stride] += taps[:, t]
+    image = xp.reshape(rows[:, :, :g["hp"] * g["wp"]], (g["c"], g["n"], g["hp"], g["wp"]))
+    inner = image[:, :, padding:padding + g["h"], padding:padding + g["w"]]
+    return xp.permute_dims(inner, (1, 0, 2, 3))
 
 
 def _window(offset: int, stride: int, count: int) -> slice:
@@ -171,19 +196,20 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int = 1
     cout, cin, kh, kw = weight.shape
     if x.ndim != 4 or x.shape[1] != cin:
         raise ValueError(f"x must have shape (N, {cin}, H, W) for this weight, got {tuple(x.shape)}")
-    cols, (ho, wo) = im2col(x, kh, kw, stride, padding)
-    out = xp.reshape(weight, (cout, cin * kh * kw)) @ cols               # (Cout, N*Ho*Wo)
+    cols, g = im2col(x, kh, kw, stride, padding)
+    out = xp.reshape(weight, (cout, cin * kh * kw)) @ cols               # (Cout, N*Ho*Wp)
     if bias is not None:
         out += bias[:, None]
-    out = xp.permute_dims(xp.reshape(out, (cout, x.shape[0], ho, wo)), (1, 0, 2, 3))
-    return out, (cols, tuple(x.shape), weight, bias is not None, stride, padding)
+    out = xp.reshape(out, (cout, g["n"], g["ho"], g["wp"]))[:, :, :, :g["wo"]]   # drop the wide columns
+    out = xp.permute_dims(out, (1, 0, 2, 3))
+    return out, (cols, g, weight, bias is not None, stride, padding)
 
 
 def conv2d_backward(dout: Any, cache, need_dx: bool = True):
     r"""Gradients of :func:`conv2d_forward`.
 
-    With ``X`` the im2col matrix (C·kh·kw, N·Ho·Wo) and ``dY`` the output gradient as
-    (Cout, N·Ho·Wo): :math:`\partial W = dY\, X^\top`, :math:`\partial b = \sum dY`,
+    With ``X`` the im2col matrix (C·kh·kw, N·Ho·Wp) and ``dY`` the output gradient on the
+    same wide grid (Cout, N·Ho·Wp), zero on the extra columns: :math:`\partial W = dY\, X^\top`, :math:`\partial b = \sum dY`,
     :math:`\partial x = \mathrm{col2im}(W^\top dY)`.
 
     ``need_dx=False`` skips :math:`\partial x` (returns None), as for the network's input.
@@ -192,14 +218,17 @@ def conv2d_backward(dout: Any, cache, need_dx: bool = True):
     -------
     dx : (N, C, H, W) or None, dweight : (Cout, C, kh, kw), dbias : (Cout,) or None
     """
-    cols, x_shape, weight, has_bias, stride, padding = cache
+    cols, g, weight, has_bias, stride, padding = cache
     xp = B.namespace(dout)
     cout, cin, kh, kw = weight.shape
-    d2 = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (cout, -1))   # (Cout, N*Ho*Wo)
+    d4 = xp.zeros((cout, g["n"], g["ho"], g["wp"]), dtype=dout.dtype,
+                  device=B.device_of(dout) if B.is_torch(dout) else None)
+    d4[:, :, :, :g["wo"]] = xp.permute_dims(dout, (1, 0, 2, 3))         # zeros on the wide columns
+    d2 = xp.reshape(d4, (cout, -1))                                        # (Cout, N*Ho*Wp)
     w2 = xp.reshape(weight, (cout, cin * kh * kw))
     dweight = xp.reshape(d2 @ cols.T, weight.shape)
     dbias = xp.sum(d2, axis=1) if has_bias else None
-    dx = col2im(w2.T @ d2, x_shape, kh, kw, stride, padding) if need_dx else None
+    dx = col2im(w2.T @ d2, g, kh, kw, stride, padding) if need_dx else None
     return dx, dweight, dbias
 
 
@@ -236,16 +265,21 @@ def maxpool2d_forward(x: Any, kernel: int, stride: int | None = None):
 def maxpool2d_backward(dout: Any, cache) -> Any:
     """Route each output gradient to the first maximum of its window (torch's choice on ties).
 
-    Returns dx (N, C, H, W).
+    Walk the window offsets in order; at each, the gradient not yet routed goes to the
+    positions that hold the maximum, so a tie (common after ReLU: a window of zeros) gives
+    it to the first one only. Returns dx (N, C, H, W).
     """
     x, out, kernel, stride = cache
     xp = B.namespace(dout)
     dx = xp.zeros(tuple(x.shape), dtype=dout.dtype, device=B.device_of(dout) if B.is_torch(dout) else None)
-    taken = None
+    remaining = dout
     for (rows, cols), view in _pool_slices(x, kernel, stride):
-        hit = view == out if taken is None else (view == out) & ~taken
-        dx[:, :, rows, cols] += dout * hit
-        taken = hit if taken is None else taken | hit
+        routed = remaining * (view == out)
+        if stride < kernel:                 # overlapping windows share pixels: accumulate
+            dx[:, :, rows, cols] += routed
+        else:
+            dx[:, :, rows, cols] = routed
+        remaining = remaining - routed
     return dx
 
 
