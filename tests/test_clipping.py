@@ -10,13 +10,6 @@ from nnopt_lab.training import fit
 from nnopt_lab.training.clipping import ClippedOptimizer, clip_grad_norm, clip_grad_value, total_grad_norm
 from nnopt_lab.training.optim import SGD, Adam
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: extra threads only spin against each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SHAPES = [(4, 3), (3,), (2, 2, 2)]

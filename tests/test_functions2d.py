@@ -13,13 +13,6 @@ from nnopt_lab.testing import compare, gradcheck
 from nnopt_lab.training.optim import SGD, Adam
 from nnopt_lab.widgets import optimizers as W
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: extra threads only spin against each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 ALL = [Rosenbrock(), Rosenbrock(a=-0.5, b=10), Beale(), Saddle(), IllConditionedQuadratic(),

@@ -74,17 +74,6 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _pad(x: Any, padding: int) -> Any:
-    if padding == 0:
-        return x
-    xp = B.namespace(x)
-    n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype,
-                   device=B.device_of(x) if B.is_torch(x) else None)
-    out[:, :, padding:padding + h, padding:padding + w] = x
-    return out
-
-
 def _flat_geometry(x_shape: tuple, kh: int, kw: int, stride: int, padding: int) -> dict:
     """Sizes of the padded image laid out as one flat row per channel (see :func:`im2col`)."""
     n, c, h, w = x_shape
