@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 QUICK_BUDGET_S = 60  # the workbook's promise on a 2-core laptop; reported, not asserted (noisy machines)
+CELL_TIMEOUT_S = 300  # a hung cell fails the test instead of stalling the suite
 
 
 def _digest(path: Path) -> str:
@@ -40,8 +41,8 @@ def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_pa
     before = _digest(nb)
     executed = tmp_path / nb.name
     start = time.perf_counter()
-    papermill.execute_notebook(str(nb), str(executed), kernel_name="python3",
-                               cwd=str(nb.parent), progress_bar=False, log_output=False)
+    papermill.execute_notebook(str(nb), str(executed), kernel_name="python3", cwd=str(nb.parent),
+                               progress_bar=False, log_output=False, execution_timeout=CELL_TIMEOUT_S)
     seconds = time.perf_counter() - start
     assert _digest(nb) == before, f"running {nb.name} changed the source notebook"
     print(f"{nb.name}: QUICK run took {seconds:.1f} s (budget {QUICK_BUDGET_S} s)")
@@ -52,3 +53,22 @@ def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_pa
              "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
             cwd=nb.parent, capture_output=True, text=True, env={**os.environ, "QUICK": "1"})
         assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_runs_unchanged_on_torch_tensors(nb, tmp_path, monkeypatch):
+    """The same chapter with BACKEND = "torch-cpu": every technique runs on torch tensors too."""
+    import papermill
+
+    monkeypatch.setenv("QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+    executed = tmp_path / nb.name
+    papermill.execute_notebook(str(nb), str(executed), parameters={"BACKEND": "torch-cpu"}, kernel_name="python3",
+                               cwd=str(nb.parent), progress_bar=False, log_output=False,
+                               execution_timeout=CELL_TIMEOUT_S)
+    outputs = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in outputs for o in c.get("outputs", []))
+    assert "backend: torch-cpu" in printed, f"{nb.name} did not run on (or report) the torch-cpu backend"
