@@ -36,7 +36,8 @@ from . import backend as B
 __all__ = ["Dataset", "load_digits", "load_mnist1d", "make_moons", "make_spirals",
            "stratified_split", "load_idx", "write_idx", "load_mnist_family", "DATA_DIR", "CACHE_DIR"]
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+# the repository's data/ folder; set NNOPT_LAB_DATA to use another (e.g. for a non-editable install)
+DATA_DIR = Path(os.environ.get("NNOPT_LAB_DATA", Path(__file__).resolve().parents[1] / "data"))
 CACHE_DIR = DATA_DIR / "cache"
 MIN_STD = 1e-6  # features whose training std is below this are only centred (divided by 1)
 SPLIT_NAMES = ("train", "val", "test")
