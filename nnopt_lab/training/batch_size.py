@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from .. import backend as B
 from ..measure import latency
 from ..nn.layers import CrossEntropyLoss, Module
-from .loop import History, _check_xy, fit, train_step
+from .loop import History, check_xy, fit, train_step
 from .optim import SGD, check_lr
 from .schedules import LinearWarmup, _check_int, _check_number
 
@@ -76,7 +76,7 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
-    x, y = _check_xy("data", data)
+    x, y = check_xy("data", data)
     sizes = _check_batch_sizes(batch_sizes)
     steps = _check_int("steps", steps)
     warmup = _check_int("warmup", warmup, 0)
@@ -123,7 +123,7 @@ def full_gradient(model: Module, data: tuple, loss_fn=None, chunk: int = 1024) -
     -------
     array, shape (P,) with P the number of trainable parameters
     """
-    x, y = _check_xy("data", data)
+    x, y = check_xy("data", data)
     loss_fn = loss_fn or CrossEntropyLoss()
     n = x.shape[0]
     total = None
@@ -212,7 +212,7 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
-    x, y = _check_xy("data", data)
+    x, y = check_xy("data", data)
     n = x.shape[0]
     sizes = _check_batch_sizes(batch_sizes, limit=n)
     repeats = _check_int("repeats", repeats, 2)
@@ -370,7 +370,7 @@ def fit_with_batch_schedule(model: Module, train: tuple, schedule: BatchSizeSche
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
-    x, _ = _check_xy("train", train)
+    x, _ = check_xy("train", train)
     if not isinstance(schedule, BatchSizeSchedule):
         raise TypeError(f"schedule must be a BatchSizeSchedule, got {type(schedule).__name__}")
     optimizer = optimizer or SGD(model, lr=lr)

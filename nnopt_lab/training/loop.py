@@ -21,10 +21,11 @@ from .. import backend as B
 from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 
-__all__ = ["batches", "fit", "evaluate", "predict", "accuracy", "Callback", "TrainState", "History"]
+__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "Callback", "TrainState", "History"]
 
 
-def _check_xy(name: str, data: Any) -> tuple[Any, Any]:
+def check_xy(name: str, data: Any) -> tuple[Any, Any]:
+    """Validate a data pair ``(X, y)``: one backend, the same number of samples; return it."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
     x, y = data
@@ -80,7 +81,7 @@ def predict(model: Module, x: Any, batch_size: int = 1024) -> Any:
 
 def evaluate(model: Module, data: tuple, loss_fn=None, batch_size: int = 1024) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` on ``data = (X, y)`` in evaluation mode."""
-    x, y = _check_xy("data", data)
+    x, y = check_xy("data", data)
     logits = predict(model, x, batch_size)
     loss = (loss_fn or CrossEntropyLoss())(logits, y)
     return B.float_of(loss), accuracy(logits, y)
@@ -156,9 +157,9 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         Applied to every training batch ``X`` before the forward pass (data augmentation,
         chapter 2.2); it draws its randomness from the project's generator.
     """
-    x, y = _check_xy("train", train)
+    x, y = check_xy("train", train)
     if val is not None:
-        _check_xy("val", val)
+        check_xy("val", val)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if seed is not None:

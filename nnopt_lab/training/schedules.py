@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from .. import backend as B
 from ..nn.layers import CrossEntropyLoss, Module
-from .loop import Callback, TrainState, _check_xy, batches, train_step
+from .loop import Callback, TrainState, check_xy, batches, train_step
 from .optim import SGD, check_lr
 
 __all__ = [
@@ -941,7 +941,7 @@ def lr_range_test(model: Module | Callable[[], Module], data: tuple, lr_min: flo
     smooth = _check_number("smooth", smooth, 0.0, 1.0, high_open=True)
     diverge = _check_number("diverge", diverge, 1.0, low_open=True)
     rule = _check_choice("rule", rule, ("steepest", "min/10"))
-    x, y = _check_xy("data", data)
+    x, y = check_xy("data", data)
     if isinstance(model, Module):
         net, was_training = model, model.training
         saved = {k: B.namespace(v).asarray(v, copy=True) for k, v in model.state_dict().items()}
