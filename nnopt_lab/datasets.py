@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import backend as B
+from .validation import check_int as _check_int
 
 __all__ = ["Dataset", "load_digits", "load_mnist1d", "make_moons", "make_spirals",
            "stratified_split", "load_idx", "write_idx", "load_mnist_family", "DATA_DIR", "CACHE_DIR"]
@@ -127,10 +128,6 @@ def _check_split(split: Any) -> tuple[float, float, float]:
     return fractions
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_backend(backend: Any) -> B.Backend:

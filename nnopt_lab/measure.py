@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import backend as B
+from .validation import check_int as _check_count
 from .nn.layers import Conv2d, Linear, Module, Sequential
 
 __all__ = ["BITS", "count_parameters", "model_bytes", "bits_of", "LayerStats", "ModelSummary", "summary",
@@ -155,10 +156,6 @@ def _check_shape(input_shape: Any) -> tuple:
     return shape
 
 
-def _check_count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _model_backend(model: Module) -> B.Backend:

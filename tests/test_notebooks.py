@@ -24,6 +24,23 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture
+def quick_env(monkeypatch):
+    """QUICK mode, no display, one thread per kernel (kernels run two at a time under pytest -n 2)."""
+    monkeypatch.setenv("QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+
+
+def _execute(nb: Path, out: Path, **parameters) -> None:
+    import papermill
+
+    papermill.execute_notebook(str(nb), str(out), parameters=parameters or None, kernel_name="python3",
+                               cwd=str(nb.parent), progress_bar=False, log_output=False,
+                               execution_timeout=CELL_TIMEOUT_S)
+
+
 def _checked_cells(nb_path: Path) -> int:
     cells = json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
     return sum("nbval-check-output" in c.get("metadata", {}).get("tags", []) for c in cells)
@@ -31,44 +48,29 @@ def _checked_cells(nb_path: Path) -> int:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_path, monkeypatch):
-    import papermill
-
-    monkeypatch.setenv("QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")     # kernels run two at a time (pytest -n 2) on a 2-core machine
+def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_path, quick_env):
     before = _digest(nb)
     executed = tmp_path / nb.name
     start = time.perf_counter()
-    papermill.execute_notebook(str(nb), str(executed), kernel_name="python3", cwd=str(nb.parent),
-                               progress_bar=False, log_output=False, execution_timeout=CELL_TIMEOUT_S)
+    _execute(nb, executed)
     seconds = time.perf_counter() - start
     assert _digest(nb) == before, f"running {nb.name} changed the source notebook"
     print(f"{nb.name}: QUICK run took {seconds:.1f} s (budget {QUICK_BUDGET_S} s)")
 
-    if _checked_cells(executed):
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
-             "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
-            cwd=nb.parent, capture_output=True, text=True, env={**os.environ, "QUICK": "1"})
-        assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"
+    assert _checked_cells(executed) > 0, f"{nb.name} has no cell tagged nbval-check-output (its check verdicts)"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
+         "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
+        cwd=nb.parent, capture_output=True, text=True, env={**os.environ, "QUICK": "1"})
+    assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_runs_unchanged_on_torch_tensors(nb, tmp_path, monkeypatch):
+def test_chapter_runs_unchanged_on_torch_tensors(nb, tmp_path, quick_env):
     """The same chapter with BACKEND = "torch-cpu": every technique runs on torch tensors too."""
-    import papermill
-
-    monkeypatch.setenv("QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")
     executed = tmp_path / nb.name
-    papermill.execute_notebook(str(nb), str(executed), parameters={"BACKEND": "torch-cpu"}, kernel_name="python3",
-                               cwd=str(nb.parent), progress_bar=False, log_output=False,
-                               execution_timeout=CELL_TIMEOUT_S)
+    _execute(nb, executed, BACKEND="torch-cpu")
     outputs = json.loads(executed.read_text(encoding="utf-8"))["cells"]
     printed = "".join("".join(o.get("text", "")) for c in outputs for o in c.get("outputs", []))
     assert "backend: torch-cpu" in printed, f"{nb.name} did not run on (or report) the torch-cpu backend"

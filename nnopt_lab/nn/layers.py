@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from .. import backend as B
+from ..validation import check_int as _check_int
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
@@ -31,10 +32,6 @@ def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
                         f"dtype={B.dtype_name(weight)!r}) or move the model with model.to(...)")
 
 
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 class Parameter:

@@ -31,6 +31,7 @@ import math
 from typing import Any, Sequence
 
 from .. import backend as B
+from ..validation import check_int
 
 __all__ = ["MODES", "pad_axis", "mean_filter", "median_filter", "gaussian_kernel1d", "gaussian_filter",
            "SimpleImputer", "KNNImputer", "nan_euclidean_distances", "StandardScaler", "MinMaxScaler",
@@ -90,9 +91,7 @@ def _check_size(name: str, value: Any) -> int:
 
 
 def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
+    return check_int(name, value, 0)
 
 
 # ----------------------------------------------------------------------------- borders

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from .. import backend as B
+from ..validation import check_int
 from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 
@@ -48,8 +49,7 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
     drop_last : bool
         Skip the last batch when it is smaller than ``batch_size``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     n = x.shape[0]
     if shuffle:
         order = B.to_backend(B.permutation(n, generator), B.backend_of(x), dtype="int64")
@@ -160,8 +160,7 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     x, y = check_xy("train", train)
     if val is not None:
         check_xy("val", val)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    check_int("epochs", epochs)
     if seed is not None:
         B.seed(seed)
     optimizer = optimizer or SGD(model, lr=lr)

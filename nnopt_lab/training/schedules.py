@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from .. import backend as B
+from ..validation import check_int as _check_int
 from ..nn.layers import CrossEntropyLoss, Module
 from .loop import Callback, TrainState, check_xy, batches, train_step
 from .optim import SGD, check_lr
@@ -78,10 +79,6 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
     return float(value)
 
 
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ See: chapters/01_why_optimize.ipynb (seed §1.1: model complexity and resource l
 from __future__ import annotations
 
 from .. import measure, models
+from ..validation import check_int
 
 __all__ = ["mlp_costs", "cost_grid", "explorer"]
 
@@ -31,10 +32,8 @@ def mlp_costs(width: int, depth: int, input_size: int = 64, classes: int = 10, b
     (None when not timed). Parameters follow :math:`P = \\sum_\\ell (d_{\\ell-1} + 1)\\, d_\\ell`
     and FLOPs :math:`2 N \\sum_\\ell d_{\\ell-1} d_\\ell`.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth must be an int >= 0, got {depth!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be an int >= 1, got {width!r}")
+    check_int("depth", depth, 0)
+    check_int("width", width, 1)
     sizes = (input_size,) + (width,) * depth + (classes,)
     model = models.mlp(sizes, backend=backend)
     table = measure.summary(model, (input_size,), batch_size=batch_size)
