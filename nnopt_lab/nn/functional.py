@@ -114,6 +114,7 @@ def im2col(x: Any, kh: int, kw: int, stride: int = 1, padding: int = 0):
     g = _flat_geometry(tuple(x.shape), kh, kw, stride, padding)
     rows = xp.zeros((g["c"], g["n"], g["length"]), dtype=x.dtype,
                     device=B.device_of(x) if B.is_torch(x) else None)   # (C, N, flat padded image)
+    # a view (reshape only splits the last axis), so writing the image fills ``rows``
     image = xp.reshape(rows[:, :, :g["hp"] * g["wp"]], (g["c"], g["n"], g["hp"], g["wp"]))
     image[:, :, padding:padding + g["h"], padding:padding + g["w"]] = xp.permute_dims(x, (1, 0, 2, 3))
     stop = stride * (g["span"] - 1) + 1
