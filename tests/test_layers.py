@@ -17,6 +17,8 @@ LAYERS = {
     "conv": (lambda b: nn.Conv2d(3, 4, 3, backend=b), (2, 3, 7, 6)),
     "conv_stride_pad": (lambda b: nn.Conv2d(2, 3, 3, stride=2, padding=1, backend=b), (2, 2, 7, 8)),
     "conv_5x5_pad2": (lambda b: nn.Conv2d(1, 2, 5, padding=2, backend=b), (2, 1, 6, 6)),
+    "conv_1x1": (lambda b: nn.Conv2d(3, 4, 1, backend=b), (2, 3, 5, 4)),
+    "conv_stride3_nonsquare": (lambda b: nn.Conv2d(2, 3, 2, stride=3, padding=1, backend=b), (2, 2, 9, 7)),
     "maxpool": (lambda b: nn.MaxPool2d(2), (2, 3, 6, 6)),
     "maxpool_overlap": (lambda b: nn.MaxPool2d(3, stride=2), (2, 2, 7, 7)),
     "avgpool": (lambda b: nn.AvgPool2d(2), (2, 3, 6, 4)),
