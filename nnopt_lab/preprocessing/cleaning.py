@@ -181,6 +181,15 @@ def _correlate1d(x: Any, weights: Sequence[float], axis: int, mode: str, cval: f
 
 
 # ----------------------------------------------------------------------------- filters
+def _window_filter_args(x: Any, size, mode: str, cval: float, ndim: int | None) -> tuple:
+    """Check the arguments shared by the mean and median filters; return (x, axes, sizes, cval)."""
+    x = _check_array("x", x)
+    axes = _filtered_axes(x, ndim)
+    sizes = _per_axis("size", size, len(axes), _check_size)
+    _check_mode(mode)
+    return x, axes, sizes, _check_finite("cval", cval)
+
+
 def mean_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", cval: float = 0.0,
                 ndim: int | None = None) -> Any:
     r"""Mean (box, uniform) filter (均值滤波): each sample becomes the average of its window.
@@ -208,11 +217,7 @@ def mean_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", cv
 
     Seed §3.1.1.1. See: chapters/02_1_data_cleaning.ipynb
     """
-    x = _check_array("x", x)
-    axes = _filtered_axes(x, ndim)
-    sizes = _per_axis("size", size, len(axes), _check_size)
-    _check_mode(mode)
-    cval = _check_finite("cval", cval)
+    x, axes, sizes, cval = _window_filter_args(x, size, mode, cval, ndim)
     for axis, k in zip(axes, sizes):
         before, after = _window_extent(k)
         xpad = pad_axis(x, before, after, axis, mode, cval)
@@ -247,11 +252,7 @@ def median_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", 
 
     Seed §3.1.1.1. See: chapters/02_1_data_cleaning.ipynb
     """
-    x = _check_array("x", x)
-    axes = _filtered_axes(x, ndim)
-    sizes = _per_axis("size", size, len(axes), _check_size)
-    _check_mode(mode)
-    cval = _check_finite("cval", cval)
+    x, axes, sizes, cval = _window_filter_args(x, size, mode, cval, ndim)
     xp = B.namespace(x)
     xpad = x
     for axis, k in zip(axes, sizes):
