@@ -241,3 +241,25 @@ def test_backward_without_input_gradient_gives_the_same_parameter_gradients(be64
     assert tuple(dx.shape) == (5, 1, 4, 4)
     for a, p in zip(full, model.parameters()):
         np.testing.assert_array_equal(a, B.to_numpy(p.grad))
+
+
+# ----------------------------------------------------------------------------- per-layer cost
+def test_layers_report_their_own_macs():
+    assert nn.Linear(7, 5).macs((6, 7), (6, 5)) == 6 * 7 * 5
+    assert nn.Conv2d(3, 4, 3).macs((2, 3, 7, 6), (2, 4, 5, 4)) == 2 * 4 * 5 * 4 * 3 * 9
+    for layer, shape in [(nn.ReLU(), (4, 9)), (nn.MaxPool2d(2), (2, 3, 6, 6)), (nn.Flatten(), (2, 3, 4, 2))]:
+        assert layer.macs(shape, shape) == 0
+
+
+def test_parameter_bytes_counts_own_parameters_only(backend_name):
+    layer = nn.Linear(7, 5, backend=B.get_backend(backend_name, "float64"))
+    assert layer.parameter_bytes() == 8 * (35 + 5)
+    assert layer.parameter_bytes(bits=4) == (4 * 40 + 7) // 8
+    assert layer.parameter_bytes(bits=3) == -(-3 * 40 // 8)      # rounded up to whole bytes
+    layer._params["weight"].data[0] = 0.0                         # 7 zeros
+    assert layer.parameter_bytes(nonzero=True) == 8 * (40 - 7)
+    assert nn.Sequential(layer).parameter_bytes() == 0            # a container owns no parameters
+    with pytest.raises(ValueError, match="bits must be an int >= 1, got 0"):
+        layer.parameter_bytes(bits=0)
+    with pytest.raises(TypeError, match="nonzero must be a bool"):
+        layer.parameter_bytes(nonzero=1)

@@ -17,11 +17,16 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from .. import backend as B
-from ..validation import check_int as _check_int
+from ..validation import check_bool, check_int
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
            "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Sequential", "CrossEntropyLoss"]
+
+
+def _count_nonzero(x: Any) -> int:
+    """Number of nonzero entries (one sync on a GPU)."""
+    return int(B.namespace(x).count_nonzero(x))
 
 
 def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
@@ -108,6 +113,49 @@ class Module:
     def num_parameters(self) -> int:
         """Number of scalar parameters."""
         return sum(math.prod(p.shape) for p in self.parameters())
+
+    # -- cost (each layer reports its own; measure.summary adds them up)
+    def macs(self, in_shape: tuple, out_shape: tuple) -> int:
+        r"""Multiply-accumulates of one forward pass of THIS layer (not its children).
+
+        Parameters
+        ----------
+        in_shape, out_shape : tuple of int
+            The full input and output shapes, batch axis included.
+
+        Returns
+        -------
+        int
+            0 for layers without multiplications by weights (ReLU, pooling, Flatten, ...);
+            layers with weights override it (:class:`Linear`, :class:`Conv2d`).
+
+        See: chapters/01_why_optimize.ipynb (seed §1.1)
+        """
+        return 0
+
+    def parameter_bytes(self, bits: int | None = None, nonzero: bool = False) -> int:
+        r"""Storage of THIS module's own parameters (not its children's), in bytes.
+
+        .. math:: \text{bytes} = \Big\lceil \tfrac{1}{8} \sum_p n_p\, b_p \Big\rceil
+
+        Parameters
+        ----------
+        bits : int >= 1 or None
+            Bits per stored value; None uses each array's own width (itemsize·8).
+        nonzero : bool
+            Count only the nonzero entries :math:`n_p` (what a sparse format stores, indices
+            aside) instead of every entry.
+
+        See: chapters/01_why_optimize.ipynb (seed §1.1)
+        """
+        if bits is not None:
+            bits = check_int("bits", bits, low=1)
+        nonzero = check_bool("nonzero", nonzero)
+        total_bits = 0
+        for p in self._params.values():
+            count = _count_nonzero(p.data) if nonzero else math.prod(p.shape)
+            total_bits += count * (p.data.dtype.itemsize * 8 if bits is None else bits)
+        return -(-total_bits // 8)
 
     # -- state
     def state_dict(self) -> "OrderedDict[str, Any]":
@@ -200,8 +248,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, backend=None):
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.out_features = _check_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         b = B.active() if backend is None else B.get_backend(backend)
         bound = 1.0 / math.sqrt(in_features)
         self._params["weight"] = Parameter(_uniform_init((out_features, in_features), bound, b))
@@ -225,6 +273,10 @@ class Linear(Module):
             self._params["bias"].grad = db
         return dx
 
+    def macs(self, in_shape, out_shape):
+        r""":math:`N \cdot d_{in} \cdot d_{out}` (N: all axes of the output but the last)."""
+        return math.prod(tuple(out_shape)[:-1]) * self.in_features * self.out_features
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self._params}"
 
@@ -235,11 +287,11 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, bias: bool = True, backend=None):
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels)
-        self.out_channels = _check_int("out_channels", out_channels)
-        self.kernel_size = _check_int("kernel_size", kernel_size)
-        self.stride = _check_int("stride", stride)
-        self.padding = _check_int("padding", padding, low=0)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.kernel_size = check_int("kernel_size", kernel_size)
+        self.stride = check_int("stride", stride)
+        self.padding = check_int("padding", padding, low=0)
         b = B.active() if backend is None else B.get_backend(backend)
         bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         shape = (out_channels, in_channels, kernel_size, kernel_size)
@@ -267,6 +319,13 @@ class Conv2d(Module):
             self._params["bias"].grad = db
         return dx
 
+    def macs(self, in_shape, out_shape):
+        r""":math:`N C_{out} H_o W_o \cdot (C_{in}/g)\, k_h k_w` (g: groups; each output reads
+        only its group's input channels)."""
+        kh, kw = (self.kernel_size, self.kernel_size) if isinstance(self.kernel_size, int) else self.kernel_size
+        groups = getattr(self, "groups", 1)
+        return math.prod(tuple(out_shape)) * (self.in_channels // groups) * kh * kw
+
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}")
@@ -277,8 +336,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size: int, stride: int | None = None):
         super().__init__()
-        self.kernel_size = _check_int("kernel_size", kernel_size)
-        self.stride = kernel_size if stride is None else _check_int("stride", stride)
+        self.kernel_size = check_int("kernel_size", kernel_size)
+        self.stride = kernel_size if stride is None else check_int("stride", stride)
         self._cache = None
 
     def forward(self, x):
@@ -323,7 +382,7 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend=None):
         super().__init__()
-        self.num_features = _check_int("num_features", num_features)
+        self.num_features = check_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
         if not eps > 0:
