@@ -162,7 +162,7 @@ def test_nan_euclidean_distances_match_sklearn(be64):
     x, y = _holed(9, 5, 0.3, 4), _holed(12, 5, 0.3, 5)
     x[0] = np.nan
     compare(C.nan_euclidean_distances(be64.asarray(x), be64.asarray(y)), sk_nan_euclidean(x, y),
-            "nan_euclidean_distances", rtol=1e-9, atol=1e-12, quiet=True)
+            "nan_euclidean_distances", rtol=1e-9, atol=1e-12, quiet=True, equal_nan=True)
 
 
 def test_imputers_refuse_an_all_missing_column_and_unfitted_use():
