@@ -203,6 +203,22 @@ def test_standard_scaler_matches_sklearn(be64):
             quiet=True)
 
 
+@pytest.mark.parametrize("offset, noise", [(1e9, 1.0), (1e9, 1e-3), (1e12, 1.0), (-3e8, 10.0)])
+def test_standard_scaler_variance_of_columns_with_a_large_offset(be64, offset, noise):
+    """The corrected two-pass variance: ~1e-16 relative where the plain two-pass lost 1e-8..1e-6."""
+    n = 257
+    shifted = np.random.default_rng(3).standard_normal((n, 3)) * noise
+    train = offset + shifted
+    d = (train - offset) - (train - offset).mean(axis=0)      # train - offset is exact in float64
+    exact = ((d * d).sum(axis=0) - d.sum(axis=0) ** 2 / n) / n
+    ours = C.StandardScaler().fit(be64.asarray(train))
+    ref = SkStandardScaler().fit(train)
+    compare(ours.var_, ref.var_, "sklearn StandardScaler.var_ (1e9 offset)", rtol=1e-14, atol=0, quiet=True)
+    compare(ours.scale_, ref.scale_, "sklearn StandardScaler.scale_", rtol=1e-14, atol=0, quiet=True)
+    compare(ours.var_, exact, "variance of the exactly shifted columns", rtol=1e-14, atol=0, quiet=True)
+    compare(ours.mean_, ref.mean_, "sklearn StandardScaler.mean_", rtol=1e-15, atol=0, quiet=True)
+
+
 @pytest.mark.parametrize("feature_range", [(0.0, 1.0), (-1.0, 2.5)])
 def test_minmax_scaler_matches_sklearn(be64, feature_range):
     train, test = _columns(40, 2), _columns(13, 3)
