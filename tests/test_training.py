@@ -1,5 +1,9 @@
 """The fit loop: seeded batches, callbacks, and a model trained from scratch landing on the same
 weights as its torch.nn twin trained with autograd and torch.optim.SGD."""
+import math
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +12,8 @@ from nnopt_lab import backend as B
 from nnopt_lab import models
 from nnopt_lab.reference import torch_twin, train_torch_twin
 from nnopt_lab.testing import compare
-from nnopt_lab.training import SGD, Callback, batches, evaluate, fit
+from nnopt_lab.nn.layers import CrossEntropyLoss
+from nnopt_lab.training import SGD, Callback, DivergenceWarning, accuracy, batches, evaluate, fit
 
 
 def _toy(b, n=96, d=8, classes=3):
@@ -105,11 +110,91 @@ def test_a_callback_can_stop_training():
     assert len(hist["loss"]) == 2
 
 
+def _weights(model):
+    return [B.to_numpy(p.data).copy() for p in model.parameters()]
+
+
+class _WeightsAfterEachStep(Callback):
+    def __init__(self):
+        self.after = []
+
+    def on_train_begin(self, state):
+        self.after.append(_weights(state.model))
+
+    def on_step_end(self, state):
+        self.after.append(_weights(state.model))
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # numpy's overflow warning while it diverges
-def test_divergence_raises_instead_of_returning_nan():
-    x, y = _toy(B.get_backend("numpy"))
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
-        fit(models.mlp((8, 64, 3)), (x * 1e3, y), epochs=3, lr=1e6, progress=False)
+def test_divergence_stops_at_the_first_non_finite_batch_and_keeps_the_last_finite_weights(backend_name):
+    b = B.get_backend(backend_name, "float32")
+    x, y = _toy(b)
+    model = models.mlp((8, 64, 3), backend=b)
+    steps = _WeightsAfterEachStep()
+    with pytest.warns(DivergenceWarning, match="lower the learning rate") as caught:
+        hist = fit(model, (x * 1e3, y), epochs=3, lr=1e6, progress=False, callbacks=[steps])
+    assert len([w for w in caught if "training stopped at a non-finite" in str(w.message)]) == 1
+    assert re.fullmatch(r"non-finite (loss|gradient) at epoch \d+ step \d+", hist.stopped)
+    final = _weights(model)
+    assert all(np.all(np.isfinite(w)) for w in final)
+    for got, want in zip(final, steps.after[-1]):          # the weights from before the bad step
+        np.testing.assert_array_equal(got, want)
+    assert all(math.isfinite(v) for v in hist["loss"])
+
+
+class _NaNGradientAt(CrossEntropyLoss):
+    """Cross-entropy whose gradient is NaN from the ``bad``-th call on (the loss stays finite)."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad, self.calls = bad, 0
+
+    def __call__(self, logits, labels):
+        self.calls += 1
+        return super().__call__(logits, labels)
+
+    def backward(self, dloss=1.0):
+        g = super().backward(dloss)
+        return g * float("nan") if self.calls >= self.bad else g
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_before_the_update(backend_name):
+    b = B.get_backend(backend_name, "float64")
+    x, y = _toy(b, n=40)
+    model = models.mlp((8, 5, 3), backend=b)
+    steps = _WeightsAfterEachStep()
+    with pytest.warns(DivergenceWarning, match="non-finite gradient at epoch 1 step 1"):
+        hist = fit(model, (x, y), epochs=3, batch_size=10, loss_fn=_NaNGradientAt(6), progress=False,
+                   callbacks=[steps])
+    assert hist.stopped == "non-finite gradient at epoch 1 step 1"
+    assert len(steps.after) == 1 + 5                     # 5 good updates, the 6th never taken
+    assert len(hist["loss"]) == 2                        # epoch 0 and the one good batch of epoch 1
+    for got, want in zip(_weights(model), steps.after[-1]):
+        np.testing.assert_array_equal(got, want)
+
+
+class _GrowingLoss(CrossEntropyLoss):
+    """Reports cross-entropy times a factor that grows each call (training itself stays sane)."""
+
+    def __init__(self, growth):
+        super().__init__()
+        self.growth, self.scale = growth, 1.0
+
+    def __call__(self, logits, labels):
+        self.scale *= self.growth
+        return super().__call__(logits, labels) * self.scale
+
+
+def test_a_loss_that_explodes_without_nan_warns_once():
+    x, y = _toy(B.get_backend("numpy", "float64"), n=40)
+    with pytest.warns(DivergenceWarning, match="exploded") as caught:
+        hist = fit(models.mlp((8, 3), backend=B.get_backend("numpy", "float64")), (x, y), epochs=6,
+                   batch_size=10, loss_fn=_GrowingLoss(3.0), progress=False)
+    assert len(caught) == 1
+    assert hist.stopped is None and len(hist["loss"]) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # a steady loss does not warn
+        fit(models.mlp((8, 3)), _toy(B.get_backend("numpy"), n=40), epochs=6, batch_size=10, progress=False)
 
 
 def test_fit_rejects_bad_arguments():
@@ -156,3 +241,41 @@ def test_fit_applies_augment_to_every_training_batch_only():
     assert calls == [20, 20, 10] * 2                          # training batches only, not validation
     np.testing.assert_array_equal(model[0]._params["weight"].data, w0)
     assert not np.array_equal(model[0]._params["bias"].data, b0)
+
+
+def test_silent_wrong_answers_raise_instead(backend_name):
+    b = B.get_backend(backend_name, "float64")
+    x, y = _toy(b, n=30)
+    model = models.mlp((8, 3), backend=b)
+    with pytest.raises(ValueError, match="X has 30 samples but y has 29"):
+        next(batches(x, y[:29], 8))
+    w0 = _weights(model)
+    with pytest.raises(ValueError, match="batch_size must be <= the number of training samples 30 with "
+                                         "drop_last=True .* got 31"):
+        fit(model, (x, y), epochs=2, batch_size=31, drop_last=True, progress=False)
+    other = models.mlp((8, 3), backend=b)
+    with pytest.raises(ValueError, match="optimizer holds 2 of its 2 parameters .* not this model's"):
+        fit(model, (x, y), epochs=1, optimizer=SGD(other, lr=0.1), progress=False)
+    with pytest.raises(ValueError, match="give lr or optimizer, not both"):
+        fit(model, (x, y), epochs=1, optimizer=SGD(model, lr=0.1), lr=0.5, progress=False)
+    assert all(np.array_equal(a, c) for a, c in zip(_weights(model), w0))      # nothing trained
+    # a subset of the model's own parameters is fine (fine-tuning the last layer only)
+    fit(model, (x, y), epochs=1, optimizer=SGD(model.parameters()[-2:], lr=0.1), progress=False)
+    logits = model(x)
+    yy = B.namespace(y).reshape(y, (-1, 1))
+    with pytest.raises(ValueError, match=r"labels must have shape \(30,\) .* got \(30, 1\)"):
+        accuracy(logits, yy)
+    with pytest.raises(ValueError, match=r"labels must have shape \(30,\) .* got \(29,\)"):
+        accuracy(logits, y[:29])
+    with pytest.raises(ValueError, match=r"labels must have shape \(29,\) .* got \(30,\)"):
+        accuracy(logits[:29], y)
+    want = float((B.to_numpy(logits).argmax(1) == B.to_numpy(y)).mean())
+    assert accuracy(logits, y) == want
+
+
+def test_accuracy_on_n_by_1_labels_was_a_wrong_number_before():
+    logits = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    labels = np.array([0, 1, 1])
+    assert accuracy(logits, labels) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="labels"):
+        accuracy(logits, labels[:, None])      # broadcasting gave (3, 3) comparisons -> 5/9

@@ -1,28 +1,55 @@
-"""The training loop every chapter reuses: seeded mini-batches, history, callbacks, tqdm.
+r"""The training loop every chapter reuses: seeded mini-batches, history, callbacks, tqdm.
 
 >>> history = fit(model, (X_train, y_train), epochs=10, batch_size=64,
 ...               optimizer=SGD(model, lr=0.1), val=(X_val, y_val))     # doctest: +SKIP
 
-Callbacks hook in at the begin/end of training, of each epoch and after each step; they
-receive the :class:`TrainState` (model, optimizer, epoch, step, history, last batch loss)
-and may set ``state.stop = True``. Pruning schedules and learning-rate schedules use them.
+One training step is
+
+.. math:: \text{logits} = f_\theta(x_B),\quad L = \ell(\text{logits}, y_B\,[, x_B]),\quad
+          g = \nabla_\theta L,\quad \theta \leftarrow \text{optimizer}(\theta, g)
+
+with hooks where the next chapters need them:
+
+* :class:`Callback` -- ``on_train_begin``, ``on_epoch_begin``, ``on_after_backward`` (between the
+  backward pass and the update: the gradients are in ``p.grad``, a pruning callback may mask
+  them), ``on_step_end``, ``on_epoch_end``, ``on_train_end``; each receives the
+  :class:`TrainState` and may set ``state.stop = True``;
+* :class:`BatchLoss` -- a loss that also sees the batch's inputs (a teacher's logits for
+  distillation), and whose ``parts`` (the terms of a combined loss) are recorded per epoch;
+* ``metrics={"sparsity": fn}`` -- any ``fn(model) -> float`` recorded after each epoch.
+
+Divergence never ends in NaN weights: training stops at the first batch whose loss or gradient
+is not finite, *before* that update, and says so in ``history.stopped`` and a
+:class:`DivergenceWarning`; a loss that grows more than 50-fold without overflowing warns once.
 
 See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from .. import backend as B
-from ..validation import check_int
+from ..validation import as_float, check_bool, check_callable, check_int, check_number
 from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
+from .snapshot import preserved
 
-__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "Callback", "TrainState", "History"]
+__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "Callback",
+           "TrainState", "History", "BatchLoss", "DivergenceWarning", "EXPLOSION_FACTOR"]
+
+#: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
+#: (the first batch's, or an earlier epoch's).
+EXPLOSION_FACTOR = 50.0
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training diverged: it stopped at a non-finite loss or gradient, or the loss exploded."""
 
 
 def check_xy(name: str, data: Any) -> tuple[Any, Any]:
@@ -42,14 +69,19 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
 
     Parameters
     ----------
-    x : (N, ...) ; y : (N,)
+    x : (N, ...) ; y : (N, ...)
+        The same number of rows N, on one backend.
     batch_size : int >= 1
     shuffle : bool
         Draw a fresh permutation from ``generator`` (default :func:`nnopt_lab.backend.rng`).
     drop_last : bool
         Skip the last batch when it is smaller than ``batch_size``.
+
+    See: chapters/01_why_optimize.ipynb
     """
-    check_int("batch_size", batch_size)
+    check_xy("(x, y)", (x, y))
+    batch_size = check_int("batch_size", batch_size)
+    shuffle, drop_last = check_bool("shuffle", shuffle), check_bool("drop_last", drop_last)
     n = x.shape[0]
     if shuffle:
         order = B.to_backend(B.permutation(n, generator), B.backend_of(x), dtype="int64")
@@ -62,37 +94,75 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
             yield x[start:start + batch_size], y[start:start + batch_size]
 
 
+def _check_logits_labels(logits: Any, labels: Any) -> None:
+    B.namespace(logits, labels)
+    if logits.ndim < 1 or tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])} (one class index per row of "
+                         f"logits {tuple(logits.shape)}), got {tuple(labels.shape)}")
+
+
 def accuracy(logits: Any, labels: Any) -> float:
-    """Fraction of rows whose largest logit is the label."""
+    r"""Fraction of rows whose largest logit is the label: :math:`\frac1N\sum_i [\arg\max_c z_{ic} = y_i]`.
+
+    Parameters
+    ----------
+    logits : (N, C)
+    labels : (N,) int
+        Shape (N, 1) or any other shape is refused (it would broadcast to an N × N comparison).
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    _check_logits_labels(logits, labels)
+    if labels.shape[0] == 0:
+        raise ValueError("logits and labels are empty: the accuracy of no sample is undefined")
     xp = B.namespace(logits)
     return B.float_of(xp.mean(xp.astype(xp.argmax(logits, axis=-1) == labels, logits.dtype)))
 
 
 def predict(model: Module, x: Any, batch_size: int = 1024) -> Any:
-    """Model outputs for ``x`` in evaluation mode, computed in batches (mode restored after)."""
-    was_training = model.training
-    model.eval()
-    try:
+    """Model outputs for ``x`` (N, ...) in evaluation mode, computed in batches (mode restored after).
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    batch_size = check_int("batch_size", batch_size)
+    B.namespace(x)
+    if x.shape[0] == 0:
+        raise ValueError("x has no rows: there is nothing to predict")
+    with preserved(model, weights=False, grads=False):
+        model.eval()
         outs = [model.forward(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was_training)
     return B.namespace(outs[0]).concat(outs, axis=0)
 
 
 def evaluate(model: Module, data: tuple, loss_fn=None, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on ``data = (X, y)`` in evaluation mode."""
+    """(mean loss, accuracy) of ``model`` on ``data = (X, y)`` in evaluation mode.
+
+    A :class:`BatchLoss` is given ``X`` as its inputs.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     x, y = check_xy("data", data)
     logits = predict(model, x, batch_size)
-    loss = (loss_fn or CrossEntropyLoss())(logits, y)
+    loss = compute_loss(loss_fn or CrossEntropyLoss(), logits, y, x)
     return B.float_of(loss), accuracy(logits, y)
 
 
 class History(dict):
     """Lists per epoch: ``loss``, ``acc`` (training, averaged over the epoch's batches),
-    ``val_loss``, ``val_acc`` (when validation data is given), ``lr`` and ``seconds``."""
+    ``val_loss``, ``val_acc`` (when validation data is given), ``lr`` and ``seconds``; plus
+    ``loss/<part>`` for each part of a combined loss and one list per extra metric.
+
+    Attributes
+    ----------
+    stopped : str or None
+        Why training ended early by itself (``"non-finite loss at epoch 2 step 37"``), else None.
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def __init__(self):
         super().__init__(loss=[], acc=[], val_loss=[], val_acc=[], lr=[], seconds=[])
+        self.stopped: str | None = None
 
     def last(self) -> dict:
         return {k: v[-1] for k, v in self.items() if v}
@@ -100,7 +170,11 @@ class History(dict):
 
 @dataclass
 class TrainState:
-    """What callbacks see and may change."""
+    """What callbacks see and may change.
+
+    ``step`` counts the updates taken so far; ``batch`` is the current ``(X_batch, y_batch)``
+    and ``batch_loss`` its loss (a 0-d array).
+    """
 
     model: Module
     optimizer: Optimizer
@@ -108,35 +182,164 @@ class TrainState:
     epochs: int
     epoch: int = 0
     step: int = 0
+    batch: tuple | None = None
     batch_loss: Any = None
     stop: bool = False
     extra: dict = field(default_factory=dict)
 
 
 class Callback:
-    """Override any of these hooks; each receives the :class:`TrainState`."""
+    """Override any of these hooks; each receives the :class:`TrainState`.
+
+    ``on_after_backward`` runs between the backward pass and ``optimizer.step()``: the gradients
+    are in each parameter's ``.grad`` and may be changed in place (masked, clipped, logged).
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def on_train_begin(self, state: TrainState) -> None: ...
     def on_epoch_begin(self, state: TrainState) -> None: ...
+    def on_after_backward(self, state: TrainState) -> None: ...
     def on_step_end(self, state: TrainState) -> None: ...
     def on_epoch_end(self, state: TrainState) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
 
 
+class BatchLoss:
+    r"""Base class of losses that see the batch's inputs: ``loss(logits, labels, inputs)``.
+
+    :func:`fit`, :func:`evaluate` and :func:`train_step` call a loss with ``batch_aware = True``
+    as ``loss_fn(logits, labels, inputs)`` (any other loss as ``loss_fn(logits, labels)``), then
+    ``loss_fn.backward()`` for :math:`\partial L / \partial \text{logits}`. A distillation loss
+    runs its teacher on ``inputs``; no copy of the loop is needed.
+
+    A combined loss may also set ``self.parts`` -- a dict ``{name: 0-d array or float}`` -- in each
+    call; :func:`fit` averages each part over the epoch's batches (weighted by batch size, like the
+    loss) into ``history["loss/<name>"]``.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+
+    batch_aware = True
+    parts: dict = {}
+
+    def __call__(self, logits: Any, labels: Any, inputs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dloss: float = 1.0) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def compute_loss(loss_fn, logits: Any, labels: Any, inputs: Any) -> Any:
+    """``loss_fn(logits, labels, inputs)`` for a batch-aware loss, else ``loss_fn(logits, labels)``."""
+    if getattr(loss_fn, "batch_aware", False):
+        return loss_fn(logits, labels, inputs)
+    return loss_fn(logits, labels)
+
+
 def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
-    """One forward, backward and update; returns (loss, logits) as arrays (no GPU sync)."""
+    """One forward, backward and update; returns (loss, logits) as arrays (no GPU sync).
+
+    See: chapters/01_why_optimize.ipynb
+    """
     logits = model.forward(xb)
-    loss = loss_fn(logits, yb)
+    loss = compute_loss(loss_fn, logits, yb, xb)
     model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
     optimizer.step()
     return loss, logits
 
 
+# ----------------------------------------------------------------------------- fit's checks
+def _check_optimizer_for(model: Module, optimizer: Any) -> None:
+    """The optimizer must update this model's own Parameter objects (a subset is fine)."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an nnopt_lab Optimizer, got {type(optimizer).__name__}")
+    own = {id(p) for p in model.parameters()}
+    foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in own]
+    if foreign:
+        raise ValueError(f"optimizer holds {len(foreign)} of its {len(optimizer.params)} parameters "
+                         f"(params[{foreign[0]}], ...) that are not this model's: it was built for another "
+                         f"model, so fit would train nothing; build it on this one, e.g. SGD(model, lr=0.1)")
+
+
+def _check_metrics(metrics: Any) -> dict:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict {{name: fn(model) -> float}}, got {type(metrics).__name__}")
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or name in History() or name.startswith("loss/"):
+            raise ValueError(f"metrics names must be new str keys of History (not {sorted(History())} "
+                             f"nor 'loss/...'), got {name!r}")
+        check_callable(f"metrics[{name!r}]", fn)
+    return metrics
+
+
+def _metric_value(name: str, fn: Callable, model: Module) -> float:
+    raw = fn(model)
+    value = as_float(B.float_of(raw) if hasattr(raw, "shape") else raw)
+    if value is None or math.isnan(value):
+        raise ValueError(f"metrics[{name!r}](model) must return a real number, got {raw!r}")
+    return value
+
+
+def _grad_sum(model: Module, xp) -> Any:
+    """The sum of every trainable gradient entry, a 0-d array: NaN or inf when any entry is."""
+    total = None
+    for p in model.parameters():
+        if p.grad is not None and p.requires_grad:
+            s = xp.sum(p.grad)
+            total = s if total is None else total + s
+    return total
+
+
+def _weights_finite(model: Module) -> bool:
+    xp = None
+    for p in model.parameters():
+        xp = xp or B.namespace(p.data)
+        if not B.float_of(xp.all(xp.isfinite(p.data))):
+            return False
+    return True
+
+
+class _Epoch:
+    """Running sums of one epoch: loss and parts (Python floats), correct predictions (on the device)."""
+
+    def __init__(self):
+        self.t0, self.loss, self.correct, self.seen, self.parts = time.perf_counter(), 0.0, 0.0, 0, {}
+
+    def add(self, loss_value: float, logits: Any, yb: Any, parts: dict) -> None:
+        xp, n = B.namespace(logits), yb.shape[0]
+        self.loss += loss_value * n
+        self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=-1) == yb, logits.dtype))
+        self.seen += n
+        for name, value in parts.items():
+            self.parts[name] = self.parts.get(name, 0.0) + value * n      # stays on the device
+
+    def record(self, h: History, lr: float) -> None:
+        h["loss"].append(self.loss / self.seen)
+        h["acc"].append(B.float_of(self.correct) / self.seen)
+        h["lr"].append(lr)
+        h["seconds"].append(time.perf_counter() - self.t0)
+        for name, total in self.parts.items():
+            h.setdefault(f"loss/{name}", []).append(B.float_of(total) / self.seen)
+
+
+def _call(callbacks, hook: str, state: TrainState) -> None:
+    for cb in callbacks:
+        method = getattr(cb, hook, None)      # duck-typed callbacks may lack the newer hooks
+        if method is not None:
+            method(state)
+
+
 def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
-        optimizer: Optimizer | None = None, lr: float = 0.1, loss_fn=None, val: tuple | None = None,
+        optimizer: Optimizer | None = None, lr: float | None = None, loss_fn=None, val: tuple | None = None,
         seed: int | None = None, callbacks=(), progress: bool = True, drop_last: bool = False,
-        augment=None, desc: str = "train") -> History:
-    """Train ``model`` on ``train = (X, y)`` with mini-batches; return the per-epoch :class:`History`.
+        augment=None, desc: str = "train", metrics: dict | None = None) -> History:
+    r"""Train ``model`` on ``train = (X, y)`` with mini-batches; return the per-epoch :class:`History`.
+
+    Each step: forward, loss, backward, ``on_after_backward`` callbacks, a finiteness check of the
+    loss and the gradients (one GPU sync per step), ``optimizer.step()``, ``on_step_end``.
 
     Parameters
     ----------
@@ -144,68 +347,142 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     train : (X (N, ...), y (N,) int)
     epochs : int >= 1
     batch_size : int >= 1
+        With ``drop_last=True`` it must be <= N (else no batch would be trained).
     optimizer : Optimizer, optional
-        Default ``SGD(model, lr)``.
+        Built on this model's parameters (checked by identity). Default ``SGD(model, lr)``.
+    lr : float >= 0, optional
+        The rate of the default SGD (0.1 when not given); refused together with ``optimizer``.
+    loss_fn : loss, optional
+        Default :class:`~nnopt_lab.nn.layers.CrossEntropyLoss`. Any object with
+        ``loss_fn(logits, labels)`` returning a 0-d array and ``loss_fn.backward()`` returning
+        :math:`\partial L / \partial \text{logits}`; a :class:`BatchLoss` also gets the inputs,
+        and its ``parts`` are recorded as ``history["loss/<part>"]``.
     val : (X, y), optional
-        Evaluated after every epoch.
+        Evaluated after every epoch (``val_loss``, ``val_acc``).
     seed : int, optional
         Reseeds the project's generator first, so that data order and dropout masks repeat.
     callbacks : sequence of Callback
     progress : bool
         Show a tqdm progress bar over epochs.
+    drop_last : bool
+        Skip each epoch's last, smaller batch.
     augment : callable, optional
         Applied to every training batch ``X`` before the forward pass (data augmentation,
         chapter 2.2); it draws its randomness from the project's generator.
+    desc : str
+        The progress bar's label.
+    metrics : dict {name: fn(model) -> float}, optional
+        Evaluated after every epoch (after validation) into ``history[name]``, e.g. sparsity.
+
+    Returns
+    -------
+    History
+        ``history.stopped`` says why training stopped early on its own (a non-finite loss or
+        gradient: the model keeps the finite weights from before that step), else None.
+
+    Warns
+    -----
+    DivergenceWarning
+        When training stops at a non-finite loss or gradient, and (once) when an epoch's loss
+        exceeds :data:`EXPLOSION_FACTOR` times the lowest loss seen so far.
+
+    See: chapters/01_why_optimize.ipynb
     """
     x, y = check_xy("train", train)
     if val is not None:
         check_xy("val", val)
-    check_int("epochs", epochs)
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    drop_last, progress = check_bool("drop_last", drop_last), check_bool("progress", progress)
+    if x.shape[0] == 0:
+        raise ValueError("train has no samples: there is nothing to fit")
+    if drop_last and batch_size > x.shape[0]:
+        raise ValueError(f"batch_size must be <= the number of training samples {x.shape[0]} with "
+                         f"drop_last=True (else every batch is dropped and nothing is trained), got {batch_size}")
+    if optimizer is not None and lr is not None:
+        raise ValueError(f"give lr or optimizer, not both: lr={lr!r} would be ignored by {optimizer!r}")
+    if augment is not None:
+        check_callable("augment", augment)
+    metrics = _check_metrics(metrics)
+    optimizer = optimizer if optimizer is not None else SGD(model, lr=0.1 if lr is None else lr)
+    _check_optimizer_for(model, optimizer)
+    loss_fn = loss_fn or CrossEntropyLoss()
     if seed is not None:
         B.seed(seed)
-    optimizer = optimizer or SGD(model, lr=lr)
-    loss_fn = loss_fn or CrossEntropyLoss()
     xp = B.namespace(x)
     state = TrainState(model, optimizer, History(), epochs)
-    for cb in callbacks:
-        cb.on_train_begin(state)
+    floor, warned = math.inf, False          # the lowest loss seen: first batch, then epoch means
+    _call(callbacks, "on_train_begin", state)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         state.epoch = epoch
         model.train()
-        for cb in callbacks:
-            cb.on_epoch_begin(state)
-        t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0.0, 0
-        for xb, yb in batches(x, y, batch_size, shuffle=True, drop_last=drop_last):
+        _call(callbacks, "on_epoch_begin", state)
+        run = _Epoch()
+        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, drop_last=drop_last)):
             if augment is not None:
                 xb = augment(xb)
-            loss, logits = train_step(model, loss_fn, optimizer, xb, yb)
-            total_loss = total_loss + loss * xb.shape[0]          # stays on the device
-            correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=-1) == yb, logits.dtype))
-            seen += xb.shape[0]
+            state.batch = (xb, yb)
+            logits = model.forward(xb)
+            loss = state.batch_loss = compute_loss(loss_fn, logits, yb, xb)
+            model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
+            _call(callbacks, "on_after_backward", state)
+            loss_value, bad = _read_loss(loss, model, xp)          # the step's one sync
+            if bad:
+                state.history.stopped = f"non-finite {bad} at epoch {epoch} step {i}"
+                state.stop = True
+                break
+            optimizer.step()
+            if floor == math.inf:
+                floor = loss_value                                  # the first batch's loss
+            run.add(loss_value, logits, yb, dict(getattr(loss_fn, "parts", None) or {}))
             state.step += 1
-            state.batch_loss = loss
-            for cb in callbacks:
-                cb.on_step_end(state)
+            _call(callbacks, "on_step_end", state)
             if state.stop:
                 break
         h = state.history
-        h["loss"].append(B.float_of(total_loss) / max(seen, 1))
-        h["acc"].append(B.float_of(correct) / max(seen, 1))
-        h["lr"].append(optimizer.lr)
-        h["seconds"].append(time.perf_counter() - t0)
-        if h["loss"][-1] != h["loss"][-1] or h["loss"][-1] in (float("inf"), float("-inf")):
-            raise FloatingPointError(f"training loss became {h['loss'][-1]} in epoch {epoch}; "
-                                     f"lower the learning rate (lr={optimizer.lr})")
-        if val is not None:
-            vl, va = evaluate(model, val, loss_fn)
-            h["val_loss"].append(vl)
-            h["val_acc"].append(va)
-        bar.set_postfix({k: round(v, 4) for k, v in h.last().items() if k != "seconds"})
-        for cb in callbacks:
-            cb.on_epoch_end(state)
+        if run.seen:
+            run.record(h, optimizer.lr)
+            if not warned and h["loss"][-1] > EXPLOSION_FACTOR * floor:
+                warned = True
+                warnings.warn(f"the training loss exploded: {h['loss'][-1]:.4g} in epoch {epoch}, more than "
+                              f"{EXPLOSION_FACTOR:g}x the lowest loss so far ({floor:.4g}); lower the learning "
+                              f"rate (lr={optimizer.lr})", DivergenceWarning, stacklevel=2)
+            floor = min(floor, h["loss"][-1])
+            if val is not None:
+                vl, va = evaluate(model, val, loss_fn)
+                h["val_loss"].append(vl)
+                h["val_acc"].append(va)
+            for name, fn in metrics.items():
+                h.setdefault(name, []).append(_metric_value(name, fn, model))
+            bar.set_postfix({k: round(v, 4) for k, v in h.last().items() if k != "seconds"})
+            _call(callbacks, "on_epoch_end", state)
+        if h.stopped is not None:
+            _stop_diverged(model, h, optimizer)
         if state.stop:
             break
-    for cb in callbacks:
-        cb.on_train_end(state)
+    _call(callbacks, "on_train_end", state)
     return state.history
+
+
+def _read_loss(loss: Any, model: Module, xp) -> tuple[float, str | None]:
+    """The batch loss as a float, and ``"loss"`` / ``"gradient"`` when it or a gradient is NaN/inf.
+
+    Both numbers come in one transfer (one GPU sync per step); summing the gradients costs one
+    pass over the parameters, small next to the backward pass.
+    """
+    grads = _grad_sum(model, xp)
+    if grads is None or not hasattr(loss, "shape"):
+        value, grad_total = B.float_of(loss), 0.0 if grads is None else B.float_of(grads)
+    else:
+        value, grad_total = (float(v) for v in B.to_numpy(xp.stack([loss, xp.astype(grads, loss.dtype)])))
+    if not math.isfinite(value):
+        return value, "loss"
+    return value, None if math.isfinite(grad_total) else "gradient"
+
+
+def _stop_diverged(model: Module, h: History, optimizer: Optimizer) -> None:
+    if not _weights_finite(model):      # only an update that overflowed on finite gradients gets here
+        raise FloatingPointError(f"training stopped at a {h.stopped}, and the weights were already not finite "
+                                 f"(the previous update overflowed); lower the learning rate (lr={optimizer.lr})")
+    warnings.warn(f"training stopped at a {h.stopped}; the model keeps the weights from before that step. "
+                  f"Lower the learning rate (lr={optimizer.lr})", DivergenceWarning, stacklevel=3)
