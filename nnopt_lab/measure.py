@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import backend as B
-from .validation import check_int as _check_count
-from .nn.layers import Conv2d, Linear, Module, Sequential
+from .nn.layers import Module, Sequential
+from .validation import as_int, check_bool, check_callable, check_int, check_shape
 
 __all__ = ["BITS", "count_parameters", "model_bytes", "bits_of", "LayerStats", "ModelSummary", "summary",
            "flops", "ActivationMemory", "activation_memory", "LatencyResult", "latency",
@@ -33,14 +33,16 @@ BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, 
 
 # ----------------------------------------------------------------------------- size
 def bits_of(dtype: str | int) -> int:
-    """Bits per value of a storage type: a name of :data:`BITS` or an int number of bits in 1..64."""
-    if isinstance(dtype, bool):
-        raise ValueError(f"dtype must be one of {tuple(BITS)} or an int number of bits in 1..64, got {dtype!r}")
-    if isinstance(dtype, int):
-        if not 1 <= dtype <= 64:
-            raise ValueError(f"dtype as bits must be in 1..64, got {dtype}")
-        return dtype
-    if dtype not in BITS:
+    """Bits per value of a storage type: a name of :data:`BITS` or an int number of bits in 1..64.
+
+    See: chapters/01_why_optimize.ipynb (seed §1.1)
+    """
+    bits = as_int(dtype)
+    if bits is not None:
+        if not 1 <= bits <= 64:
+            raise ValueError(f"dtype as bits must be in 1..64, got {dtype!r}")
+        return bits
+    if not isinstance(dtype, str) or dtype not in BITS:
         raise ValueError(f"dtype must be one of {tuple(BITS)} or an int number of bits in 1..64, got {dtype!r}")
     return BITS[dtype]
 
@@ -55,8 +57,20 @@ def _numel(shape: tuple) -> int:
     return math.prod(int(s) for s in shape)
 
 
+def _unique(items) -> list:
+    """``items`` without repeats of one object (a shared layer or parameter counts once)."""
+    seen, out = set(), []
+    for item in items:
+        if id(item) not in seen:
+            seen.add(id(item))
+            out.append(item)
+    return out
+
+
 def count_parameters(model: Module, trainable_only: bool = False, nonzero: bool = False) -> int:
     r"""Number of scalar parameters, :math:`P = \sum_{p} \prod_i \text{shape}_i(p)`.
+
+    A parameter shared by several layers counts once (as ``torch.nn.Module.parameters`` does).
 
     Parameters
     ----------
@@ -68,15 +82,14 @@ def count_parameters(model: Module, trainable_only: bool = False, nonzero: bool 
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
+    _check_model(model)
+    trainable_only = check_bool("trainable_only", trainable_only)
+    nonzero = check_bool("nonzero", nonzero)
     total = 0
-    for p in _check_model(model).parameters():
+    for p in _unique(model.parameters()):
         if trainable_only and not p.requires_grad:
             continue
-        if nonzero:
-            xp = B.namespace(p.data)
-            total += int(B.float_of(xp.sum(xp.astype(p.data != 0, xp.int64))))
-        else:
-            total += _numel(p.shape)
+        total += int(B.namespace(p.data).count_nonzero(p.data)) if nonzero else _numel(p.shape)
     return total
 
 
@@ -85,25 +98,42 @@ def _bytes(count: int, dtype: str | int) -> int:
     return (count * bits_of(dtype) + 7) // 8
 
 
-def model_bytes(model: Module, dtype: str | int = "float32", nonzero: bool = False) -> int:
-    r"""Bytes to store the parameters at a precision, packed densely.
+def _storage_bits(dtype: str | int | None) -> int | None:
+    """:func:`bits_of`, with None passed through (each array at its own width)."""
+    return None if dtype is None else bits_of(dtype)
 
-    .. math:: \text{bytes} = \lceil P \cdot b / 8 \rceil, \qquad
+
+def _layer_bytes(layer: Module, bits: int | None, nonzero: bool) -> int:
+    """What ``layer`` and the modules inside it say their own parameters take (each module once)."""
+    return sum(m.parameter_bytes(bits, nonzero) for m in _unique(layer.modules()))
+
+
+def model_bytes(model: Module, dtype: str | int | None = "float32", nonzero: bool = False) -> int:
+    r"""Bytes to store the parameters at a precision, as each layer reports them.
+
+    Every module says what its own parameters take (:meth:`nnopt_lab.nn.Module.parameter_bytes`);
+    for the built-in layers that is its values packed densely into whole bytes,
+
+    .. math:: \text{bytes} = \sum_{\text{modules}} \lceil P_m \cdot b / 8 \rceil, \qquad
         b = 32, 16, 16, 8, 4, 1 \text{ for float32, float16, bfloat16, int8, int4, binary}
 
-    (4 / 2 / 2 / 1 / 0.5 / 0.125 bytes per parameter). Quantization scales, zero points,
-    codebooks and sparse indices are *not* included: the chapters that add them count them.
+    (4 / 2 / 2 / 1 / 0.5 / 0.125 bytes per parameter). Scales, zero points, codebooks and
+    sparse indices are counted only by the layers that hold them (a quantized or shared
+    layer reports its own); a module used twice counts once.
 
     Parameters
     ----------
     model : Module
-    dtype : {"float64", "float32", "float16", "bfloat16", "int8", "int4", "binary"} or int bits
+    dtype : {"float64", "float32", "float16", "bfloat16", "int8", "int4", "binary"}, int bits or None
+        None: every array at its own width (float64 arrays 8 bytes per value, ...).
     nonzero : bool
         Count only nonzero parameters (the payload of a sparse format, without its indices).
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
-    return _bytes(count_parameters(model, nonzero=nonzero), dtype)
+    _check_model(model)
+    bits = _storage_bits(dtype)
+    return _layer_bytes(model, bits, check_bool("nonzero", nonzero))
 
 
 # ----------------------------------------------------------------------------- per-layer walk
@@ -111,8 +141,11 @@ def model_bytes(model: Module, dtype: str | int = "float32", nonzero: bool = Fal
 class LayerStats:
     """One row of :func:`summary`: a leaf layer and what it costs for one forward pass.
 
-    ``macs`` are multiply-accumulates of Linear/Conv2d; ``flops = 2 * macs`` (torch's
+    ``macs`` are the multiply-accumulates the layer reports (:meth:`nnopt_lab.nn.Module.macs`;
+    Linear and Conv2d count theirs, layers without weights 0); ``flops = 2 * macs`` (torch's
     FlopCounterMode convention: bias adds, activations, pooling and batch norm are not counted).
+    A layer that appears again (shared weights) shows ``params = param_bytes = 0`` the second
+    time: its weights are stored once.
     """
 
     name: str
@@ -134,28 +167,26 @@ def _leaves(model: Module, prefix: str = ""):
         yield prefix.rstrip(".") or type(model).__name__, model
 
 
-def _macs(layer: Module, in_shape: tuple, out_shape: tuple) -> int:
-    r"""Multiply-accumulates of one layer.
-
-    .. math::
-        \text{Linear: } N \cdot d_{in} \cdot d_{out}, \qquad
-        \text{Conv2d: } N \cdot H_o W_o \cdot C_{out} \cdot C_{in} k^2
-    """
-    if isinstance(layer, Linear):
-        return _numel(out_shape[:-1]) * layer.in_features * layer.out_features
-    if isinstance(layer, Conv2d):
-        return _numel(out_shape) * layer.in_channels * layer.kernel_size ** 2
-    return 0
+def _layer_macs(name: str, layer: Module, in_shape: tuple, out_shape: tuple) -> int:
+    """``layer.macs(...)``, refused unless it is an int >= 0 (a custom layer's mistake is named)."""
+    macs = layer.macs(in_shape, out_shape)
+    as_python = as_int(macs)
+    if as_python is None or as_python < 0:
+        raise TypeError(f"layer {name} ({type(layer).__name__}).macs returned {macs!r}; it must return "
+                        f"an int >= 0")
+    return as_python
 
 
-def _check_shape(input_shape: Any) -> tuple:
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape must be a non-empty tuple of positive ints (one sample, no batch "
-                         f"axis, e.g. (64,) or (1, 8, 8)), got {input_shape!r}")
+def _input_shape(input_shape: Any) -> tuple:
+    """One sample's shape: an int or a non-empty tuple of ints >= 1 (numpy ints accepted)."""
+    what = "(one sample, no batch axis, e.g. (64,) or (1, 8, 8))"
+    try:
+        shape = check_shape("input_shape", input_shape)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{error} {what}") from None
+    if not shape:
+        raise ValueError(f"input_shape must be a non-empty tuple of ints >= 1 {what}, got {input_shape!r}")
     return shape
-
-
 
 
 def _model_backend(model: Module) -> B.Backend:
@@ -164,14 +195,21 @@ def _model_backend(model: Module) -> B.Backend:
 
 
 def _trace(model: Module, input_shape: tuple, batch_size: int) -> list[tuple[str, Module, tuple, tuple]]:
-    """Run a zero batch through the model in eval mode; (name, layer, in shape, out shape) per layer."""
+    """Run a zero batch through the model in eval mode; (name, layer, in shape, out shape) per layer.
+
+    A layer that refuses the batch is reported as a wrong ``input_shape`` (the caller's argument).
+    """
     was_training = model.training
     model.eval()
     try:
         x = _model_backend(model).zeros((batch_size,) + input_shape)
         rows = []
         for name, layer in _leaves(model):
-            y = layer.forward(x)
+            try:
+                y = layer.forward(x)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"input_shape {input_shape!r} does not fit the model: layer {name} "
+                                 f"({type(layer).__name__}) got a batch of shape {tuple(x.shape)}: {error}") from None
             rows.append((name, layer, tuple(x.shape), tuple(y.shape)))
             x = y
     finally:
@@ -194,7 +232,7 @@ class ModelSummary:
 
     @property
     def total_param_bytes(self) -> int:
-        return _bytes(self.total_params, self.dtype)
+        return sum(r.param_bytes for r in self.rows)
 
     @property
     def total_macs(self) -> int:
@@ -222,38 +260,50 @@ class ModelSummary:
     __repr__ = __str__
 
 
-def summary(model: Module, input_shape: tuple, dtype: str | int = "float32", batch_size: int = 1) -> ModelSummary:
+def summary(model: Module, input_shape: tuple, dtype: str | int | None = "float32",
+            batch_size: int = 1) -> ModelSummary:
     r"""Per-layer parameters, bytes, MACs, FLOPs and output shape, with totals.
 
     A zero batch of shape ``(batch_size,) + input_shape`` runs through the layers in eval
-    mode (batch norm, dropout untouched) to record each output shape; then
+    mode (batch norm, dropout untouched) to record each output shape; then every layer
+    reports its own cost (:meth:`~nnopt_lab.nn.Module.macs`,
+    :meth:`~nnopt_lab.nn.Module.parameter_bytes`), for the built-in layers
 
     .. math::
         \text{MACs}_{\text{Linear}} = N d_{in} d_{out}, \quad
-        \text{MACs}_{\text{Conv2d}} = N H_o W_o C_{out} C_{in} k^2, \quad
+        \text{MACs}_{\text{Conv2d}} = N H_o W_o C_{out} (C_{in}/g)\, k_h k_w, \quad
         \text{FLOPs} = 2\,\text{MACs}, \quad
         \text{bytes} = \lceil P\,b/8 \rceil.
 
     Parameters
     ----------
     model : Module (a Sequential is walked layer by layer)
-    input_shape : tuple of int
+    input_shape : int or tuple of int
         One sample, without the batch axis: ``(64,)`` or ``(1, 8, 8)``.
-    dtype : storage type of :func:`model_bytes` (name or bits)
+    dtype : storage type of :func:`model_bytes` (name, bits, or None for the arrays' own)
     batch_size : int >= 1
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``model``, ``input_shape`` (also when a layer refuses a batch of that shape),
+        ``dtype`` or ``batch_size``.
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
-    input_shape = _check_shape(input_shape)
-    _check_count("batch_size", batch_size, 1)
-    bits_of(dtype)
-    rows = []
-    for name, layer, in_shape, out_shape in _trace(_check_model(model), input_shape, batch_size):
-        params = sum(_numel(p.shape) for p in layer.parameters())
-        macs = _macs(layer, in_shape, out_shape)
-        rows.append(LayerStats(name, type(layer).__name__, in_shape, out_shape, params, _bytes(params, dtype),
-                               macs, 2 * macs))
-    return ModelSummary(tuple(rows), input_shape, batch_size, str(dtype))
+    _check_model(model)
+    input_shape = _input_shape(input_shape)
+    batch_size = check_int("batch_size", batch_size, 1)
+    bits = _storage_bits(dtype)
+    rows, seen = [], set()
+    for name, layer, in_shape, out_shape in _trace(model, input_shape, batch_size):
+        first_use = id(layer) not in seen
+        seen.add(id(layer))
+        params = sum(_numel(p.shape) for p in _unique(layer.parameters())) if first_use else 0
+        stored = _layer_bytes(layer, bits, False) if first_use else 0
+        macs = _layer_macs(name, layer, in_shape, out_shape)
+        rows.append(LayerStats(name, type(layer).__name__, in_shape, out_shape, params, stored, macs, 2 * macs))
+    return ModelSummary(tuple(rows), input_shape, batch_size, "as stored" if dtype is None else str(dtype))
 
 
 def flops(model: Module, input_shape: tuple, batch_size: int = 1) -> ModelSummary:
@@ -263,10 +313,12 @@ def flops(model: Module, input_shape: tuple, batch_size: int = 1) -> ModelSummar
     convolutions, :math:`\text{FLOPs} = 2\cdot\text{MACs}` (one multiply and one add each),
 
     .. math::
-        \text{Linear: } 2 N d_{in} d_{out}, \qquad \text{Conv2d: } 2 N H_o W_o C_{out} C_{in} k^2;
+        \text{Linear: } 2 N d_{in} d_{out}, \qquad
+        \text{Conv2d: } 2 N H_o W_o C_{out} (C_{in}/g)\, k_h k_w;
 
     bias adds, ReLU, pooling and batch norm (:math:`O(\text{activations})`) count zero.
-    The same table as :func:`summary`.
+    Each layer reports its own (:meth:`~nnopt_lab.nn.Module.macs`). The same table as
+    :func:`summary`.
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
@@ -312,10 +364,11 @@ def activation_memory(model: Module, input_shape: tuple, dtype: str | int = "flo
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
-    input_shape = _check_shape(input_shape)
-    _check_count("batch_size", batch_size, 1)
+    _check_model(model)
+    input_shape = _input_shape(input_shape)
+    batch_size = check_int("batch_size", batch_size, 1)
     bits_of(dtype)
-    trace = _trace(_check_model(model), input_shape, batch_size)
+    trace = _trace(model, input_shape, batch_size)
     sizes = [_bytes(_numel((batch_size,) + input_shape), dtype)]
     sizes += [_bytes(_numel(out_shape), dtype) for _, _, _, out_shape in trace]
     peak = max(a + b for a, b in zip(sizes[:-1], sizes[1:])) if trace else sizes[0]
@@ -373,16 +426,16 @@ def latency(fn: Callable, *args: Any, warmup: int = 3, repeats: int = 20, sync: 
     Raises
     ------
     TypeError
-        When ``fn`` is not callable.
+        When ``fn`` is not callable, ``sync`` not a bool, ``warmup``/``repeats`` not numbers.
     ValueError
         When ``warmup`` is not an int >= 0 or ``repeats`` not an int >= 1.
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    _check_count("warmup", warmup, 0)
-    _check_count("repeats", repeats, 1)
+    check_callable("fn", fn)
+    warmup = check_int("warmup", warmup, 0)
+    repeats = check_int("repeats", repeats, 1)
+    sync = check_bool("sync", sync)
     for _ in range(warmup):
         fn(*args)
     samples = []
@@ -407,12 +460,15 @@ def measure_model_latency(model: Module, input_shape: tuple, batch_size: int = 1
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
-    input_shape = _check_shape(input_shape)
-    _check_count("batch_size", batch_size, 1)
     _check_model(model)
+    input_shape = _input_shape(input_shape)
+    batch_size = check_int("batch_size", batch_size, 1)
+    warmup = check_int("warmup", warmup, 0)
+    repeats = check_int("repeats", repeats, 1)
     own = _model_backend(model)
-    target = own if backend is None else B.get_backend(backend, own.dtype) if isinstance(backend, str) else backend
+    target = own if backend is None else B.get_backend(backend, own.dtype)
     net = model if target == own else copy.deepcopy(model).to(target)
+    _trace(net, input_shape, batch_size)               # a batch the model refuses names input_shape
     x = B.to_backend(B.generator(0).standard_normal((batch_size,) + input_shape), target)
     was_training = net.training
     net.eval()

@@ -1,4 +1,7 @@
 """nnopt_lab.measure: parameters, bytes, FLOPs (vs torch FlopCounterMode), activation memory, latency."""
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -6,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nnopt_lab import backend as B
 from nnopt_lab import measure as M
 from nnopt_lab import models
+from nnopt_lab import nn
 from nnopt_lab.nn import Linear
 from nnopt_lab.reference import torch_twin
 
@@ -29,9 +33,10 @@ def test_count_nonzero_parameters():
 
 @pytest.mark.parametrize("dtype,expected", [("float64", 60080), ("float32", 30040), ("float16", 15020),
                                             ("bfloat16", 15020), ("int8", 7510), ("int4", 3755),
-                                            ("binary", 939), (3, 2817)])
+                                            ("binary", 940), (3, 2817), (np.int64(8), 7510)])
 def test_model_bytes(dtype, expected):
-    # 7510 parameters × bits / 8, rounded up: 7510 * 3 / 8 = 2816.25 -> 2817, 7510 / 8 = 938.75 -> 939
+    # each layer's 6500 and 1010 parameters × bits / 8, rounded up to whole bytes per layer:
+    # 3 bits: 2437.5 -> 2438 plus 378.75 -> 379 = 2817; 1 bit: 812.5 -> 813 plus 126.25 -> 127 = 940
     assert M.model_bytes(models.mlp((64, 100, 10)), dtype) == expected
 
 
@@ -91,9 +96,12 @@ def test_summary_leaves_model_mode_and_bad_shapes():
     M.summary(model, (8,))
     assert model.training and B.rng().bit_generator.state == state   # no dropout draw, mode restored
     assert float(B.to_numpy(model[1]._buffers["num_batches_tracked"])) == 0
-    for bad in [(0,), (), "64", (8.0,)]:
-        with pytest.raises(ValueError, match="input_shape must be a non-empty tuple of positive ints"):
+    for bad in [(0,), (), (8.0,), (8, -1)]:
+        with pytest.raises(ValueError, match=r"input_shape must be .*int.* >= 1.*\(one sample, no batch axis"):
             M.flops(model, bad)
+    for bad in ["64", None, 8.0]:
+        with pytest.raises(TypeError, match="input_shape must be an int or a tuple of ints"):
+            M.summary(model, bad)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         M.summary(model, (8,), batch_size=0)
 
@@ -147,3 +155,122 @@ def test_measure_model_latency(backend_name):
     assert B.backend_of(model[0]._params["weight"].data).name == "numpy"     # the model was not moved
     assert model.training
     assert isinstance(model[0], Linear)
+
+
+# ----------------------------------------------------------------------------- each layer reports its own cost
+class PackedLinear(nn.Linear):
+    """A layer that stores its weight as 2-bit codes plus one float32 scale per output row, and
+    skips half its multiplications: it says so through macs and parameter_bytes."""
+
+    def macs(self, in_shape, out_shape):
+        return super().macs(in_shape, out_shape) // 2
+
+    def parameter_bytes(self, bits=None, nonzero=False):
+        return (self.in_features * self.out_features * 2 + 7) // 8 + 4 * self.out_features
+
+
+class Counter(nn.Module):
+    """No weights, yet 7 multiply-accumulates per input value and 3 bytes of own storage."""
+
+    def forward(self, x):
+        return x
+
+    def macs(self, in_shape, out_shape):
+        return 7 * math.prod(in_shape)
+
+    def parameter_bytes(self, bits=None, nonzero=False):
+        return 3
+
+
+def test_custom_layers_are_reported_as_they_say():
+    model = nn.Sequential(PackedLinear(8, 4), Counter(), nn.ReLU(), nn.Linear(4, 2))
+    s = M.summary(model, (8,), batch_size=5)
+    packed, counter, relu, linear = s.rows
+    assert packed.macs == 5 * 8 * 4 // 2 and packed.param_bytes == (32 * 2 + 7) // 8 + 16 == 24
+    assert packed.params == 36                                   # the parameters it holds, counted
+    assert counter.macs == 7 * 5 * 4 and counter.param_bytes == 3 and counter.params == 0
+    assert relu.macs == 0 and linear.macs == 5 * 4 * 2 and linear.param_bytes == 4 * 10
+    assert s.total_macs == 80 + 140 + 40 and s.total_flops == 2 * s.total_macs
+    assert s.total_param_bytes == 24 + 3 + 40 == M.model_bytes(model)
+    assert M.flops(model, (8,)).total_macs == 16 + 28 + 8
+    assert M.model_bytes(model, "int8") == 24 + 3 + 10          # the custom ones ignore the storage type
+
+
+def test_layer_with_a_bad_macs_is_named():
+    class Broken(Counter):
+        def macs(self, in_shape, out_shape):
+            return 2.5
+    with pytest.raises(TypeError, match=r"layer 1 \(Broken\)\.macs returned 2\.5; it must return an int >= 0"):
+        M.summary(nn.Sequential(nn.Linear(2, 2), Broken()), (2,))
+
+
+def test_shared_layer_counts_once():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    s = M.summary(model, (4,))
+    assert [r.params for r in s.rows] == [20, 0, 0] and s.total_macs == 2 * 16    # stored once, run twice
+    assert M.count_parameters(model) == 20 == sum(p.numel() for p in torch.nn.Sequential(
+        torch.nn.Linear(4, 4)).parameters())
+    assert M.model_bytes(model) == 80 == s.total_param_bytes
+
+
+def test_model_bytes_as_stored_and_nonzero():
+    model = models.mlp((4, 3, 2), backend=B.get_backend("numpy", "float64"))
+    assert M.model_bytes(model, None) == 8 * (15 + 8)
+    assert M.summary(model, (4,), dtype=None).total_param_bytes == 8 * 23
+    assert "bytes (as stored)" in str(M.summary(model, (4,), dtype=None))
+    w = model[0]._params["weight"]
+    w.data = w.data * B.asarray([[1.0, 0.0, 1.0, 0.0]] * 3, w.data)
+    assert M.model_bytes(model, "int8", nonzero=True) == 23 - 6
+
+
+def test_grouped_conv_macs_match_torch_flop_counter():
+    if "groups" not in nn.Conv2d.__init__.__code__.co_varnames:
+        pytest.skip("Conv2d has no groups yet")
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 8, 1),
+                          nn.Conv2d(8, 6, (3, 1), stride=(2, 1), groups=2))
+    ours = M.flops(model, (4, 9, 7), batch_size=2)
+    twin = torch_twin(model).eval()
+    with FlopCounterMode(display=False) as counter:
+        twin(torch.zeros((2, 4, 9, 7)))
+    assert ours.total_flops == counter.get_total_flops() > 0
+    assert ours.rows[0].macs == 2 * 4 * 9 * 7 * 1 * 9             # depthwise: one input channel per output
+
+
+# ----------------------------------------------------------------------------- arguments named as the caller's
+def test_summary_names_input_shape_when_a_layer_refuses_it():
+    with pytest.raises(ValueError, match=r"input_shape \(32,\) does not fit the model: layer 0 \(Linear\)"):
+        M.summary(models.mlp((64, 10)), (32,))
+    with pytest.raises(ValueError, match=r"input_shape \(3, 8, 8\) does not fit the model: layer 0 \(Conv2d\)"):
+        M.activation_memory(models.small_cnn(), (3, 8, 8))
+
+
+def test_numpy_numbers_accepted():
+    model = models.mlp((8, 4, 2))
+    s = M.summary(model, (np.int64(8),), dtype=np.int64(16), batch_size=np.int32(2))
+    assert s.rows[0].output_shape == (2, 4) and s.total_param_bytes == 2 * 46
+    assert M.summary(model, np.int64(8)).input_shape == (8,)
+    assert M.activation_memory(model, (8,), batch_size=np.int64(3)).batch_size == 3
+    assert len(M.latency(lambda: None, warmup=np.int64(0), repeats=np.int64(2)).samples) == 2
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: M.count_parameters(m, trainable_only=1), TypeError, "trainable_only must be a bool, got 1"),
+    (lambda m: M.count_parameters(m, nonzero="yes"), TypeError, "nonzero must be a bool"),
+    (lambda m: M.model_bytes(m, nonzero=None), TypeError, "nonzero must be a bool"),
+    (lambda m: M.model_bytes(m, "int3"), ValueError, "dtype must be one of"),
+    (lambda m: M.summary(m, (8,), dtype=65), ValueError, "dtype as bits must be in 1..64, got 65"),
+    (lambda m: M.activation_memory(m, (8,), dtype=None), ValueError, "dtype must be one of"),
+    (lambda m: M.activation_memory(m, (8,), batch_size=1.5), ValueError, "batch_size must be an int >= 1"),
+    (lambda m: M.summary("model", (8,)), TypeError, "model must be an nnopt_lab.nn Module, got str"),
+    (lambda m: M.latency(lambda: None, sync=1), TypeError, "sync must be a bool, got 1"),
+    (lambda m: M.latency(lambda: None, warmup="3"), TypeError, "warmup must be an int >= 0"),
+    (lambda m: M.measure_model_latency(m, (8,), repeats=0), ValueError, "repeats must be an int >= 1, got 0"),
+    (lambda m: M.measure_model_latency(m, (8,), warmup=-2), ValueError, "warmup must be an int >= 0, got -2"),
+    (lambda m: M.measure_model_latency(m, (8,), backend=3), TypeError, "backend must be a str or Backend"),
+    (lambda m: M.measure_model_latency(m, (8,), backend="gpu"), ValueError, "backend must be one of"),
+    (lambda m: M.measure_model_latency(m, (9,)), ValueError, r"input_shape \(9,\) does not fit the model"),
+])
+def test_bad_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(models.mlp((8, 4, 2)))
