@@ -11,10 +11,24 @@ See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .nn.layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
                         Sequential)
+from .validation import check_bool, check_int, check_probability
 
 __all__ = ["mlp", "small_cnn"]
+
+
+def _int_sequence(name: str, value: Any, min_length: int) -> tuple[int, ...]:
+    """``value`` as a tuple of ints >= 1 with at least ``min_length`` entries; each named ``name[i]``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {value!r}")
+    items = tuple(value)
+    if len(items) < min_length:
+        raise ValueError(f"{name} must have at least {min_length} entr{'y' if min_length == 1 else 'ies'}, "
+                         f"got {value!r}")
+    return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(items))
 
 
 def mlp(sizes=(64, 100, 10), dropout: float = 0.0, batchnorm: bool = False, backend=None) -> Sequential:
@@ -22,16 +36,25 @@ def mlp(sizes=(64, 100, 10), dropout: float = 0.0, batchnorm: bool = False, back
 
     Parameters
     ----------
-    sizes : sequence of int
+    sizes : sequence of int >= 1
         Input size, hidden sizes..., number of classes; at least two entries.
     dropout : float in [0, 1)
         Dropout after each hidden ReLU (0 = none).
     batchnorm : bool
         BatchNorm1d after each hidden Linear.
+    backend : backend name or Backend, optional
+        Where the weights live (default: the active backend).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: ``sizes[1] must be an int >= 1, got 0``.
+
+    See: chapters/01_why_optimize.ipynb
     """
-    sizes = tuple(sizes)
-    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be at least two positive ints, got {sizes!r}")
+    sizes = _int_sequence("sizes", sizes, 2)
+    dropout = check_probability("dropout", dropout, high_open=True)
+    batchnorm = check_bool("batchnorm", batchnorm)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(a, b, backend=backend))
@@ -48,15 +71,34 @@ def small_cnn(in_channels: int = 1, image_size: int = 8, channels=(16, 32), num_
               batchnorm: bool = False, backend=None) -> Sequential:
     """[Conv3×3(pad 1) → [BatchNorm2d] → ReLU → MaxPool2] per entry of ``channels`` → Flatten → Linear.
 
-    ``image_size`` must be divisible by ``2 ** len(channels)``; digits are 8×8, so two blocks
-    leave 2×2 feature maps.
+    Parameters
+    ----------
+    in_channels : int >= 1
+    image_size : int >= 1
+        Height = width of the input; divisible by ``2 ** len(channels)`` (each block halves
+        it). Digits are 8×8, so two blocks leave 2×2 feature maps.
+    channels : sequence of int >= 1
+        Output channels of each block; at least one.
+    num_classes : int >= 1
+    batchnorm : bool
+        BatchNorm2d after each convolution.
+    backend : backend name or Backend, optional
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: ``channels[0] must be an int >= 1, got 0``.
+
+    See: chapters/01_why_optimize.ipynb
     """
-    channels = tuple(channels)
-    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-        raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size % (2 ** len(channels)):
-        raise ValueError(f"image_size must be an int divisible by 2**len(channels) = {2 ** len(channels)}, "
-                         f"got {image_size!r}")
+    in_channels = check_int("in_channels", in_channels, 1)
+    image_size = check_int("image_size", image_size, 1)
+    channels = _int_sequence("channels", channels, 1)
+    num_classes = check_int("num_classes", num_classes, 1)
+    batchnorm = check_bool("batchnorm", batchnorm)
+    if image_size % (2 ** len(channels)):
+        raise ValueError(f"image_size must be divisible by 2**len(channels) = {2 ** len(channels)}, "
+                         f"got {image_size}")
     layers, c_in = [], in_channels
     for c in channels:
         layers.append(Conv2d(c_in, c, 3, padding=1, backend=backend))
