@@ -8,12 +8,18 @@ Every technique in the workbook is written once against the array API
 * ``"torch-cuda"`` -- torch tensors on an NVIDIA GPU,
 * ``"auto"``       -- ``"torch-cuda"`` where a GPU is present, else ``"numpy"``.
 
+Moving an array (:func:`to_backend`) keeps its shape (a 0-d array stays 0-d) and its
+integer width (int8 codes stay int8, int32 accumulators stay int32); floats take the
+backend's float dtype. :func:`device` gives the ``device=`` keyword that creates a new
+array beside an existing one.
+
 What the array API does not offer, this module does, each with a *fast path* (the
 library's own routine) and a *portable fallback* (plain array-API code) that the tests
 hold equal to it:
 
 * :func:`sliding_windows` -- the (kh, kw) windows of an image batch, the heart of im2col;
-* :func:`scatter_add`     -- ``out[index] += values`` that keeps repeated indices.
+* :func:`scatter_add`     -- ``out[index] += values`` that keeps repeated indices;
+* :func:`int_matmul`      -- the exact integer product int8 @ int8 -> int32 of integer inference.
 
 Randomness has one source: a seeded numpy ``Generator`` (:func:`seed`, :func:`rng`).
 Numbers are drawn there and moved to the active device, so one seed gives the same
@@ -29,6 +35,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .validation import check_bool, check_choice, check_int, check_number, check_path
+
 try:  # torch is a dependency, but the numpy path must not need it to import
     import torch
 except ImportError:  # pragma: no cover - exercised only without torch
@@ -36,14 +44,30 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 BACKENDS = ("numpy", "torch-cpu", "torch-cuda")
 DTYPES = ("float32", "float64")
+#: Integer dtypes that keep their width when moved between backends.
+INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64")
+#: Every dtype that :func:`to_backend` can be asked for.
+ARRAY_DTYPES = ("bool",) + INT_DTYPES + ("float16",) + DTYPES
+_FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
+_WIDE_UNSIGNED = ("uint16", "uint32", "uint64")   # torch supports few ops on them: moved as int64
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 __all__ = [
-    "BACKENDS", "Backend", "get_backend", "set_backend", "active", "namespace", "is_torch",
-    "device_of", "to_numpy", "to_backend", "asarray", "dtype_name", "same_kind",
-    "cuda_available", "seed", "rng", "generator", "backend_of", "randn", "rand", "uniform", "permutation",
-    "sliding_windows", "sliding_windows_portable", "scatter_add", "scatter_add_portable",
-    "synchronize", "float_of", "no_tf32", "copy",
+    "BACKENDS", "DTYPES", "INT_DTYPES", "ARRAY_DTYPES", "Backend", "get_backend", "set_backend", "active",
+    "namespace", "is_torch", "device", "device_of", "to_numpy", "to_backend", "asarray", "dtype_name",
+    "same_kind", "cuda_available", "seed", "rng", "generator", "backend_of", "randn", "rand", "uniform",
+    "permutation", "sliding_windows", "sliding_windows_portable", "scatter_add", "scatter_add_portable",
+    "int_matmul", "int_matmul_portable", "synchronize", "float_of", "no_tf32", "copy",
 ]
+
+
+def _describe(value: Any) -> str:
+    """``repr`` of a small value, the type name of anything bulky (an array in an error message)."""
+    if value is None or isinstance(value, (bool, int, float, str, tuple, list, np.generic)):
+        text = repr(value)
+        return text if len(text) <= 80 else f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 # ----------------------------------------------------------------------------- backends
@@ -67,12 +91,14 @@ class Backend:
     name: str
     dtype: str = "float32"
 
+    def __post_init__(self):
+        check_choice("backend", self.name, BACKENDS)
+        check_choice("dtype", self.dtype, DTYPES)
+
     @property
     def xp(self) -> Any:
         """The array-API namespace of this backend."""
-        if self.name == "numpy":
-            return array_api_compat.array_namespace(np.empty(0))
-        return array_api_compat.array_namespace(torch.empty(0))
+        return _NUMPY_XP if self.name == "numpy" else _TORCH_XP
 
     @property
     def device(self) -> Any:
@@ -95,10 +121,12 @@ class Backend:
         return to_backend(x, self, dtype=dtype)
 
     def zeros(self, shape, dtype: str | None = None) -> Any:
-        """A zero array of ``shape`` with this backend's float dtype (or ``dtype``)."""
+        """A zero array of ``shape`` (an int or a tuple) with this backend's float dtype (or ``dtype``)."""
+        shape = _check_sizes("shape", (shape,))
+        dtype = self.dtype if dtype is None else check_choice("dtype", dtype, ARRAY_DTYPES)
         if self.name == "numpy":
-            return np.zeros(shape, dtype=dtype or self.dtype)
-        return torch.zeros(shape, dtype=getattr(torch, dtype or self.dtype), device=self.device)
+            return np.zeros(shape, dtype=dtype)
+        return torch.zeros(shape, dtype=getattr(torch, dtype), device=self.device)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.dtype})"
@@ -114,23 +142,24 @@ def get_backend(name: str | Backend = "auto", dtype: str = "float32") -> Backend
     ----------
     name : {"auto", "numpy", "torch-cpu", "torch-cuda"} or Backend
         ``"auto"`` picks ``"torch-cuda"`` where a GPU is present, else ``"numpy"``.
+        A :class:`Backend` is returned as it is (its own dtype wins).
     dtype : {"float32", "float64"}
 
     Raises
     ------
+    TypeError
+        For a name that is not a str or a Backend (``None``, a number).
     ValueError
         For an unknown name or dtype, or ``"torch-cuda"`` on a machine without a GPU.
     """
+    check_choice("dtype", dtype, DTYPES)
     if isinstance(name, Backend):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a str or Backend, got {type(name).__name__}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        raise TypeError(f"backend must be a str or Backend, got {_describe(name)}")
     if name == "auto":
         name = "torch-cuda" if cuda_available() else "numpy"
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+    check_choice("backend", name, ("auto",) + BACKENDS)
     if name != "numpy" and torch is None:
         raise ValueError(f"backend {name!r} needs torch, which is not installed")
     if name == "torch-cuda" and not cuda_available():
@@ -140,7 +169,10 @@ def get_backend(name: str | Backend = "auto", dtype: str = "float32") -> Backend
 
 
 def set_backend(name: str | Backend = "auto", dtype: str = "float32") -> Backend:
-    """Make a backend the active one (the default for new layers and data) and return it."""
+    """Make a backend the active one (the default for new layers and data) and return it.
+
+    Arguments as in :func:`get_backend`; on an error the active backend is left unchanged.
+    """
     global _ACTIVE
     _ACTIVE = get_backend(name, dtype)
     return _ACTIVE
@@ -151,10 +183,25 @@ def active() -> Backend:
     return _ACTIVE
 
 
+def _resolve(backend: str | Backend | None) -> Backend:
+    """A ``backend=`` argument as a Backend: ``None`` is the active one."""
+    if backend is None:
+        return active()
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        return get_backend(backend)
+    raise TypeError(f"backend must be a backend name, a Backend or None, got {_describe(backend)}")
+
+
 # ----------------------------------------------------------------------------- arrays
 def is_torch(x: Any) -> bool:
     """True for a torch tensor."""
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or is_torch(x)
 
 
 def namespace(*arrays: Any) -> Any:
@@ -188,13 +235,35 @@ _NUMPY_XP = array_api_compat.array_namespace(np.empty(0))
 _TORCH_XP = array_api_compat.array_namespace(torch.empty(0)) if torch is not None else None
 
 
+def device(x: Any) -> Any:
+    """The ``device=`` keyword that creates a new array beside ``x``.
+
+    ``None`` for a numpy array (numpy has one device), ``x.device`` for a torch tensor, so
+    ``xp.zeros(shape, dtype=x.dtype, device=B.device(x))`` works on every backend.
+
+    Raises
+    ------
+    TypeError
+        When ``x`` is not a numpy array or torch tensor.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    if is_torch(x):
+        return x.device
+    if isinstance(x, (np.ndarray, np.generic)):
+        return None
+    raise TypeError(f"x must be a numpy array or a torch tensor, got {_describe(x)}")
+
+
 def device_of(x: Any) -> str:
     """``"cpu"`` or ``"cuda"`` (with index) for an array."""
     return str(x.device) if is_torch(x) else "cpu"
 
 
 def backend_of(x: Any) -> Backend:
-    """The :class:`Backend` an array belongs to (its name and dtype)."""
+    """The :class:`Backend` an array belongs to (its name, and its dtype if it is float32/64)."""
+    if not _is_array(x):
+        raise TypeError(f"x must be a numpy array or a torch tensor, got {_describe(x)}")
     dtype = dtype_name(x)
     dtype = dtype if dtype in DTYPES else "float32"
     if is_torch(x):
@@ -203,8 +272,23 @@ def backend_of(x: Any) -> Backend:
 
 
 def dtype_name(x: Any) -> str:
-    """The dtype of an array as a plain string (``"float32"``, ``"int64"``, ...)."""
-    return str(x.dtype).replace("torch.", "")
+    """The dtype of an array (or a dtype) as a plain string: ``"float32"``, ``"int8"``, ``"bool"``.
+
+    The same name on numpy and torch (``torch.int8`` and ``numpy.int8`` are both ``"int8"``).
+
+    Raises
+    ------
+    TypeError
+        When ``x`` is neither an array nor a numpy/torch dtype.
+    """
+    dt = getattr(x, "dtype", x)
+    if isinstance(x, type) and issubclass(x, np.generic):   # np.float32, np.int8 (the scalar types)
+        dt = np.dtype(x)
+    if isinstance(dt, np.dtype):
+        return dt.name                      # byte order left out: ">f8" is "float64"
+    if torch is not None and isinstance(dt, torch.dtype):
+        return str(dt).replace("torch.", "")
+    raise TypeError(f"x must be an array or a numpy/torch dtype, got {_describe(x)}")
 
 
 def same_kind(x: Any, like: Any) -> bool:
@@ -213,32 +297,110 @@ def same_kind(x: Any, like: Any) -> bool:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A numpy copy (or view) of any array, tensor, list or scalar."""
+    """A numpy copy (or view) of any array, tensor, list or scalar (a 0-d value stays 0-d).
+
+    bfloat16 tensors, which numpy cannot hold, come back as float32.
+    """
+    if x is None:
+        raise TypeError("x must be an array, a tensor, a number or a list of numbers, got None")
     if is_torch(x):
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return x.cpu().numpy()
     return np.asarray(x)
 
 
-def to_backend(x: Any, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
-    """Move ``x`` to ``backend`` (default: the active one).
+def _as_source(x: Any) -> Any:
+    """``x`` as a torch tensor (unchanged) or a numpy array; refuses what is not numbers."""
+    if is_torch(x):
+        return x
+    if x is None:
+        raise TypeError("x must be an array, a tensor, a number or a list of numbers, got None")
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as err:   # ragged lists, objects numpy cannot convert
+        raise ValueError(f"x cannot be made into an array ({err}), got {_describe(x)}") from None
 
-    Floating arrays take ``dtype`` (default: the backend's dtype); integer arrays become
-    int64 (the index type of both libraries: labels, permutations); bool stays bool.
+
+def _target_dtype(source: Any, b: Backend, dtype: str | None) -> str:
+    """The dtype ``source`` takes on ``b``: ``dtype`` if asked, else the rules of :func:`to_backend`."""
+    kind = dtype_name(source)
+    if kind not in _FLOAT_KINDS + INT_DTYPES + _WIDE_UNSIGNED + ("bool",):
+        raise TypeError(f"x must hold numbers or bools, got an array of dtype {kind}")
+    if kind == "uint64" and _size(source) and int(to_numpy(source).max()) > INT64_MAX:
+        raise ValueError("x holds uint64 values above 2**63 - 1, which int64 cannot hold")
+    if dtype is not None:
+        return check_choice("dtype", dtype, ARRAY_DTYPES)
+    if kind in _FLOAT_KINDS:
+        return b.dtype
+    return "int64" if kind in _WIDE_UNSIGNED else kind
+
+
+def _size(x: Any) -> int:
+    n = 1
+    for s in x.shape:
+        n *= int(s)
+    return n
+
+
+def _numpy_to_torch(a: np.ndarray) -> Any:
+    """A CPU tensor of the numpy array ``a``, any shape (0-d included), sharing memory where it can."""
+    if not a.dtype.isnative:                                  # big-endian file data
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not (a.flags.c_contiguous and a.flags.writeable):      # strided views, read-only buffers
+        a = np.array(a, order="C", copy=True)                 # (np.ascontiguousarray makes 0-d into (1,))
+    return torch.from_numpy(a)
+
+
+def to_backend(x: Any, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
+    """Move ``x`` to ``backend``, keeping its shape and its integer width.
+
+    Parameters
+    ----------
+    x : numpy array, torch tensor, number or (nested) list of numbers, any shape (0-d included)
+    backend : str, Backend or None
+        Where to put it (``None``: the active backend, :func:`active`).
+    dtype : one of :data:`ARRAY_DTYPES`, optional
+        Force this dtype. Without it:
+
+        * floating arrays take the backend's float dtype (float32 or float64);
+        * int8, uint8, int16, int32, int64 and bool keep their dtype (integer codes keep their
+          width); uint16/uint32/uint64 become int64 (torch has few kernels for them).
+
+    Returns
+    -------
+    array of ``backend``, same shape as ``x``; the input itself where nothing changes.
+
+    Raises
+    ------
+    TypeError
+        For ``None``, arrays of strings, objects or complex numbers, or a bad ``backend``.
+    ValueError
+        For an unknown ``dtype`` or backend name, or a ragged list.
+
+    See: chapters/01_why_optimize.ipynb
     """
-    b = active() if backend is None else get_backend(backend) if isinstance(backend, str) else backend
-    a = to_numpy(x) if (b.name == "numpy" or not is_torch(x)) else x
-    kind = dtype_name(a)
-    if dtype is None:
-        dtype = b.dtype if kind.startswith(("float", "bfloat")) else None if kind == "bool" else "int64"
+    b = _resolve(backend)
+    source = _as_source(x)
+    target = _target_dtype(source, b, dtype)
     if b.name == "numpy":
-        return np.asarray(a).astype(dtype, copy=False) if dtype else np.asarray(a)
-    t = a if is_torch(a) else torch.from_numpy(np.ascontiguousarray(a))
-    return t.to(device=b.device, dtype=getattr(torch, dtype) if dtype else None)
+        return to_numpy(source).astype(target, copy=False)
+    if is_torch(source):
+        return source.to(device=b.device, dtype=getattr(torch, target))
+    return _numpy_to_torch(source.astype(target, copy=False)).to(device=b.device)
 
 
 def asarray(x: Any, like: Any) -> Any:
-    """``x`` on the same backend, device and float dtype as the array ``like``."""
-    return to_backend(x, backend_of(like), dtype=dtype_name(like) if dtype_name(like) in DTYPES else None)
+    """``x`` on the same backend and device as the array ``like``, shape kept (0-d stays 0-d).
+
+    When ``like`` is float32/float64, ``x`` takes that dtype (even if it holds integers);
+    otherwise the rules of :func:`to_backend` apply (integers keep their width).
+    """
+    if not _is_array(like):
+        raise TypeError(f"like must be a numpy array or a torch tensor, got {_describe(like)}")
+    kind = dtype_name(like)
+    return to_backend(x, backend_of(like), dtype=kind if kind in DTYPES else None)
 
 
 def copy(x: Any) -> Any:
@@ -274,18 +436,26 @@ def seed(value: int) -> np.random.Generator:
     Parameters
     ----------
     value : int
-        A non-negative integer.
+        A non-negative integer (Python, numpy or 0-d torch).
+
+    Raises
+    ------
+    TypeError
+        For ``None``, a str, a bool.
+    ValueError
+        For a negative or non-integral number.
     """
     global _RNG
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed must be a non-negative int, got {value!r}")
-    _RNG = np.random.default_rng(int(value))
+    _RNG = np.random.default_rng(check_int("seed", value, low=0))
     return _RNG
 
 
 def generator(seed_value: int) -> np.random.Generator:
-    """A separate numpy Generator (for checks that must not disturb :func:`rng`)."""
-    return np.random.default_rng(seed_value)
+    """A separate numpy Generator (for checks that must not disturb :func:`rng`).
+
+    ``seed_value`` is a non-negative integer, checked as in :func:`seed`.
+    """
+    return np.random.default_rng(check_int("seed_value", seed_value, low=0))
 
 
 def rng() -> np.random.Generator:
@@ -293,31 +463,72 @@ def rng() -> np.random.Generator:
     return _RNG
 
 
-def _place(a: np.ndarray, backend: str | Backend | None, dtype: str | None) -> Any:
+def _check_sizes(name: str, sizes: tuple) -> tuple[int, ...]:
+    """``sizes`` (ints, or one int / tuple of ints) as a tuple of Python ints >= 0."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    return tuple(check_int(name, s, low=0) for s in sizes)
+
+
+def _destination(backend: str | Backend | None, dtype: str | None) -> Backend:
+    """The checked ``backend=`` and ``dtype=`` of a draw, resolved *before* drawing (so that
+    a wrong argument leaves :func:`rng` where it was)."""
+    if dtype is not None:
+        check_choice("dtype", dtype, ARRAY_DTYPES)
+    return _resolve(backend)
+
+
+def _place(a: np.ndarray, backend: Backend, dtype: str | None) -> Any:
     return to_backend(a, backend, dtype=dtype)
 
 
 def randn(*shape: int, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
-    """Standard normal numbers of ``shape``, drawn from :func:`rng`, on ``backend``."""
-    return _place(_RNG.standard_normal(shape), backend, dtype)
+    """Standard normal numbers of ``shape`` (``randn(2, 3)`` or ``randn((2, 3))``), from :func:`rng`."""
+    shape = _check_sizes("shape", shape)
+    b = _destination(backend, dtype)
+    return _place(_RNG.standard_normal(shape), b, dtype)
 
 
 def rand(*shape: int, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
     """Uniform numbers in [0, 1) of ``shape``, drawn from :func:`rng`, on ``backend``."""
-    return _place(_RNG.random(shape), backend, dtype)
+    shape = _check_sizes("shape", shape)
+    b = _destination(backend, dtype)
+    return _place(_RNG.random(shape), b, dtype)
 
 
 def uniform(low: float, high: float, shape: tuple, backend=None, dtype=None) -> Any:
-    """Uniform numbers in [low, high) of ``shape`` on ``backend`` (drawn from :func:`rng`)."""
-    return _place(_RNG.uniform(low, high, size=shape), backend, dtype)
+    """Uniform numbers in [low, high) of ``shape`` (an int or a tuple) on ``backend``, from :func:`rng`."""
+    low = check_number("low", low)
+    high = check_number("high", high, low=low)
+    shape = _check_sizes("shape", (shape,))
+    b = _destination(backend, dtype)
+    return _place(_RNG.uniform(low, high, size=shape), b, dtype)
 
 
 def permutation(n: int, generator: np.random.Generator | None = None) -> np.ndarray:
-    """A random permutation of ``range(n)`` as a numpy int64 array (for indexing batches)."""
+    """A random permutation of ``range(n)`` as a numpy int64 array (for indexing batches).
+
+    Drawn from ``generator`` (a numpy Generator, e.g. from :func:`generator`) or :func:`rng`.
+    """
+    n = check_int("n", n, low=0)
+    if generator is not None and not isinstance(generator, np.random.Generator):
+        raise TypeError(f"generator must be a numpy Generator (from backend.generator) or None, "
+                        f"got {_describe(generator)}")
     return (generator or _RNG).permutation(n)
 
 
 # ----------------------------------------------------------------------------- fast paths
+def _check_windows(x: Any, kh: int, kw: int, stride: int) -> tuple[int, int, int]:
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"x must be an image batch of shape (N, C, H, W), got "
+                         f"{tuple(x.shape) if _is_array(x) else _describe(x)}")
+    kh, kw = check_int("kh", kh), check_int("kw", kw)
+    stride = check_int("stride", stride)
+    if kh > x.shape[2] or kw > x.shape[3]:
+        raise ValueError(f"the window ({kh}, {kw}) is larger than the image ({x.shape[2]}, {x.shape[3]})")
+    return kh, kw, stride
+
+
 def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     """All (kh, kw) windows of an image batch, as a view where the library allows one.
 
@@ -325,7 +536,7 @@ def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     ----------
     x : array, shape (N, C, H, W)
     kh, kw : int
-        Window height and width.
+        Window height and width, at most H and W.
     stride : int
 
     Returns
@@ -334,6 +545,7 @@ def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
         ``out[n, c, i, j] == x[n, c, i*stride : i*stride+kh, j*stride : j*stride+kw]``
         with ``Ho = (H - kh) // stride + 1`` (same for Wo).
     """
+    kh, kw, stride = _check_windows(x, kh, kw, stride)
     if is_torch(x):
         return x.unfold(2, kh, stride).unfold(3, kw, stride)
     n, c, h, w = x.shape
@@ -345,6 +557,7 @@ def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
 
 def sliding_windows_portable(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     """The array-API fallback of :func:`sliding_windows` (a copy built from kh·kw slices)."""
+    kh, kw, stride = _check_windows(x, kh, kw, stride)
     xp = namespace(x)
     n, c, h, w = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
@@ -354,6 +567,16 @@ def sliding_windows_portable(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
                 for dj in range(kw)]
         rows.append(xp.stack(cols, axis=-1))          # (N, C, Ho, Wo, kw)
     return xp.stack(rows, axis=-2)                     # (N, C, Ho, Wo, kh, kw)
+
+
+def _check_scatter(out: Any, index: Any, values: Any) -> None:
+    namespace(out, index, values)
+    if index.ndim != 1 or dtype_name(index) not in INT_DTYPES:
+        raise ValueError(f"index must be a 1-D integer array, got shape {tuple(index.shape)} "
+                         f"and dtype {dtype_name(index)}")
+    if tuple(values.shape) != (index.shape[0],) + tuple(out.shape[1:]):
+        raise ValueError(f"values must have shape (len(index),) + out.shape[1:] = "
+                         f"{(index.shape[0],) + tuple(out.shape[1:])}, got {tuple(values.shape)}")
 
 
 def scatter_add(out: Any, index: Any, values: Any) -> Any:
@@ -369,7 +592,10 @@ def scatter_add(out: Any, index: Any, values: Any) -> Any:
     -------
     out (modified in place). Plain ``out[index] += values`` would add only once per index.
     """
+    _check_scatter(out, index, values)
     if is_torch(out):
+        if index.dtype not in (torch.int32, torch.int64):   # index_add_ takes no narrower index
+            index = index.to(torch.int64)
         return out.index_add_(0, index, values)
     np.add.at(out, index, values)
     return out
@@ -380,13 +606,183 @@ def scatter_add_portable(out: Any, index: Any, values: Any) -> Any:
 
     ``out += onehot(index).T @ values`` with ``onehot`` of shape (K, M).
     """
+    _check_scatter(out, index, values)
     xp = namespace(out)
     m = out.shape[0]
-    onehot = xp.astype(index[:, None] == xp.arange(m, device=array_api_compat.device(out))[None, :],
+    onehot = xp.astype(xp.astype(index, xp.int64)[:, None] == xp.arange(m, device=device(out))[None, :],
                        out.dtype)
     flat = xp.reshape(values, (values.shape[0], -1))
     out[...] = out + xp.reshape(onehot.T @ flat, out.shape)
     return out
+
+
+# ----------------------------------------------------------------------------- exact integer matmul
+#: Operand dtypes of :func:`int_matmul`, and the largest |value| each can hold.
+_MATMUL_ABS_MAX = {"int8": 2**7, "uint8": 2**8 - 1, "int16": 2**15, "int32": 2**31}
+_FLOAT64_EXACT = 2**53        # every integer of magnitude <= 2**53 is a float64
+_PORTABLE_BLOCK = 2**22       # int64 elements of one (M, k-block, N) product in the fallback
+
+
+def _check_int_operands(a: Any, b: Any) -> Any:
+    """The namespace of ``a`` (M, K) and ``b`` (K, N), after checking kinds, dtypes and shapes."""
+    for name, m in (("a", a), ("b", b)):
+        if not _is_array(m):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, got {_describe(m)}")
+        if dtype_name(m) not in _MATMUL_ABS_MAX:
+            raise TypeError(f"{name} must be an integer array of dtype {tuple(_MATMUL_ABS_MAX)}, "
+                            f"got {dtype_name(m)}")
+        if m.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (a: (M, K), b: (K, N)), got shape {tuple(m.shape)}")
+    xp = namespace(a, b)
+    if device_of(a) != device_of(b):
+        raise ValueError(f"a and b must be on one device, got {device_of(a)} and {device_of(b)}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a's columns must match b's rows (a: (M, K), b: (K, N)), "
+                         f"got a {tuple(a.shape)} and b {tuple(b.shape)}")
+    return xp
+
+
+def _abs_max(x: Any) -> int:
+    """max |x| as a Python int (0 for an empty array); in int64, so |-128| does not wrap."""
+    if _size(x) == 0:
+        return 0
+    xp = namespace(x)
+    return int(xp.max(xp.abs(xp.astype(x, xp.int64))))
+
+
+def _product_bound(a: Any, b: Any) -> int:
+    """An upper bound on |partial sum| of ``a @ b``: ``K * max|a| * max|b|``.
+
+    From the dtypes alone when that is within int32 (no pass over the data, no GPU sync:
+    int8 x int8 for any K <= 131071), else from the values.
+    """
+    k = a.shape[1]
+    worst = k * _MATMUL_ABS_MAX[dtype_name(a)] * _MATMUL_ABS_MAX[dtype_name(b)]
+    return worst if worst <= INT32_MAX else k * _abs_max(a) * _abs_max(b)
+
+
+def _check_fits_int32(out: Any) -> None:
+    """Raise when an entry of the exact product ``out`` lies outside int32."""
+    if _size(out) == 0:
+        return
+    xp = namespace(out)
+    low, high = int(xp.min(out)), int(xp.max(out))
+    if low < -INT32_MAX - 1 or high > INT32_MAX:
+        raise ValueError(f"a @ b does not fit the int32 accumulator: its entries reach [{low}, {high}], "
+                         f"outside [-2**31, 2**31 - 1]; use smaller values or split K")
+
+
+def _int_mm_applies(a: Any, b: Any) -> bool:
+    """True when ``torch._int_mm`` (int8 x int8 -> int32) takes these operands.
+
+    CPU (torch >= 2.3): any shape. CUDA (cuBLASLt): M > 16, K and N positive multiples of 8.
+    """
+    if not (is_torch(a) and hasattr(torch, "_int_mm")):
+        return False
+    if a.dtype != torch.int8 or b.dtype != torch.int8:
+        return False
+    if a.device.type == "cpu":
+        return True
+    (m, k), n = a.shape, b.shape[1]
+    return a.device.type == "cuda" and m > 16 and k > 0 and k % 8 == 0 and n > 0 and n % 8 == 0
+
+
+def _matmul_float64(a: Any, b: Any) -> Any:
+    """``a @ b`` by a float64 GEMM, as float64; exact when the product bound is < 2**53."""
+    xp = namespace(a)
+    return xp.matmul(xp.astype(a, xp.float64), xp.astype(b, xp.float64))
+
+
+def int_matmul(a: Any, b: Any) -> Any:
+    """The exact integer matrix product ``a @ b`` with an int32 result, by the fastest exact route.
+
+    The matmul of integer inference: int8 (or uint8) codes times int8 weights, summed in an
+    int32 accumulator, as in ``torch._int_mm`` and integer-only accelerators.
+
+    .. math::
+
+        C_{ij} = \\sum_{k=1}^{K} A_{ik} B_{kj} \\quad \\text{(exactly, in integers)}
+
+    Parameters
+    ----------
+    a : integer array, shape (M, K), dtype int8, uint8, int16 or int32
+    b : integer array, shape (K, N), same backend and device as ``a`` (dtypes may differ,
+        e.g. uint8 activations times int8 weights)
+
+    Returns
+    -------
+    int32 array, shape (M, N), on the backend of ``a``.
+
+    Raises
+    ------
+    TypeError
+        For non-arrays, float/bool/int64 operands, or numpy mixed with torch.
+    ValueError
+        For shapes that do not chain, or when an entry of ``a @ b`` does not fit int32
+        (never a silent wrap-around).
+
+    Notes
+    -----
+    Exactness. Every partial sum is an integer of magnitude at most
+    :math:`\\beta = K \\max|A| \\max|B|` (for int8 x int8, :math:`K \\cdot 2^{14}`).
+
+    * :math:`\\beta \\le 2^{31} - 1`: no partial sum and no entry can leave int32. On torch with
+      int8 operands, ``torch._int_mm`` (CPU; CUDA when M > 16 and K, N are multiples of 8);
+      otherwise a float64 GEMM: float64 holds every integer up to :math:`2^{53}`, so each
+      product and each addition, in whatever order the BLAS sums, is exact.
+    * :math:`2^{31} \\le \\beta < 2^{53}`: the float64 GEMM is still exact; its result is checked
+      against the int32 range (a ValueError, not a wrap, when it leaves it).
+    * :math:`\\beta \\ge 2^{53}`: :func:`int_matmul_portable` (int64 arithmetic, same check).
+
+    The bound comes from the dtypes when that suffices (no pass over the data); else from
+    the values. Tested equal to :func:`int_matmul_portable` and to numpy's int64 matmul.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    xp = _check_int_operands(a, b)
+    bound = _product_bound(a, b)
+    if bound <= INT32_MAX and _int_mm_applies(a, b):
+        return torch._int_mm(a.contiguous(), b.contiguous())
+    if bound >= _FLOAT64_EXACT:
+        return int_matmul_portable(a, b)
+    out = _matmul_float64(a, b)              # exact integers, as float64
+    if bound > INT32_MAX:
+        _check_fits_int32(out)
+    return xp.astype(out, xp.int32)
+
+
+def int_matmul_portable(a: Any, b: Any) -> Any:
+    """Array-API fallback of :func:`int_matmul`: the exact product in int64 blocks, as int32.
+
+    ``C = sum over blocks of K of sum_k A[:, k, None] * B[None, k, :]``, all in int64 (only
+    elementwise products and sums, which every backend has for integers -- torch's CUDA
+    matmul has no integer kernel). Exact while :math:`K \\max|A| \\max|B| \\le 2^{63} - 1`.
+
+    Parameters
+    ----------
+    a : integer array, shape (M, K), dtype int8, uint8, int16 or int32
+    b : integer array, shape (K, N)
+
+    Returns
+    -------
+    int32 array, shape (M, N).
+
+    Raises
+    ------
+    ValueError
+        When an entry does not fit int32, or the int64 accumulation could overflow.
+    """
+    xp = _check_int_operands(a, b)
+    (m, k), n = a.shape, b.shape[1]
+    if k * _abs_max(a) * _abs_max(b) > INT64_MAX:
+        raise ValueError("a @ b cannot be accumulated exactly in int64: K * max|a| * max|b| > 2**63 - 1")
+    a64, b64 = xp.astype(a, xp.int64), xp.astype(b, xp.int64)
+    out = xp.zeros((m, n), dtype=xp.int64, device=device(a))
+    step = max(1, _PORTABLE_BLOCK // max(1, m * n))
+    for k0 in range(0, k, step):
+        out = out + xp.sum(a64[:, k0:k0 + step, None] * b64[None, k0:k0 + step, :], axis=1)
+    _check_fits_int32(out)
+    return xp.astype(out, xp.int32)
 
 
 # ----------------------------------------------------------------------------- bytes and files (data loading)
@@ -395,28 +791,47 @@ def scatter_add_portable(out: Any, index: Any, values: Any) -> Any:
 __all__ += ["from_bytes", "to_bytes", "save_npz", "load_npz"]
 
 
+def _file_dtype(dtype: Any, big_endian: bool) -> np.dtype:
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a numpy dtype name such as 'uint8', got {_describe(dtype)}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a numpy dtype name such as 'uint8', got {dtype!r}") from None
+    return dt.newbyteorder(">" if check_bool("big_endian", big_endian) else "<")
+
+
 def from_bytes(buffer: bytes, dtype: str, shape: tuple, big_endian: bool = True) -> np.ndarray:
     """Decode raw bytes into a numpy array of ``shape`` in native byte order (a copy).
 
     numpy-only (file decoding, no fallback needed). ``dtype`` is a numpy dtype name
-    (``"uint8"``, ``"int16"``, ``"float32"``, ...); the caller checks the byte count.
+    (``"uint8"``, ``"int16"``, ``"float32"``, ...); ``buffer`` must hold exactly
+    ``prod(shape)`` values of it.
     """
-    dt = np.dtype(dtype).newbyteorder(">" if big_endian else "<")
+    if not isinstance(buffer, (bytes, bytearray, memoryview)):
+        raise TypeError(f"buffer must be bytes, got {_describe(buffer)}")
+    dt = _file_dtype(dtype, big_endian)
+    shape = _check_sizes("shape", (shape,))
+    want = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    if len(buffer) != want:
+        raise ValueError(f"buffer must hold {want} bytes for shape {shape} of {dtype}, got {len(buffer)}")
     return np.frombuffer(buffer, dtype=dt).reshape(shape).astype(np.dtype(dtype))
 
 
 def to_bytes(x: Any, dtype: str, big_endian: bool = True) -> bytes:
     """The values of ``x`` as raw bytes of ``dtype`` (C order); numpy-only, no fallback needed."""
-    dt = np.dtype(dtype).newbyteorder(">" if big_endian else "<")
+    dt = _file_dtype(dtype, big_endian)
     return np.ascontiguousarray(to_numpy(x)).astype(dt).tobytes()
 
 
 def save_npz(file: Any, arrays: dict) -> None:
     """Write named arrays to an open binary file (or path) with ``numpy.savez``; numpy-only."""
+    if not isinstance(arrays, dict):
+        raise TypeError(f"arrays must be a dict of name -> array, got {_describe(arrays)}")
     np.savez(file, **{k: to_numpy(v) for k, v in arrays.items()})
 
 
 def load_npz(path: Any) -> dict:
     """Read every array of an ``.npz`` file into a dict (``allow_pickle=False``); numpy-only."""
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(check_path("path", path), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
