@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mask)
 
 from . import backend as B
 from .nn import layers as L
@@ -74,13 +75,32 @@ def _lookup(layer: L.Module) -> tuple[Callable, bool]:
                     f"@nnopt_lab.reference.register_twin({type(layer).__name__})")
 
 
+def _apply_masks(twin: torch.nn.Module, state: dict) -> dict:
+    """Pruning masks (``<name>_mask``, torch.nn.utils.prune's key) become torch prune masks on the twin.
+
+    torch keeps a pruned parameter as ``<name>_orig`` with ``<name>_mask`` beside it, and
+    multiplies them in every forward; ours keeps ``<name>`` itself. Returns the state with
+    ``<name>`` renamed ``<name>_orig`` where a mask was applied.
+    """
+    own = twin.state_dict()
+    for key in [k for k in state if k.endswith("_mask") and k not in own]:
+        path, _, name = key[: -len("_mask")].rpartition(".")
+        module = twin.get_submodule(path)
+        if not isinstance(getattr(module, name, None), torch.nn.Parameter):
+            continue                               # not a mask of a parameter: load_state_dict names it
+        torch.nn.utils.prune.custom_from_mask(module, name, state[key].to(dtype=getattr(module, name).dtype))
+        prefix = path + "." if path else ""
+        state[prefix + name + "_orig"] = state.pop(prefix + name)
+    return state
+
+
 def _copy_state(twin: torch.nn.Module, layer: L.Module) -> None:
     """Load ``layer``'s state into ``twin`` without rounding: the twin takes the layer's float dtype."""
     state = {k: torch.as_tensor(B.to_numpy(v)) for k, v in layer.state_dict().items()}
     floats = [v.dtype for v in state.values() if v.is_floating_point()]
     if floats:
         twin.to(dtype=floats[0])
-    twin.load_state_dict(state)
+    twin.load_state_dict(_apply_masks(twin, state))
 
 
 def torch_module(layer: L.Module) -> torch.nn.Module:

@@ -182,3 +182,30 @@ def test_train_torch_twin_bad_arguments():
     with pytest.raises(TypeError, match="twin must be a torch.nn.Module"):
         train_torch_twin(models.mlp((4, 2)), data, epochs=1, batch_size=2, lr=0.1, seed=0)
     assert len(train_torch_twin(twin, data, epochs=np.int64(2), batch_size=2, lr=np.float32(0.1), seed=0)) == 2
+
+
+class MaskedLinear(nn.Linear):
+    """A Linear whose state holds ``weight_mask`` (torch.nn.utils.prune's key), as pruned layers do."""
+
+    def __init__(self, *args, mask=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._buffers["weight_mask"] = mask
+
+    def forward(self, x):
+        w = self._params["weight"]
+        saved = w.data
+        w.data = saved * self._buffers["weight_mask"]
+        try:
+            return super().forward(x)
+        finally:
+            w.data = saved
+
+
+def test_twin_of_a_masked_layer_uses_torch_prune(be64):
+    mask = B.to_backend(np.array([[1, 0, 1], [0, 0, 1]], dtype=np.float64), be64)
+    ours = nn.Sequential(MaskedLinear(3, 2, mask=mask, backend=be64), nn.ReLU())
+    twin = torch_twin(ours)
+    assert set(twin.state_dict()) == {"0.weight_orig", "0.bias", "0.weight_mask"}   # torch's pruned keys
+    assert torch.equal(twin[0].weight_mask, torch.as_tensor(B.to_numpy(mask)))
+    x = B.randn(4, 3, backend=be64)
+    compare(ours(x), twin(torch.as_tensor(B.to_numpy(x))).detach(), "masked twin", rtol=1e-12, quiet=True)
