@@ -219,3 +219,16 @@ def test_checkers_pass_right_answers(capsys):
 def test_checkers_say_what_is_wrong(check, wrong, hint):
     with pytest.raises(AssertionError, match=hint):
         check(wrong)
+
+
+def test_fit_with_batch_schedule_joins_extra_metrics_across_phases():
+    from nnopt_lab import models
+    from nnopt_lab.training import BatchSizeSchedule, fit_with_batch_schedule
+    B.seed(0)
+    x = B.randn(40, 4, backend=B.get_backend("numpy", "float64"))
+    y = B.to_backend(B.rng().integers(0, 3, 40), "numpy")
+    model = models.mlp((4, 3), backend=B.get_backend("numpy", "float64"))
+    hist = fit_with_batch_schedule(model, (x, y), BatchSizeSchedule(8, [2], 2.0), epochs=4, lr=0.1,
+                                   progress=False, metrics={"epoch_marker": lambda m: 1.0})
+    assert hist["epoch_marker"] == [1.0] * 4 and hist["batch_size"] == [8, 8, 16, 16]
+    assert hist.stopped is None

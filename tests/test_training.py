@@ -13,7 +13,7 @@ from nnopt_lab import models
 from nnopt_lab.reference import torch_twin, train_torch_twin
 from nnopt_lab.testing import compare
 from nnopt_lab.nn.layers import CrossEntropyLoss
-from nnopt_lab.training import SGD, Callback, DivergenceWarning, accuracy, batches, evaluate, fit
+from nnopt_lab.training import SGD, BatchLoss, Callback, DivergenceWarning, accuracy, batches, evaluate, fit, predict
 
 
 def _toy(b, n=96, d=8, classes=3):
@@ -279,3 +279,123 @@ def test_accuracy_on_n_by_1_labels_was_a_wrong_number_before():
     assert accuracy(logits, labels) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="labels"):
         accuracy(logits, labels[:, None])      # broadcasting gave (3, 3) comparisons -> 5/9
+
+
+# ----------------------------------------------------------------------------- hooks
+class _MaskGradients(Callback):
+    """A pruning-style callback: zero the gradient of chosen weights between backward and step."""
+
+    def __init__(self, param, mask):
+        self.param, self.mask, self.calls = param, mask, 0
+
+    def on_after_backward(self, state):
+        assert self.param.grad is not None           # the gradient is there, the update not yet made
+        self.calls += 1
+        self.param.grad = self.param.grad * self.mask
+
+
+def _torch_fit(twin, x, y, *, epochs, batch_size, lr, seed, loss=None, after_backward=None):
+    """torch.optim.SGD + autograd on the batches fit(seed=seed) draws, in the same order."""
+    xt, yt = torch.as_tensor(B.to_numpy(x)), torch.as_tensor(B.to_numpy(y))
+    opt = torch.optim.SGD(twin.parameters(), lr=lr)
+    loss = loss or (lambda z, yb, xb: (torch.nn.functional.cross_entropy(z, yb), {}))
+    B.seed(seed)
+    parts_per_epoch = []
+    for _ in range(epochs):
+        sums, n = {}, 0
+        for xb, yb in batches(xt, yt, batch_size):
+            opt.zero_grad()
+            value, parts = loss(twin(xb), yb, xb)
+            value.backward()
+            if after_backward:
+                after_backward(twin)
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * xb.shape[0]
+            n += xb.shape[0]
+        parts_per_epoch.append({k: v / n for k, v in sums.items()})
+    return parts_per_epoch
+
+
+def test_on_after_backward_masks_gradients_like_a_torch_grad_hook(be64):
+    x, y = _toy(be64, n=48)
+    B.seed(1)
+    ours = models.mlp((8, 6, 3), backend=be64)
+    twin = torch_twin(ours)
+    weight = ours[0]._params["weight"]
+    mask_np = (np.random.default_rng(0).random(weight.shape) > 0.5).astype("float64")
+    w0 = B.to_numpy(weight.data).copy()
+    cb = _MaskGradients(weight, B.asarray(mask_np, weight.data))
+    fit(ours, (x, y), epochs=3, batch_size=12, lr=0.3, seed=4, progress=False, callbacks=[cb])
+    mask_t = torch.as_tensor(mask_np)
+
+    def hook(net):
+        net[0].weight.grad *= mask_t
+    _torch_fit(twin, x, y, epochs=3, batch_size=12, lr=0.3, seed=4, after_backward=hook)
+    assert cb.calls == 3 * 4
+    w = B.to_numpy(weight.data)
+    np.testing.assert_array_equal(w[mask_np == 0], w0[mask_np == 0])      # masked weights never moved
+    assert np.all(w[mask_np == 1] != w0[mask_np == 1])
+    for key, value in twin.state_dict().items():
+        compare(ours.state_dict()[key], value, key, rtol=1e-10, atol=1e-12, quiet=True)
+
+
+class _ToyDistillation(BatchLoss):
+    r"""(1 - a)·CE(z, y) + a·½·mean_i ‖z_i - t(x_i)‖²: needs the batch's inputs for the teacher t."""
+
+    def __init__(self, teacher, alpha=0.5):
+        self.teacher, self.alpha, self.ce = teacher, alpha, CrossEntropyLoss()
+
+    def __call__(self, logits, labels, inputs):
+        xp = B.namespace(logits)
+        self._diff = logits - predict(self.teacher, inputs)
+        ce = self.ce(logits, labels)
+        match = 0.5 * xp.mean(xp.sum(self._diff ** 2, axis=1))
+        self.parts = {"ce": ce, "match": match}
+        return (1 - self.alpha) * ce + self.alpha * match
+
+    def backward(self, dloss=1.0):
+        n = self._diff.shape[0]
+        return (1 - self.alpha) * self.ce.backward(dloss) + self.alpha * dloss * self._diff / n
+
+
+def test_a_batch_aware_loss_sees_the_inputs_and_its_parts_are_recorded_like_torch(be64):
+    x, y = _toy(be64, n=40)
+    B.seed(2)
+    teacher, student = models.mlp((8, 10, 3), backend=be64), models.mlp((8, 3), backend=be64)
+    t_twin, s_twin = torch_twin(teacher), torch_twin(student)
+    hist = fit(student, (x, y), epochs=3, batch_size=16, lr=0.2, seed=7, progress=False,
+               loss_fn=_ToyDistillation(teacher, 0.7))
+
+    def torch_loss(z, yb, xb):
+        with torch.no_grad():
+            t = t_twin(xb)
+        ce = torch.nn.functional.cross_entropy(z, yb)
+        match = 0.5 * ((z - t) ** 2).sum(1).mean()
+        return 0.3 * ce + 0.7 * match, {"ce": ce, "match": match}
+    parts = _torch_fit(s_twin, x, y, epochs=3, batch_size=16, lr=0.2, seed=7, loss=torch_loss)
+    for key, value in s_twin.state_dict().items():
+        compare(student.state_dict()[key], value, key, rtol=1e-10, atol=1e-12, quiet=True)
+    for name in ("ce", "match"):
+        np.testing.assert_allclose(hist[f"loss/{name}"], [p[name] for p in parts], rtol=1e-10)
+    np.testing.assert_allclose(hist["loss"], [0.3 * p["ce"] + 0.7 * p["match"] for p in parts], rtol=1e-10)
+
+
+def test_extra_metrics_are_recorded_after_every_epoch():
+    x, y = _toy(B.get_backend("numpy", "float64"), n=40)
+    model = models.mlp((8, 3), backend=B.get_backend("numpy", "float64"))
+    seen = []
+
+    def weight_norm(m):
+        value = float(np.linalg.norm(B.to_numpy(m[0]._params["weight"].data)))
+        seen.append(value)
+        return value
+    hist = fit(model, (x, y), epochs=4, batch_size=10, metrics={"weight_norm": weight_norm}, progress=False)
+    assert hist["weight_norm"] == seen and len(seen) == 4
+    assert hist["weight_norm"][-1] == weight_norm(model)
+    with pytest.raises(ValueError, match="metrics names must be new str keys"):
+        fit(model, (x, y), epochs=1, metrics={"loss": weight_norm}, progress=False)
+    with pytest.raises(TypeError, match=r"metrics\['w'\] must be callable"):
+        fit(model, (x, y), epochs=1, metrics={"w": 3.0}, progress=False)
+    with pytest.raises(ValueError, match=r"metrics\['w'\]\(model\) must return a real number, got nan"):
+        fit(model, (x, y), epochs=1, metrics={"w": lambda m: float("nan")}, progress=False)

@@ -24,9 +24,11 @@ from typing import Any, Callable, Sequence
 from .. import backend as B
 from ..measure import latency
 from ..nn.layers import CrossEntropyLoss, Module
-from .loop import History, check_xy, fit, train_step
+from .loop import History, check_xy, compute_loss, fit, train_step
 from .optim import SGD, check_lr
-from .schedules import LinearWarmup, _check_int, _check_number
+from .schedules import LinearWarmup
+from .snapshot import preserved
+from ..validation import check_int as _check_int, check_number as _check_number
 
 __all__ = ["throughput", "GradientNoise", "full_gradient", "gradient_noise", "linear_scaling_rule",
            "linear_scaling_warmup", "updates_per_epoch", "BatchSizeSchedule", "fit_with_batch_schedule"]
@@ -108,7 +110,7 @@ def _flat_grad(model: Module) -> Any:
 
 
 def _batch_gradient(model: Module, loss_fn, x: Any, y: Any) -> Any:
-    loss_fn(model.forward(x), y)
+    compute_loss(loss_fn, model.forward(x), y, x)
     model.backward(loss_fn.backward())
     return _flat_grad(model)
 
@@ -218,9 +220,8 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
     repeats = _check_int("repeats", repeats, 2)
     loss_fn = loss_fn or CrossEntropyLoss()
     gen = B.generator(seed)
-    was_training, saved = model.training, [p.grad for p in model.parameters()]
-    model.eval()
-    try:
+    with preserved(model, weights=False):
+        model.eval()
         g_full = full_gradient(model, (x, y), loss_fn)
         xp = B.namespace(g_full)
         means, errs = [], []
@@ -234,10 +235,6 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
             means.append(mean)
             errs.append(math.sqrt(sum((v - mean) ** 2 for v in d2) / (repeats - 1) / repeats))
         grad_norm2 = B.float_of(xp.sum(g_full ** 2))
-    finally:
-        model.train(was_training)
-        for p, g in zip(model.parameters(), saved):
-            p.grad = g
     # the law v = trace · c(B), c(B) = (N - B) / ((N - 1) B), fitted in log space (each B weighs the same)
     pos = [(b, v, (n - b) / ((n - 1) * b)) for b, v in zip(sizes, means) if v > 0 and b < n]
     trace = math.exp(sum(math.log(v / c) for _, v, c in pos) / len(pos)) if pos else 0.0
@@ -382,12 +379,13 @@ def fit_with_batch_schedule(model: Module, train: tuple, schedule: BatchSizeSche
                 seed=seed if i == 0 else None, callbacks=callbacks, progress=progress, drop_last=drop_last,
                 desc=f"train (batch {b})", **fit_kwargs)
         for key, values in h.items():
-            history[key].extend(values)
+            history.setdefault(key, []).extend(values)
         per_epoch = updates_per_epoch(x.shape[0], b, drop_last)
         for _ in h["loss"]:
             done += per_epoch
             history["batch_size"].append(b)
             history["updates"].append(done)
-        if len(h["loss"]) < n_epochs:      # a callback stopped training
+        if h.stopped is not None or len(h["loss"]) < n_epochs:      # diverged, or a callback stopped it
+            history.stopped = h.stopped
             break
     return history
