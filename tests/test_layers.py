@@ -184,19 +184,29 @@ def test_load_state_dict_reports_missing_and_misshapen_keys():
         model.load_state_dict({"0.weight": np.zeros((3, 2)), "0.bias": np.zeros(2)})
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: nn.Conv2d(1, 2, 3, stride=0), "stride must be an int >= 1, got 0"),
-    (lambda: nn.Conv2d(1, 2, 0), "kernel_size must be an int >= 1, got 0"),
-    (lambda: nn.Conv2d(1, 2, 3, padding=-1), "padding must be an int >= 0, got -1"),
-    (lambda: nn.Dropout(1.5), r"p must be a float in \[0, 1\), got 1.5"),
-    (lambda: nn.Dropout(-0.1), r"p must be a float in \[0, 1\), got -0.1"),
-    (lambda: nn.Linear(0, 3), "in_features must be an int >= 1, got 0"),
-    (lambda: nn.BatchNorm1d(4, momentum=2.0), r"momentum must be in \[0, 1\], got 2.0"),
-    (lambda: nn.MaxPool2d(2, stride=0), "stride must be an int >= 1, got 0"),
-    (lambda: nn.Sequential(nn.ReLU(), "relu"), "layer 1 must be a Module, got str"),
+@pytest.mark.parametrize("make,error,message", [
+    (lambda: nn.Conv2d(1, 2, 3, stride=0), ValueError, r"stride must be an int >= 1 or a tuple of such ints, got 0"),
+    (lambda: nn.Conv2d(1, 2, 3, stride=(1, 0)), ValueError, r"stride must be .*, got \(1, 0\)"),
+    (lambda: nn.Conv2d(1, 2, 3, stride=(1, 2, 3)), ValueError, r"stride must be an int or a tuple of 2 ints"),
+    (lambda: nn.Conv2d(1, 2, 3, stride=1.5), TypeError, r"stride must be an int or a tuple of ints, got 1.5"),
+    (lambda: nn.Conv2d(1, 2, 0), ValueError, "kernel_size must be an int >= 1 or a tuple of such ints, got 0"),
+    (lambda: nn.Conv2d(1, 2, 3, padding=-1), ValueError, "padding must be an int >= 0 or a tuple of such ints, got -1"),
+    (lambda: nn.Conv2d(1, 2, 3, dilation=0), ValueError, "dilation must be an int >= 1"),
+    (lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError, r"groups must divide in_channels \(4\) and out_channels \(6\), got 4"),
+    (lambda: nn.Conv2d(4, 4, 3, groups=0), ValueError, "groups must be an int >= 1, got 0"),
+    (lambda: nn.Conv2d(4, 4, 3, bias=1), TypeError, "bias must be a bool, got 1"),
+    (lambda: nn.Dropout(1.5), ValueError, r"p must be a finite number in \[0, 1\), got 1.5"),
+    (lambda: nn.Dropout(-0.1), ValueError, r"p must be a finite number in \[0, 1\), got -0.1"),
+    (lambda: nn.Dropout("0.1"), TypeError, r"p must be a finite number in \[0, 1\), got '0.1'"),
+    (lambda: nn.Linear(0, 3), ValueError, "in_features must be an int >= 1, got 0"),
+    (lambda: nn.BatchNorm1d(4, momentum=2.0), ValueError, r"momentum must be a finite number in \[0, 1\], got 2.0"),
+    (lambda: nn.BatchNorm1d(4, eps=0.0), ValueError, r"eps must be a finite number in \(0, inf\), got 0.0"),
+    (lambda: nn.MaxPool2d(2, stride=0), ValueError, "stride must be an int >= 1 or a tuple of such ints, got 0"),
+    (lambda: nn.AvgPool2d((2, 0)), ValueError, "kernel_size must be an int >= 1"),
+    (lambda: nn.Sequential(nn.ReLU(), "relu"), TypeError, "layer 1 must be a Module, got str"),
 ])
-def test_bad_constructor_arguments_are_named(make, message):
-    with pytest.raises(ValueError if "Module" not in message else TypeError, match=message):
+def test_bad_constructor_arguments_are_named(make, error, message):
+    with pytest.raises(error, match=message):
         make()
 
 
@@ -205,7 +215,7 @@ def test_bad_forward_inputs_are_named():
         nn.Linear(7, 3)(np.zeros((2, 6), dtype=np.float32))
     with pytest.raises(ValueError, match=r"expects x of shape \(N, 3, H, W\), got \(2, 1, 5, 5\)"):
         nn.Conv2d(3, 2, 3)(np.zeros((2, 1, 5, 5), dtype=np.float32))
-    with pytest.raises(ValueError, match="smaller than kernel_size 5"):
+    with pytest.raises(ValueError, match=r"kernel_size \(5, 5\) spans \(5, 5\), more than the input \(3, 3\) padded"):
         nn.Conv2d(1, 2, 5)(np.zeros((1, 1, 3, 3), dtype=np.float32))
     with pytest.raises(TypeError, match="mixed"):
         F.linear_forward(np.zeros((2, 3)), torch.zeros(4, 3))[0] + 0

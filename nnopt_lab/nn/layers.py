@@ -8,20 +8,31 @@ its parameters and returns the gradient with respect to its input.
 Unlike torch, ``backward`` *overwrites* ``param.grad`` (no accumulation), so there is no
 need to zero gradients between steps.
 
+Pruning masks belong to the :class:`Parameter` (``p.mask``, ``p.apply_mask()``,
+``p.masked(g)``); they travel in ``state_dict`` under torch.nn.utils.prune's key
+``<name>_mask``.
+
+Each layer reports its own cost (:meth:`Module.macs`, :meth:`Module.parameter_bytes`), so
+that :mod:`nnopt_lab.measure` needs no list of layer types.
+
 See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 from .. import backend as B
-from ..validation import check_bool, check_int
+from ..validation import as_int, check_bool, check_int, check_number, check_probability, check_shape
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
            "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Sequential", "CrossEntropyLoss"]
+
+MASK_SUFFIX = "_mask"   # torch.nn.utils.prune's buffer name: "weight" -> "weight_mask"
+ORIG_SUFFIX = "_orig"   # ... and its parameter holding the unpruned values: "weight_orig"
 
 
 def _count_nonzero(x: Any) -> int:
@@ -37,10 +48,36 @@ def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
                         f"dtype={B.dtype_name(weight)!r}) or move the model with model.to(...)")
 
 
+def _check_input(layer: "Module", x: Any) -> None:
+    """``x`` must be an array (numpy or torch), named as the layer's input."""
+    try:
+        B.namespace(x)
+    except TypeError:
+        raise TypeError(f"{type(layer).__name__} expects x to be a numpy array or torch tensor, "
+                        f"got {type(x).__name__}") from None
+
+
+# ----------------------------------------------------------------------------- Parameter
+def _checked_mask(value: Any, data: Any, name: str = "mask") -> Any:
+    """``value`` as a mask for ``data``: 0s and 1s of its shape, on its backend and dtype (a copy)."""
+    try:
+        xp = B.namespace(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a numpy array or torch tensor of 0s and 1s, "
+                        f"got {type(value).__name__}") from None
+    if tuple(value.shape) != tuple(data.shape):
+        raise ValueError(f"{name} must have the parameter's shape {tuple(data.shape)}, got {tuple(value.shape)}")
+    if B.dtype_name(value) != "bool":
+        binary = (value == 0) | (value == 1)
+        if not bool(xp.all(binary)):                       # one device sync; masks are set rarely
+            bad = xp.reshape(value, (-1,))[xp.reshape(~binary, (-1,))]
+            raise ValueError(f"{name} must hold only 0s and 1s, got {int(bad.shape[0])} other values "
+                             f"such as {float(bad[0])!r}")
+    return B.copy(B.to_backend(value, B.backend_of(data), dtype=B.dtype_name(data)))
 
 
 class Parameter:
-    """A trainable array with its gradient.
+    """A trainable array with its gradient and, once pruned, its mask.
 
     Attributes
     ----------
@@ -51,34 +88,66 @@ class Parameter:
     requires_grad : bool
         False freezes the parameter: optimizers skip it.
     mask : array or None
-        Same shape as ``data``, 1 where the weight lives and 0 where it was pruned;
-        optimizers keep pruned weights at exactly zero.
+        Same shape as ``data``, 1 where the weight lives and 0 where it was pruned. Setting
+        it checks it (``ValueError`` for another shape or values other than 0/1, NaN
+        included) and stores a copy on ``data``'s backend and dtype; setting it does not
+        change ``data`` -- call :meth:`apply_mask`. Optimizers keep pruned weights at
+        exactly zero through :meth:`masked` and :meth:`apply_mask`.
+
+    See: chapters/01_why_optimize.ipynb
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "mask")
+    __slots__ = ("data", "grad", "requires_grad", "_mask")
 
     def __init__(self, data: Any):
         self.data = data
         self.grad = None
         self.requires_grad = True
-        self.mask = None
+        self._mask = None
 
     @property
     def shape(self) -> tuple:
         return tuple(self.data.shape)
 
+    @property
+    def mask(self) -> Any:
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: Any) -> None:
+        self._mask = None if value is None else _checked_mask(value, self.data)
+
+    def apply_mask(self) -> None:
+        """Zero the pruned weights in place: ``data *= mask`` (nothing without a mask)."""
+        if self._mask is not None:
+            self.data *= self._mask
+
+    def masked(self, array: Any) -> Any:
+        """``array * mask`` (a new array), or ``array`` itself when there is no mask.
+
+        For gradients and optimizer state: ``p.masked(p.grad)`` is the gradient a pruned
+        weight sees.
+        """
+        return array if self._mask is None else array * self._mask
+
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={B.dtype_name(self.data)})"
+        masked = "" if self._mask is None else ", masked"
+        return f"Parameter(shape={self.shape}, dtype={B.dtype_name(self.data)}{masked})"
 
 
+# ----------------------------------------------------------------------------- Module
 class Module:
-    """Base class: parameters, buffers, sub-modules, train/eval, state_dict."""
+    """Base class: parameters, buffers, sub-modules, train/eval, state_dict, cost.
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def __init__(self):
         self._params: "OrderedDict[str, Parameter]" = OrderedDict()
         self._buffers: "OrderedDict[str, Any]" = OrderedDict()
         self._modules: "OrderedDict[str, Module]" = OrderedDict()
         self.training = True
+        self._cache = None          # what forward saved for backward
 
     # -- structure
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
@@ -103,6 +172,7 @@ class Module:
             yield from m.modules()
 
     def train(self, mode: bool = True) -> "Module":
+        mode = check_bool("mode", mode)
         for m in self.modules():
             m.training = mode
         return self
@@ -158,42 +228,85 @@ class Module:
         return -(-total_bits // 8)
 
     # -- state
-    def state_dict(self) -> "OrderedDict[str, Any]":
-        """Parameters and buffers by torch's names, in torch's order."""
+    def state_dict(self, keep_masks: bool = True) -> "OrderedDict[str, Any]":
+        """Parameters and buffers by torch's names, in torch's order, and the pruning masks.
+
+        Each masked parameter adds ``<name>_mask`` (torch.nn.utils.prune's buffer name,
+        e.g. ``"0.weight_mask"``) after the module's parameters and buffers. The arrays are
+        the model's own (not copies).
+
+        Parameters
+        ----------
+        keep_masks : bool
+            False leaves the masks out: a plain dict that loads into an unpruned torch.nn
+            model (``torch_module.load_state_dict(model.state_dict(keep_masks=False))``).
+
+        See: chapters/01_why_optimize.ipynb
+        """
+        keep_masks = check_bool("keep_masks", keep_masks)
         out: "OrderedDict[str, Any]" = OrderedDict()
-        self._state_into(out, "")
+        self._state_into(out, "", keep_masks)
         return out
 
-    def _state_into(self, out, prefix):
+    def _state_into(self, out, prefix, keep_masks):
         for name, p in self._params.items():
             out[prefix + name] = p.data
         for name, b in self._buffers.items():
             out[prefix + name] = b
+        if keep_masks:
+            for name, p in self._params.items():
+                if p.mask is not None:
+                    out[prefix + name + MASK_SUFFIX] = p.mask
         for mname, m in self._modules.items():
-            m._state_into(out, prefix + mname + ".")
+            m._state_into(out, prefix + mname + ".", keep_masks)
 
-    def load_state_dict(self, state: dict) -> "Module":
+    def load_state_dict(self, state: Mapping) -> "Module":
         """Copy values in from a state dict (ours or a torch.nn model's, any backend).
 
-        The values are copied: training afterwards never changes the caller's arrays.
+        The values are copied: training afterwards never changes the caller's arrays. Each
+        value takes the dtype and backend of the array it replaces.
+
+        Masks: a key ``<name>_mask`` sets parameter ``<name>``'s mask (also on a model that
+        had none) and zeroes the pruned weights. A dict of a model pruned by
+        torch.nn.utils.prune holds ``<name>_orig`` and ``<name>_mask`` instead of
+        ``<name>``; it loads as ``<name> = <name>_orig · <name>_mask``, which is torch's
+        pruned weight. A model with masks needs its ``_mask`` keys (missing ones are an
+        error, as in torch).
 
         Raises
         ------
+        TypeError
+            When ``state`` is not a mapping of arrays.
         ValueError
-            When keys are missing or unexpected, or a shape differs.
+            When keys are missing or unexpected, a shape differs, or a mask holds values
+            other than 0 and 1.
+
+        See: chapters/01_why_optimize.ipynb
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict of arrays (a state_dict), got {type(state).__name__}")
+        state = _fold_torch_pruning(state)
         own = self.state_dict()
-        missing, extra = set(own) - set(state), set(state) - set(own)
+        params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        masks = {k for k in state if k.endswith(MASK_SUFFIX) and k[:-len(MASK_SUFFIX)] in params
+                 and k not in params and k not in buffers}
+        missing, extra = set(own) - set(state), set(state) - set(own) - masks
         if missing or extra:
             raise ValueError(f"state_dict keys do not match: missing {sorted(missing)}, "
                              f"unexpected {sorted(extra)}")
         for key, value in state.items():
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(own[key].shape)}")
-            moved = (B.asarray(value, own[key]) if B.dtype_name(own[key]) in B.DTYPES
-                     else B.to_backend(value, B.backend_of(own[key])))
+            if key in masks:
+                continue
+            _check_state_value(key, value, own[key])
+            moved = B.to_backend(value, B.backend_of(own[key]), dtype=B.dtype_name(own[key]))
             self._set_state(key.split("."), B.copy(moved))   # never share memory with the caller's dict
+        for key in masks:                                      # after the data: a mask follows its data
+            p = params[key[:-len(MASK_SUFFIX)]]
+            try:
+                p.mask = state[key]
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"state_dict[{key!r}]: {error}") from None
+            p.apply_mask()
         return self
 
     def _set_state(self, path, value):
@@ -205,24 +318,53 @@ class Module:
             self._buffers[path[0]] = value
 
     def to(self, backend: str | B.Backend) -> "Module":
-        """Move every parameter and buffer to ``backend`` (name or Backend), in place."""
+        """Move every parameter, buffer and mask to ``backend`` (name or Backend), in place.
+
+        Gradients are dropped; masks follow their parameter's new backend and dtype.
+
+        See: chapters/01_why_optimize.ipynb
+        """
         b = B.get_backend(backend) if isinstance(backend, str) else backend
         for m in self.modules():
             for p in m._params.values():
                 p.data = B.to_backend(p.data, b)
                 p.grad = None
-                p.mask = None if p.mask is None else B.to_backend(p.mask, b)
+                p.mask = p.mask          # re-checked and moved next to the new data
             for name, buf in m._buffers.items():
                 m._buffers[name] = B.to_backend(buf, b)
         return self
 
     # -- computation
     def forward(self, x: Any) -> Any:  # pragma: no cover - abstract
+        """Compute the output and save what :meth:`backward` needs."""
         raise NotImplementedError
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:  # pragma: no cover - abstract
-        """Write the parameters' gradients; return the input's gradient (None if not ``need_dx``)."""
+        """Write the parameters' gradients for the last :meth:`forward`; return the input's gradient.
+
+        Parameters
+        ----------
+        dout : array
+            Gradient of the loss with respect to the last forward's output (its shape).
+        need_dx : bool
+            False says the caller does not need the input's gradient: layers where it costs
+            a matrix product (:class:`Linear`, :class:`Conv2d`) then skip it and return
+            None; cheap layers may return it anyway. :class:`Sequential` returns None.
+            The parameters' gradients are the same either way.
+
+        Raises
+        ------
+        RuntimeError
+            When called before :meth:`forward`.
+        """
         raise NotImplementedError
+
+    def _saved(self) -> Any:
+        """The cache of the last forward; a clear error when there was none."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward was called before forward: "
+                               f"call forward before backward")
+        return self._cache
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
@@ -237,27 +379,56 @@ class Module:
         return f"{type(self).__name__}(\n{inner}\n)"
 
 
+def _fold_torch_pruning(state: Mapping) -> dict:
+    """torch.nn.utils.prune's ``<name>_orig`` + ``<name>_mask`` -> ``<name> = orig · mask`` (+ the mask)."""
+    state = dict(state)
+    for key in [k for k in state if k.endswith(ORIG_SUFFIX)]:
+        base = key[:-len(ORIG_SUFFIX)]
+        if base not in state and base + MASK_SUFFIX in state:
+            orig, mask = state.pop(key), state[base + MASK_SUFFIX]
+            _check_state_value(key, orig, None)
+            _check_state_value(base + MASK_SUFFIX, mask, orig)
+            state[base] = orig * B.asarray(mask, orig)
+    return state
+
+
+def _check_state_value(key: str, value: Any, like: Any) -> None:
+    """A state-dict value must be an array (of ``like``'s shape)."""
+    try:
+        B.namespace(value)
+    except TypeError:
+        raise TypeError(f"state_dict[{key!r}] must be a numpy array or torch tensor, "
+                        f"got {type(value).__name__}") from None
+    if like is not None and tuple(value.shape) != tuple(like.shape):
+        raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, expected {tuple(like.shape)}")
+
+
 def _uniform_init(shape: tuple, bound: float, backend: B.Backend) -> Any:
     """U(-bound, bound) from the project's generator: torch's default for Linear and Conv2d."""
     return B.uniform(-bound, bound, shape, backend=backend)
 
 
+# ----------------------------------------------------------------------------- layers
 class Linear(Module):
     r""":math:`y = x W^\top + b` with W (out_features, in_features), initialized as torch.nn.Linear:
-    :math:`W, b \sim U(-1/\sqrt{\text{in}}, 1/\sqrt{\text{in}})`."""
+    :math:`W, b \sim U(-1/\sqrt{\text{in}}, 1/\sqrt{\text{in}})`.
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, backend=None):
         super().__init__()
         self.in_features = check_int("in_features", in_features)
         self.out_features = check_int("out_features", out_features)
+        bias = check_bool("bias", bias)
         b = B.active() if backend is None else B.get_backend(backend)
-        bound = 1.0 / math.sqrt(in_features)
-        self._params["weight"] = Parameter(_uniform_init((out_features, in_features), bound, b))
+        bound = 1.0 / math.sqrt(self.in_features)
+        self._params["weight"] = Parameter(_uniform_init((self.out_features, self.in_features), bound, b))
         if bias:
-            self._params["bias"] = Parameter(_uniform_init((out_features,), bound, b))
-        self._cache = None
+            self._params["bias"] = Parameter(_uniform_init((self.out_features,), bound, b))
 
     def forward(self, x):
+        _check_input(self, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects x of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
@@ -267,7 +438,7 @@ class Linear(Module):
         return out
 
     def backward(self, dout, need_dx=True):
-        dx, dw, db = F.linear_backward(dout, self._cache, need_dx)
+        dx, dw, db = F.linear_backward(dout, self._saved(), need_dx)
         self._params["weight"].grad = dw
         if db is not None:
             self._params["bias"].grad = db
@@ -282,38 +453,61 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution (im2col), weight (out_channels, in_channels, k, k), torch's initialization."""
+    r"""2-D convolution by im2col (:func:`nnopt_lab.nn.functional.conv2d_forward`), as torch.nn.Conv2d.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = True, backend=None):
+    Parameters
+    ----------
+    in_channels, out_channels : int >= 1, both divisible by ``groups``
+    kernel_size, stride, dilation : int >= 1 or pair
+    padding : int >= 0 or pair (zeros on both sides)
+    groups : int >= 1
+        Output channels of group g read only input channels of group g; ``groups =
+        in_channels`` is a depthwise convolution (with a 1×1 convolution after it: a
+        depthwise-separable one).
+    bias : bool
+
+    Attributes are stored as torch stores them: ``kernel_size``, ``stride``, ``padding``,
+    ``dilation`` as pairs, ``groups`` as an int. The weight is (out_channels,
+    in_channels/groups, kh, kw), initialized as torch does:
+    :math:`U(-1/\sqrt{f}, 1/\sqrt{f})` with fan-in :math:`f = (C_{in}/g)\,k_h k_w`.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple, stride: int | tuple = 1,
+                 padding: int | tuple = 0, dilation: int | tuple = 1, groups: int = 1, bias: bool = True,
+                 backend=None):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
-        self.kernel_size = check_int("kernel_size", kernel_size)
-        self.stride = check_int("stride", stride)
-        self.padding = check_int("padding", padding, low=0)
+        self.kernel_size = check_shape("kernel_size", kernel_size, length=2, low=1)
+        self.stride = check_shape("stride", stride, length=2, low=1)
+        self.padding = check_shape("padding", padding, length=2, low=0)
+        self.dilation = check_shape("dilation", dilation, length=2, low=1)
+        self.groups = check_int("groups", groups, low=1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups must divide in_channels ({self.in_channels}) and out_channels "
+                             f"({self.out_channels}), got {groups!r}")
+        bias = check_bool("bias", bias)
         b = B.active() if backend is None else B.get_backend(backend)
-        bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        bound = 1.0 / math.sqrt(math.prod(shape[1:]))
         self._params["weight"] = Parameter(_uniform_init(shape, bound, b))
         if bias:
-            self._params["bias"] = Parameter(_uniform_init((out_channels,), bound, b))
-        self._cache = None
+            self._params["bias"] = Parameter(_uniform_init((self.out_channels,), bound, b))
 
     def forward(self, x):
+        _check_input(self, x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expects x of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        k, p = self.kernel_size, self.padding
-        if x.shape[2] + 2 * p < k or x.shape[3] + 2 * p < k:
-            raise ValueError(f"input {tuple(x.shape[2:])} with padding {p} is smaller than kernel_size {k}")
         _check_dtype(self, x, self._params["weight"].data)
         bias = self._params.get("bias")
         out, self._cache = F.conv2d_forward(x, self._params["weight"].data, bias and bias.data,
-                                            self.stride, self.padding)
+                                            self.stride, self.padding, self.dilation, self.groups)
         return out
 
     def backward(self, dout, need_dx=True):
-        dx, dw, db = F.conv2d_backward(dout, self._cache, need_dx)
+        dx, dw, db = F.conv2d_backward(dout, self._saved(), need_dx)
         self._params["weight"].grad = dw
         if db is not None:
             self._params["bias"].grad = db
@@ -322,59 +516,79 @@ class Conv2d(Module):
     def macs(self, in_shape, out_shape):
         r""":math:`N C_{out} H_o W_o \cdot (C_{in}/g)\, k_h k_w` (g: groups; each output reads
         only its group's input channels)."""
-        kh, kw = (self.kernel_size, self.kernel_size) if isinstance(self.kernel_size, int) else self.kernel_size
-        groups = getattr(self, "groups", 1)
-        return math.prod(tuple(out_shape)) * (self.in_channels // groups) * kh * kw
+        return math.prod(tuple(out_shape)) * (self.in_channels // self.groups) * math.prod(self.kernel_size)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if "bias" in self._params else ", bias=False")
+
+
+def _int_or_pair(name: str, value: Any) -> int | tuple[int, int]:
+    """An int >= 1 stays an int, a pair becomes a tuple (as torch's pooling layers keep them)."""
+    pair = check_shape(name, value, length=2, low=1)
+    return pair[0] if as_int(value) is not None else pair
 
 
 class _Pool2d(Module):
     _forward = _backward = None
 
-    def __init__(self, kernel_size: int, stride: int | None = None):
+    def __init__(self, kernel_size: int | tuple, stride: int | tuple | None = None):
         super().__init__()
-        self.kernel_size = check_int("kernel_size", kernel_size)
-        self.stride = kernel_size if stride is None else check_int("stride", stride)
-        self._cache = None
+        self.kernel_size = _int_or_pair("kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else _int_or_pair("stride", stride)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[2] < self.kernel_size or x.shape[3] < self.kernel_size:
+        _check_input(self, x)
+        if x.ndim != 4:
             raise ValueError(f"{type(self).__name__}(kernel_size={self.kernel_size}) expects x of shape "
-                             f"(N, C, H, W) with H, W >= {self.kernel_size}, got {tuple(x.shape)}")
+                             f"(N, C, H, W), got {tuple(x.shape)}")
         out, self._cache = type(self)._forward(x, self.kernel_size, self.stride)
         return out
 
     def backward(self, dout, need_dx=True):
-        return type(self)._backward(dout, self._cache)
+        return type(self)._backward(dout, self._saved())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class MaxPool2d(_Pool2d):
-    """Max pooling over k×k windows (stride defaults to k), no padding."""
+    """Max pooling over kh×kw windows (``kernel_size`` int or pair; stride defaults to it), no padding.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     _forward = staticmethod(F.maxpool2d_forward)
     _backward = staticmethod(F.maxpool2d_backward)
 
 
 class AvgPool2d(_Pool2d):
-    """Average pooling over k×k windows (stride defaults to k), no padding."""
+    """Average pooling over kh×kw windows (``kernel_size`` int or pair; stride defaults to it), no padding.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     _forward = staticmethod(F.avgpool2d_forward)
     _backward = staticmethod(F.avgpool2d_backward)
 
 
 class ReLU(Module):
-    """Elementwise max(x, 0)."""
+    """Elementwise max(x, 0).
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def forward(self, x):
+        _check_input(self, x)
         out, self._cache = F.relu_forward(x)
         return out
 
     def backward(self, dout, need_dx=True):
-        return F.relu_backward(dout, self._cache)
+        return F.relu_backward(dout, self._saved())
 
 
 class _BatchNorm(Module):
@@ -383,34 +597,31 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend=None):
         super().__init__()
         self.num_features = check_int("num_features", num_features)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = check_number("eps", eps, 0.0, low_open=True)
+        self.momentum = check_probability("momentum", momentum)
         b = B.active() if backend is None else B.get_backend(backend)
-        self._params["weight"] = Parameter(b.asarray([1.0] * num_features))
-        self._params["bias"] = Parameter(b.zeros((num_features,)))
-        self._buffers["running_mean"] = b.zeros((num_features,))
-        self._buffers["running_var"] = b.asarray([1.0] * num_features)
-        self._buffers["num_batches_tracked"] = b.asarray(0, dtype="int64")
-        self._cache = None
+        self._params["weight"] = Parameter(b.asarray([1.0] * self.num_features))
+        self._params["bias"] = Parameter(b.zeros((self.num_features,)))
+        self._buffers["running_mean"] = b.zeros((self.num_features,))
+        self._buffers["running_var"] = b.asarray([1.0] * self.num_features)
+        self._buffers["num_batches_tracked"] = b.asarray(0, dtype="int64")   # 0-d, as in torch
 
     def forward(self, x):
+        _check_input(self, x)
         if x.ndim != self._ndim or x.shape[1] != self.num_features:
             want = "(N, C)" if self._ndim == 2 else "(N, C, H, W)"
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects x of shape {want} "
                              f"with C = {self.num_features}, got {tuple(x.shape)}")
         _check_dtype(self, x, self._params["weight"].data)
-        if self.training:
-            self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
         out, self._cache = F.batchnorm_forward(
             x, self._params["weight"].data, self._params["bias"].data, self._buffers["running_mean"],
             self._buffers["running_var"], self.training, self.momentum, self.eps)
+        if self.training:
+            self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
         return out
 
     def backward(self, dout, need_dx=True):
-        dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache)
+        dx, dgamma, dbeta = F.batchnorm_backward(dout, self._saved())
         self._params["weight"].grad, self._params["bias"].grad = dgamma, dbeta
         return dx
 
@@ -419,49 +630,70 @@ class _BatchNorm(Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch norm of (N, C) features; running statistics kept as torch keeps them."""
+    """Batch norm of (N, C) features; running statistics kept as torch keeps them.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     _ndim = 2
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch norm of (N, C, H, W) images, per channel; running statistics as torch keeps them."""
+    """Batch norm of (N, C, H, W) images, per channel; running statistics as torch keeps them.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     _ndim = 4
 
 
 class Dropout(Module):
-    """Inverted dropout with drop probability p in [0, 1)."""
+    """Inverted dropout with drop probability p in [0, 1).
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"p must be a float in [0, 1), got {p!r}")
-        self.p = float(p)
-        self._cache = None
+        self.p = check_probability("p", p, high_open=True)
 
     def forward(self, x):
+        _check_input(self, x)
         out, self._cache = F.dropout_forward(x, self.p, self.training)
         return out
 
     def backward(self, dout, need_dx=True):
-        return F.dropout_backward(dout, self._cache)
+        return F.dropout_backward(dout, self._saved())
 
     def extra_repr(self):
         return f"p={self.p}"
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1·d2·...)."""
+    """(N, d1, d2, ...) -> (N, d1·d2·...).
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def forward(self, x):
-        self._shape = tuple(x.shape)
+        _check_input(self, x)
+        if x.ndim < 2:
+            raise ValueError(f"Flatten expects x of shape (N, d1, ...), got {tuple(x.shape)}")
+        self._cache = tuple(x.shape)
         return B.namespace(x).reshape(x, (x.shape[0], -1))
 
     def backward(self, dout, need_dx=True):
-        return B.namespace(dout).reshape(dout, self._shape)
+        shape = self._saved()
+        _check_input(self, dout)
+        if tuple(dout.shape) != (shape[0], math.prod(shape[1:])):
+            raise ValueError(f"dout must have the forward output's shape {(shape[0], math.prod(shape[1:]))}, "
+                             f"got {tuple(dout.shape)}")
+        return B.namespace(dout).reshape(dout, shape)
 
 
 class Sequential(Module):
-    """Layers applied in order; children are named "0", "1", ... as in torch.nn.Sequential."""
+    """Layers applied in order; children are named "0", "1", ... as in torch.nn.Sequential.
+
+    See: chapters/01_why_optimize.ipynb
+    """
 
     def __init__(self, *layers: Module):
         super().__init__()
@@ -482,15 +714,18 @@ class Sequential(Module):
     def forward(self, x):
         for layer in self._modules.values():
             x = layer.forward(x)
+        self._cache = True
         return x
 
     def backward(self, dout, need_dx=True):
         """Backpropagate through the layers in reverse order.
 
         With ``need_dx=False`` (the network's input needs no gradient, as when training)
-        the layers before the first one with parameters are skipped and that layer does not
-        compute its input gradient.
+        the layers before the first one with parameters are skipped, that layer does not
+        compute its input gradient, and the result is None.
         """
+        self._saved()
+        need_dx = check_bool("need_dx", need_dx)
         layers = list(self._modules.values())
         first = 0 if need_dx else next((i for i, m in enumerate(layers) if m.parameters()), len(layers))
         for i in range(len(layers) - 1, first - 1, -1):
@@ -499,16 +734,24 @@ class Sequential(Module):
 
 
 class CrossEntropyLoss:
-    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,).
+    """Mean softmax cross-entropy of float logits (N, K) against integer labels (N,) in [0, K).
 
-    ``loss = crit(logits, labels)`` then ``dlogits = crit.backward()``.
+    ``loss = crit(logits, labels)`` then ``dlogits = crit.backward()``. Integer logits are
+    refused (TypeError), labels out of range or of the wrong shape raise ValueError
+    (see :func:`nnopt_lab.nn.functional.cross_entropy_forward`).
+
+    See: chapters/01_why_optimize.ipynb
     """
 
+    def __init__(self):
+        self._cache = None
+
     def __call__(self, logits: Any, labels: Any) -> Any:
-        if B.dtype_name(labels).startswith("float"):
-            raise TypeError(f"labels must be integer class indices, got dtype {B.dtype_name(labels)}")
         loss, self._cache = F.cross_entropy_forward(logits, labels)
         return loss
 
     def backward(self, dloss: float = 1.0) -> Any:
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss.backward was called before the loss: "
+                               "call crit(logits, labels) before crit.backward()")
         return F.cross_entropy_backward(self._cache, dloss)
