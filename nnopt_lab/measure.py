@@ -199,10 +199,15 @@ def _trace(model: Module, input_shape: tuple, batch_size: int) -> list[tuple[str
 
     A layer that refuses the batch is reported as a wrong ``input_shape`` (the caller's argument).
     """
+    shape = (batch_size,) + input_shape
+    try:
+        x = _model_backend(model).zeros(shape)
+    except (ValueError, MemoryError, RuntimeError) as error:
+        raise ValueError(f"batch_size {batch_size} with input_shape {input_shape!r} makes a batch of "
+                         f"{_numel(shape):,} values, which cannot be allocated ({error})") from None
     was_training = model.training
     model.eval()
     try:
-        x = _model_backend(model).zeros((batch_size,) + input_shape)
         rows = []
         for name, layer in _leaves(model):
             try:
@@ -376,6 +381,7 @@ def activation_memory(model: Module, input_shape: tuple, dtype: str | int = "flo
 
 
 # ----------------------------------------------------------------------------- latency
+MAX_REPEATS = 10 ** 6          # more timed calls than this is a typo, not a measurement
 @dataclass(frozen=True)
 class LatencyResult:
     """Timings of repeated calls, in seconds: ``samples`` and their median, IQR, std, min, max."""
@@ -428,13 +434,13 @@ def latency(fn: Callable, *args: Any, warmup: int = 3, repeats: int = 20, sync: 
     TypeError
         When ``fn`` is not callable, ``sync`` not a bool, ``warmup``/``repeats`` not numbers.
     ValueError
-        When ``warmup`` is not an int >= 0 or ``repeats`` not an int >= 1.
+        When ``warmup`` is not an int in [0, 10**6] or ``repeats`` not an int in [1, 10**6].
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
     check_callable("fn", fn)
-    warmup = check_int("warmup", warmup, 0)
-    repeats = check_int("repeats", repeats, 1)
+    warmup = check_int("warmup", warmup, 0, MAX_REPEATS)
+    repeats = check_int("repeats", repeats, 1, MAX_REPEATS)
     sync = check_bool("sync", sync)
     for _ in range(warmup):
         fn(*args)
@@ -463,8 +469,8 @@ def measure_model_latency(model: Module, input_shape: tuple, batch_size: int = 1
     _check_model(model)
     input_shape = _input_shape(input_shape)
     batch_size = check_int("batch_size", batch_size, 1)
-    warmup = check_int("warmup", warmup, 0)
-    repeats = check_int("repeats", repeats, 1)
+    warmup = check_int("warmup", warmup, 0, MAX_REPEATS)
+    repeats = check_int("repeats", repeats, 1, MAX_REPEATS)
     own = _model_backend(model)
     target = own if backend is None else B.get_backend(backend, own.dtype)
     net = model if target == own else copy.deepcopy(model).to(target)

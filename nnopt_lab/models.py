@@ -11,8 +11,10 @@ See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
+from . import backend as B
 from .nn.layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
                         Sequential)
 from .validation import check_bool, check_int, check_probability
@@ -29,6 +31,20 @@ def _int_sequence(name: str, value: Any, min_length: int) -> tuple[int, ...]:
         raise ValueError(f"{name} must have at least {min_length} entr{'y' if min_length == 1 else 'ies'}, "
                          f"got {value!r}")
     return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(items))
+
+
+def _backend(backend: Any) -> B.Backend:
+    """The backend the weights go to (the active one for None); a bad name is named ``backend``."""
+    return B.active() if backend is None else B.get_backend(backend)
+
+
+@contextmanager
+def _allocating(what: str) -> Iterator[None]:
+    """Turn a failed allocation of the weights into a ValueError naming the caller's sizes."""
+    try:
+        yield
+    except (MemoryError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{what}, more than can be allocated ({error})") from None
 
 
 def mlp(sizes=(64, 100, 10), dropout: float = 0.0, batchnorm: bool = False, backend=None) -> Sequential:
@@ -55,6 +71,13 @@ def mlp(sizes=(64, 100, 10), dropout: float = 0.0, batchnorm: bool = False, back
     sizes = _int_sequence("sizes", sizes, 2)
     dropout = check_probability("dropout", dropout, high_open=True)
     batchnorm = check_bool("batchnorm", batchnorm)
+    backend = _backend(backend)
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    with _allocating(f"sizes {sizes!r} make {params:,} parameters"):
+        return _mlp_layers(sizes, dropout, batchnorm, backend)
+
+
+def _mlp_layers(sizes: tuple, dropout: float, batchnorm: bool, backend) -> Sequential:
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(a, b, backend=backend))
@@ -96,9 +119,21 @@ def small_cnn(in_channels: int = 1, image_size: int = 8, channels=(16, 32), num_
     channels = _int_sequence("channels", channels, 1)
     num_classes = check_int("num_classes", num_classes, 1)
     batchnorm = check_bool("batchnorm", batchnorm)
+    backend = _backend(backend)
     if image_size % (2 ** len(channels)):
         raise ValueError(f"image_size must be divisible by 2**len(channels) = {2 ** len(channels)}, "
                          f"got {image_size}")
+    side = image_size // 2 ** len(channels)
+    widths = (in_channels,) + channels
+    params = sum((a * 9 + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    params += (channels[-1] * side * side + 1) * num_classes
+    with _allocating(f"in_channels {in_channels}, channels {channels!r}, image_size {image_size} and "
+                     f"num_classes {num_classes} make {params:,} parameters"):
+        return _cnn_layers(in_channels, side, channels, num_classes, batchnorm, backend)
+
+
+def _cnn_layers(in_channels: int, side: int, channels: tuple, num_classes: int, batchnorm: bool,
+                backend) -> Sequential:
     layers, c_in = [], in_channels
     for c in channels:
         layers.append(Conv2d(c_in, c, 3, padding=1, backend=backend))
@@ -106,6 +141,5 @@ def small_cnn(in_channels: int = 1, image_size: int = 8, channels=(16, 32), num_
             layers.append(BatchNorm2d(c, backend=backend))
         layers += [ReLU(), MaxPool2d(2)]
         c_in = c
-    side = image_size // 2 ** len(channels)
     layers += [Flatten(), Linear(c_in * side * side, num_classes, backend=backend)]
     return Sequential(*layers)

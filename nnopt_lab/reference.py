@@ -32,6 +32,7 @@ from .validation import check_bool, check_callable, check_choice, check_int, che
 
 __all__ = ["register_twin", "torch_twin", "torch_module", "train_torch_twin"]
 
+MAX_EPOCHS = 10 ** 6            # more is a typo, not a training run
 _TWINS: dict[type, tuple[Callable[[L.Module], torch.nn.Module], bool]] = {}
 
 
@@ -142,13 +143,27 @@ def torch_twin(model: L.Module, dtype: str | None = None, device: str = "cpu") -
 
     See: chapters/01_why_optimize.ipynb
     """
+    if not isinstance(model, L.Module):
+        raise TypeError(f"model must be an nnopt_lab.nn Module, got {type(model).__name__}")
     if dtype is not None:
         check_choice("dtype", dtype, B.DTYPES)
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {device!r}")
+    device = _torch_device(device)
     twin = torch_module(model)
     twin = twin.to(device=device, dtype=getattr(torch, dtype)) if dtype else twin.to(device=device)
     return twin
+
+
+def _torch_device(device: Any) -> torch.device:
+    """``device`` as a torch.device that exists on this machine."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not B.cuda_available()):
+        raise ValueError(f"device must be 'cpu' or, where torch sees a GPU, 'cuda'; got {str(device)!r}")
+    return device
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -220,7 +235,7 @@ def train_torch_twin(twin: torch.nn.Module, train: tuple, *, epochs: int, batch_
         raise TypeError(f"twin must be a torch.nn.Module, got {type(twin).__name__}")
     if not isinstance(train, (tuple, list)) or len(train) != 2:
         raise TypeError(f"train must be a pair (X, y), got {type(train).__name__}")
-    epochs = check_int("epochs", epochs, 1)
+    epochs = check_int("epochs", epochs, 1, MAX_EPOCHS)
     batch_size = check_int("batch_size", batch_size, 1)
     lr = check_number("lr", lr, 0.0, low_open=True)
     seed = check_int("seed", seed, 0)

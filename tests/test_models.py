@@ -45,6 +45,9 @@ def test_numpy_numbers_accepted():
     ({"dropout": -0.1}, ValueError, "dropout must be"),
     ({"dropout": None}, TypeError, "dropout must be"),
     ({"batchnorm": 1}, TypeError, "batchnorm must be a bool, got 1"),
+    ({"backend": "gpu"}, ValueError, "backend must be one of"),
+    ({"sizes": (2 ** 62, 10)}, ValueError, r"sizes \(4611686018427387904, 10\) make .* parameters, more than can "
+                                          r"be allocated"),
 ])
 def test_mlp_names_the_bad_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -61,6 +64,8 @@ def test_mlp_names_the_bad_argument(kwargs, error, match):
     ({"image_size": 6}, ValueError, r"image_size must be divisible by 2\*\*len\(channels\) = 4, got 6"),
     ({"image_size": "8"}, TypeError, "image_size must be an int >= 1, got '8'"),
     ({"batchnorm": None}, TypeError, "batchnorm must be a bool, got None"),
+    ({"in_channels": 2 ** 62}, ValueError, "in_channels 4611686018427387904, channels .* more than can be allocated"),
+    ({"num_classes": 2 ** 62}, ValueError, "num_classes 4611686018427387904 make .* parameters"),
 ])
 def test_small_cnn_names_the_bad_argument(kwargs, error, match):
     with pytest.raises(error, match=match):

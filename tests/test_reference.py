@@ -170,15 +170,26 @@ def test_register_twin_bad_arguments():
         register_twin(Scale)(3)
     with pytest.raises(ValueError, match="dtype must be one of"):
         torch_twin(nn.Linear(2, 2), dtype="float16")
+    with pytest.raises(TypeError, match="model must be an nnopt_lab.nn Module, got NoneType"):
+        torch_twin(None)
+    with pytest.raises(ValueError, match="device must be a torch device such as 'cpu'.*got 'abc'"):
+        torch_twin(nn.Linear(2, 2), device="abc")
+    with pytest.raises(TypeError, match="device must be a str"):
+        torch_twin(nn.Linear(2, 2), device=0)
+    if not B.cuda_available():
+        with pytest.raises(ValueError, match="device must be 'cpu' or, where torch sees a GPU, 'cuda'"):
+            torch_twin(nn.Linear(2, 2), device="cuda")
 
 
 def test_train_torch_twin_bad_arguments():
     twin = torch_twin(models.mlp((4, 2)))
     data = (np.zeros((4, 4), dtype=np.float32), np.zeros(4, dtype=np.int64))
-    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"epochs must be an int in \[1, 1000000\], got 0"):
         train_torch_twin(twin, data, epochs=0, batch_size=2, lr=0.1, seed=0)
     with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got nan"):
         train_torch_twin(twin, data, epochs=1, batch_size=2, lr=float("nan"), seed=0)
+    with pytest.raises(ValueError, match=r"epochs must be an int in \[1, 1000000\]"):
+        train_torch_twin(twin, data, epochs=2 ** 62, batch_size=2, lr=0.1, seed=0)
     with pytest.raises(TypeError, match="twin must be a torch.nn.Module"):
         train_torch_twin(models.mlp((4, 2)), data, epochs=1, batch_size=2, lr=0.1, seed=0)
     assert len(train_torch_twin(twin, data, epochs=np.int64(2), batch_size=2, lr=np.float32(0.1), seed=0)) == 2
