@@ -184,8 +184,8 @@ def _linear(layer: L.Linear) -> torch.nn.Module:
 @register_twin(L.Conv2d)
 def _conv2d(layer: L.Conv2d) -> torch.nn.Module:
     return torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                           padding=layer.padding, dilation=getattr(layer, "dilation", 1),
-                           groups=getattr(layer, "groups", 1), bias=_has_bias(layer))
+                           padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                           bias=_has_bias(layer))
 
 
 @register_twin(L.BatchNorm1d)

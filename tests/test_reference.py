@@ -9,8 +9,6 @@ from nnopt_lab import nn
 from nnopt_lab.reference import register_twin, torch_module, torch_twin, train_torch_twin
 from nnopt_lab.testing import compare
 
-HAS_GROUPS = "groups" in nn.Conv2d.__init__.__code__.co_varnames
-
 # (our model factory, input shape)
 TWINS = {
     "linear": (lambda b: nn.Linear(7, 5, backend=b), (6, 7)),
@@ -23,17 +21,14 @@ TWINS = {
     "avgpool": (lambda b: nn.AvgPool2d(2), (2, 3, 6, 4)),
     "mlp": (lambda b: models.mlp((6, 5, 4, 3), batchnorm=True, backend=b).eval(), (5, 6)),
     "cnn": (lambda b: models.small_cnn(channels=(3, 4), image_size=8, batchnorm=True, backend=b), (3, 1, 8, 8)),
+    "conv_groups": (lambda b: nn.Conv2d(4, 6, 3, padding=1, groups=2, backend=b), (2, 4, 6, 5)),
+    "conv_depthwise": (lambda b: nn.Conv2d(3, 3, 3, groups=3, backend=b), (2, 3, 6, 6)),
+    "conv_tuple": (lambda b: nn.Conv2d(2, 3, (3, 1), stride=(2, 1), padding=(1, 0), backend=b),
+                   (2, 2, 7, 5)),
+    "conv_dilation": (lambda b: nn.Conv2d(2, 3, 3, dilation=2, padding=2, backend=b), (1, 2, 7, 7)),
+    "separable": (lambda b: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, backend=b),
+                                          nn.Conv2d(4, 6, 1, backend=b)), (2, 4, 5, 5)),
 }
-if HAS_GROUPS:
-    TWINS.update({
-        "conv_groups": (lambda b: nn.Conv2d(4, 6, 3, padding=1, groups=2, backend=b), (2, 4, 6, 5)),
-        "conv_depthwise": (lambda b: nn.Conv2d(3, 3, 3, groups=3, backend=b), (2, 3, 6, 6)),
-        "conv_tuple": (lambda b: nn.Conv2d(2, 3, (3, 1), stride=(2, 1), padding=(1, 0), backend=b),
-                       (2, 2, 7, 5)),
-        "conv_dilation": (lambda b: nn.Conv2d(2, 3, 3, dilation=2, padding=2, backend=b), (1, 2, 7, 7)),
-        "separable": (lambda b: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, backend=b),
-                                              nn.Conv2d(4, 6, 1, backend=b)), (2, 4, 5, 5)),
-    })
 
 
 def _randomize_batchnorm(model, b):
@@ -63,7 +58,7 @@ def test_twin_gives_our_output_float64(name, be64):
         compare(ours.state_dict()[key], value, key, rtol=1e-12, atol=1e-12, quiet=True)
 
 
-@pytest.mark.parametrize("name", ["conv", "cnn"] + (["separable"] if HAS_GROUPS else []))
+@pytest.mark.parametrize("name", ["conv", "cnn", "separable"])
 def test_twin_float32(name, be32):
     make, shape = TWINS[name]
     ours = make(be32)
@@ -90,8 +85,6 @@ def test_twin_of_parameterless_model_and_mode():
 
 
 def test_conv_twin_passes_every_setting():
-    if not HAS_GROUPS:
-        pytest.skip("Conv2d has no groups yet")
     conv = torch_module(nn.Conv2d(4, 8, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=4))
     assert (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) == \
         ((3, 5), (2, 1), (1, 2), (1, 2), 4)
@@ -195,28 +188,16 @@ def test_train_torch_twin_bad_arguments():
     assert len(train_torch_twin(twin, data, epochs=np.int64(2), batch_size=2, lr=np.float32(0.1), seed=0)) == 2
 
 
-class MaskedLinear(nn.Linear):
-    """A Linear whose state holds ``weight_mask`` (torch.nn.utils.prune's key), as pruned layers do."""
-
-    def __init__(self, *args, mask=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._buffers["weight_mask"] = mask
-
-    def forward(self, x):
-        w = self._params["weight"]
-        saved = w.data
-        w.data = saved * self._buffers["weight_mask"]
-        try:
-            return super().forward(x)
-        finally:
-            w.data = saved
-
-
-def test_twin_of_a_masked_layer_uses_torch_prune(be64):
-    mask = B.to_backend(np.array([[1, 0, 1], [0, 0, 1]], dtype=np.float64), be64)
-    ours = nn.Sequential(MaskedLinear(3, 2, mask=mask, backend=be64), nn.ReLU())
+def test_twin_of_a_pruned_model_uses_torch_prune(be64):
+    ours = nn.Sequential(nn.Linear(3, 2, backend=be64), nn.ReLU())
+    weight = ours[0]._params["weight"]
+    weight.mask = B.to_backend(np.array([[1, 0, 1], [0, 0, 1]], dtype=np.float64), be64)
+    weight.apply_mask()
     twin = torch_twin(ours)
     assert set(twin.state_dict()) == {"0.weight_orig", "0.bias", "0.weight_mask"}   # torch's pruned keys
-    assert torch.equal(twin[0].weight_mask, torch.as_tensor(B.to_numpy(mask)))
+    assert torch.equal(twin[0].weight_mask, torch.as_tensor(B.to_numpy(weight.mask)))
     x = B.randn(4, 3, backend=be64)
-    compare(ours(x), twin(torch.as_tensor(B.to_numpy(x))).detach(), "masked twin", rtol=1e-12, quiet=True)
+    compare(ours(x), twin(torch.as_tensor(B.to_numpy(x))).detach(), "pruned twin", rtol=1e-12, quiet=True)
+    back = nn.Sequential(nn.Linear(3, 2, backend=be64), nn.ReLU()).load_state_dict(twin.state_dict())
+    compare(back(x), ours(x), "pruned round trip", rtol=0, atol=0, quiet=True)
+    assert back[0]._params["weight"].mask is not None
