@@ -7,7 +7,9 @@ Rows (throughput ratio = torch's time / ours; > 1 means ours is faster):
 * train step (forward, backward, SGD update) of the MLPs 784-300-100-10 and 64-100-10
   (digits-sized) and of the small CNN on 8×8 digits, for ours on numpy, ours on torch, and
   torch.nn + autograd + torch.optim.SGD on the same device;
-* Conv2d alone: forward, and forward + backward.
+* Conv2d alone: forward, and forward + backward;
+* a depthwise-separable block (depthwise 3x3 with groups = C_in, then pointwise 1x1):
+  forward + backward of our layers against their torch.nn twin.
 
 Contestants run interleaved, round after round, and each ratio is taken from the median
 time per contestant, so a noisy machine moves both sides together. No absolute times are
@@ -28,7 +30,7 @@ import torch  # noqa: E402
 
 from nnopt_lab import backend as B  # noqa: E402
 from nnopt_lab import models  # noqa: E402
-from nnopt_lab.nn import CrossEntropyLoss  # noqa: E402
+from nnopt_lab.nn import Conv2d, CrossEntropyLoss, Sequential  # noqa: E402
 from nnopt_lab.nn import functional as F  # noqa: E402
 from nnopt_lab.reference import torch_twin  # noqa: E402
 from nnopt_lab.training import SGD, train_step  # noqa: E402
@@ -158,6 +160,46 @@ def bench_conv(steps: int, rounds: int, devices: list[str]) -> list[tuple]:
     return rows
 
 
+def bench_separable(steps: int, rounds: int, devices: list[str]) -> list[tuple]:
+    """Depthwise-separable block: depthwise 3x3 (groups = C_in) then pointwise 1x1, as layers.
+
+    Forward + backward (input gradient included) of our two Conv2d layers against their
+    torch.nn twin with autograd, as the Conv2d rows measure.
+    """
+    rng = np.random.default_rng(2)
+    n, cin, hw, cout = 64, 16, 8, 32
+    x = rng.standard_normal((n, cin, hw, hw)).astype(np.float32)
+    g = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
+    title = f"Separable {cin}->{cout} (dw 3x3 g={cin} + pw 1x1) {n}x{cin}x{hw}x{hw}, fwd+bwd"
+
+    def block(b):
+        return Sequential(Conv2d(cin, cin, 3, padding=1, groups=cin, backend=b), Conv2d(cin, cout, 1, backend=b))
+
+    rows = []
+    for device in devices:
+        B.seed(0)
+        twin = torch_twin(block(B.get_backend("numpy")), device=device)
+        txg, tg = torch.as_tensor(x, device=device).requires_grad_(), torch.as_tensor(g, device=device)
+
+        def torch_fwd_bwd():
+            txg.grad = None
+            for p in twin.parameters():
+                p.grad = None
+            twin(txg).backward(tg)
+
+        contestants = {f"torch.nn ({device})": (torch_fwd_bwd, device)}
+        for be in (["numpy", "torch-cpu"] if device == "cpu" else ["torch-cuda"]):
+            B.seed(0)
+            ours, ox, og = block(be), B.to_backend(x, be), B.to_backend(g, be)
+
+            def ours_fwd_bwd(ours=ours, ox=ox, og=og):
+                ours.forward(ox)
+                ours.backward(og)
+            contestants[f"ours {be}"] = (ours_fwd_bwd, device)
+        rows += report(title, time_interleaved(contestants, steps, rounds), f"torch.nn ({device})", n)
+    return rows
+
+
 def print_table(rows: list[tuple]) -> None:
     print(f"{'benchmark':58s} {'contestant':18s} {'samples/s':>12s} {'ratio':>7s}")
     last = None
@@ -174,13 +216,17 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args(argv)
+    for name in ("rounds", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be an int >= 1, got {getattr(args, name)}")
     steps, rounds = (3, 2) if args.quick else (30, args.rounds)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     B.no_tf32()
     print(f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
           f"devices {devices}, batch {args.batch}, {steps} steps × {rounds} interleaved rounds")
     print("ratio = torch's time / ours (throughput relative to torch; > 1 = ours faster)\n")
-    print_table(bench_models(args.batch, steps, rounds, devices) + bench_conv(steps, rounds, devices))
+    print_table(bench_models(args.batch, steps, rounds, devices) + bench_conv(steps, rounds, devices)
+                + bench_separable(steps, rounds, devices))
     return 0
 
 
