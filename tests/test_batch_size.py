@@ -32,7 +32,7 @@ def test_linear_scaling_rule_arithmetic():
     assert BS.linear_scaling_rule(0.1, 256, 8192) == pytest.approx(3.2, rel=1e-15)
     assert BS.linear_scaling_rule(0.05, 32, 16) == pytest.approx(0.025, rel=1e-15)
     assert BS.linear_scaling_rule(0.2, 64, 64) == 0.2
-    with pytest.raises(ValueError, match=r"lr must be a finite number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \[0, inf\), got -0.1"):
         BS.linear_scaling_rule(-0.1, 32, 64)
     with pytest.raises(ValueError, match=r"base_batch must be an int >= 1, got 0"):
         BS.linear_scaling_rule(0.1, 0, 64)

@@ -83,13 +83,20 @@ def test_frozen_and_gradless_params_are_left_out(be64):
     assert clip_grad_norm([ours[-1]], 1.0) == 0.0
 
 
-def test_masked_gradient_is_measured_after_masking(be64):
+def test_masked_gradient_is_measured_masked_without_rewriting_grad(be64):
     ours, ref = make(be64, 3.0)
     mask = (np.arange(12).reshape(4, 3) % 2).astype(float)
     ours[0].mask = B.to_backend(mask, be64)
     ref[0].grad *= torch.tensor(mask)
-    compare(clip_grad_norm(ours, 1.0), torch.nn.utils.clip_grad_norm_(ref, 1.0), "masked clip", quiet=True)
-    assert (B.to_numpy(ours[0].grad)[mask == 0] == 0).all()
+    before = [B.to_numpy(p.grad).copy() for p in ours]
+    grad_objects = [p.grad for p in ours]
+    total = clip_grad_norm(ours, 1.0)
+    compare(total, torch.nn.utils.clip_grad_norm_(ref, 1.0), "masked clip", quiet=True)
+    coef = 1.0 / (B.float_of(total) + 1e-6)
+    for p, g0, obj in zip(ours, before, grad_objects):
+        assert p.grad is obj                                  # scaled in place, never replaced
+        np.testing.assert_allclose(B.to_numpy(p.grad), g0 * coef, rtol=1e-14)
+    assert (B.to_numpy(ours[0].grad)[mask == 0] != 0).all()   # reading the masked norm did not mask p.grad
 
 
 def test_nonfinite_norm(be64):

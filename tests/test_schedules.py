@@ -307,8 +307,8 @@ def test_bad_arguments_are_refused_with_clear_messages(make, match):
 def test_negative_or_missing_learning_rate_is_refused():
     probe = S.LRProbe(LR)
     probe.lr = -1
-    bad(ValueError, r"lr must be a finite number >= 0, got -1", lambda: S.StepLR(probe, 3))
-    bad(ValueError, r"lr must be a finite number >= 0, got -0.1", lambda: S.LRProbe(-0.1))
+    bad(ValueError, r"lr must be a finite number in \[0, inf\), got -1", lambda: S.StepLR(probe, 3))
+    bad(ValueError, r"lr must be a finite number in \[0, inf\), got -0.1", lambda: S.LRProbe(-0.1))
     bad(TypeError, r"optimizer must have a float attribute 'lr'", lambda: S.StepLR(object(), 3))
 
 

@@ -206,7 +206,7 @@ def test_fit_rejects_bad_arguments():
         fit(model, (x, y[:95]), epochs=1)
     with pytest.raises(TypeError, match="mixed"):
         fit(model, (x, torch.as_tensor(y)), epochs=1)
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \[0, inf\), got -0.1"):
         SGD(model, lr=-0.1)
 
 

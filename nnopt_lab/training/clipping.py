@@ -22,13 +22,14 @@ from typing import Any, Iterable
 
 from .. import backend as B
 from ..nn.layers import Module, Parameter
-from .optim import Optimizer, _check_number
+from ..validation import as_float, check_number
+from .optim import Optimizer
 
 __all__ = ["clip_grad_norm", "clip_grad_value", "total_grad_norm", "ClippedOptimizer"]
 
 
-def _grads(params: Module | Parameter | Iterable[Parameter]) -> list:
-    """The gradients of the trainable parameters that have one (masked where pruned)."""
+def _with_grads(params: Module | Parameter | Iterable[Parameter]) -> list[Parameter]:
+    """The trainable parameters that have a gradient."""
     if isinstance(params, Module):
         params = params.parameters()
     elif isinstance(params, Parameter):
@@ -38,17 +39,17 @@ def _grads(params: Module | Parameter | Iterable[Parameter]) -> list:
         if not isinstance(p, Parameter):
             raise TypeError(f"params[{i}] must be a Parameter, got {type(p).__name__}")
         if p.grad is not None and p.requires_grad:
-            if p.mask is not None:
-                p.grad = p.grad * p.mask
-            out.append(p.grad)
+            out.append(p)
     return out
 
 
 def _check_norm_type(norm_type: Any) -> float:
-    if (isinstance(norm_type, bool) or not isinstance(norm_type, (int, float))
-            or not (norm_type > 0)):
-        raise ValueError(f"norm_type must be a number > 0 or float('inf'), got {norm_type!r}")
-    return float(norm_type)
+    """A p-norm's order: a number > 0, ``float('inf')`` included (the interval check of validation)."""
+    value = as_float(norm_type)
+    if value is None or not value > 0:          # NaN fails ``> 0``
+        error = TypeError if value is None else ValueError
+        raise error(f"norm_type must be a number > 0 or float('inf'), got {norm_type!r}")
+    return value
 
 
 def total_grad_norm(grads: list, norm_type: float = 2.0) -> Any:
@@ -76,7 +77,10 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     .. math:: g_k \leftarrow g_k \cdot \min\Big(1, \frac{c}{\|g\|_p + 10^{-6}}\Big)
 
     with :math:`\|g\|_p` the norm of all gradients together (:func:`total_grad_norm`). Frozen
-    parameters and parameters without a gradient are left out, as in torch.
+    parameters and parameters without a gradient are left out, as in torch. A pruned weight's
+    gradient counts as 0 in the norm (``p.masked(p.grad)``, what torch.nn.utils.prune's
+    ``weight_orig.grad`` holds), but ``p.grad`` is only rescaled -- never replaced or masked here:
+    the optimizer applies the mask.
 
     Parameters
     ----------
@@ -95,19 +99,19 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
 
     See: chapters/04_3_optimizers.ipynb
     """
-    max_norm = _check_number("max_norm", max_norm)
+    max_norm = check_number("max_norm", max_norm, 0.0)
     norm_type = _check_norm_type(norm_type)
-    grads = _grads(params)
-    if not grads:
+    with_grads = _with_grads(params)
+    if not with_grads:
         return 0.0
-    total = total_grad_norm(grads, norm_type)
+    total = total_grad_norm([p.masked(p.grad) for p in with_grads], norm_type)   # pruned entries count 0
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise FloatingPointError(f"the total gradient norm (ord {norm_type}) is {float(total)}; "
                                  f"it cannot be clipped")
     xp = B.namespace(total)
     coef = xp.clip(max_norm / (total + 1e-6), max=1.0)
-    for g in grads:
-        g *= coef
+    for p in with_grads:
+        p.grad *= coef                                  # in place, as torch does
     return total
 
 
@@ -121,9 +125,9 @@ def clip_grad_value(params, clip_value: float) -> None:
 
     See: chapters/04_3_optimizers.ipynb
     """
-    clip_value = _check_number("clip_value", clip_value)
-    for g in _grads(params):
-        g[...] = B.namespace(g).clip(g, -clip_value, clip_value)
+    clip_value = check_number("clip_value", clip_value, 0.0)
+    for p in _with_grads(params):
+        p.grad[...] = B.namespace(p.grad).clip(p.grad, -clip_value, clip_value)
 
 
 class ClippedOptimizer(Optimizer):
@@ -160,8 +164,8 @@ class ClippedOptimizer(Optimizer):
             raise ValueError(f"give exactly one of max_norm and clip_value, got max_norm={max_norm!r}, "
                              f"clip_value={clip_value!r}")
         self.optimizer = optimizer
-        self.max_norm = None if max_norm is None else _check_number("max_norm", max_norm)
-        self.clip_value = None if clip_value is None else _check_number("clip_value", clip_value)
+        self.max_norm = None if max_norm is None else check_number("max_norm", max_norm, 0.0)
+        self.clip_value = None if clip_value is None else check_number("clip_value", clip_value, 0.0)
         self.norm_type = _check_norm_type(norm_type)
         self.last_norm = None
 

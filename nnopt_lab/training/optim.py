@@ -21,11 +21,11 @@ See: chapters/01_why_optimize.ipynb (plain SGD), chapters/04_3_optimizers.ipynb 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 from .. import backend as B
 from ..nn.layers import Module, Parameter
+from ..validation import check_bool, check_number
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "check_lr", "OPTIMIZERS"]
 
@@ -36,40 +36,19 @@ def _copy(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf,
-                  high_open: bool = True, low_open: bool = False) -> float:
-    """``value`` as a float, or ValueError naming the argument, the value and the range."""
-    lo_br, hi_br = "(" if low_open else "[", ")" if high_open else "]"
-    allowed = f"{lo_br}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{hi_br}"
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > low if low_open else value >= low)
-          and (value < high if high_open else value <= high))
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
-    return float(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 def check_lr(lr: Any) -> float:
-    """Validate a learning rate: a finite float >= 0.
+    """Validate a learning rate: a finite number >= 0 (numpy/torch scalars accepted), as a float.
 
     See: chapters/01_why_optimize.ipynb, chapters/04_3_optimizers.ipynb (seed §3.3.3)
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 <= lr < float("inf"):
-        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
-    return float(lr)
+    return check_number("lr", lr, 0.0)
 
 
 def _check_betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
-    return (_check_number("betas[0]", betas[0], 0.0, 1.0),
-            _check_number("betas[1]", betas[1], 0.0, 1.0))
+        raise TypeError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
+    return (check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True),
+            check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True))
 
 
 # ----------------------------------------------------------------------------- base class
@@ -104,15 +83,19 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Apply one update to every trainable parameter with a gradient, then its mask."""
+        """Apply one update to every trainable parameter with a gradient, then its mask.
+
+        The update sees the masked gradient (``p.masked(p.grad)``; ``p.grad`` itself is not
+        changed); afterwards the pruned weights and their state entries are set back to zero.
+        State made before a ``model.to(...)`` follows the parameter to its new backend.
+        """
         self.step_count += 1
         for p, state in zip(self.params, self.state):
             if p.grad is None or not p.requires_grad:
                 continue
-            if p.mask is None:
-                self.update(p, p.grad, state)
-            else:
-                self.update(p, p.grad * p.mask, state)
+            _follow(p, state)
+            self.update(p, p.masked(p.grad), state)
+            if p.mask is not None:
                 _apply_mask(p, state)
 
     def update(self, p: Parameter, grad: Any, state: dict) -> None:  # pragma: no cover - abstract
@@ -154,11 +137,18 @@ class Optimizer:
 
 
 def _apply_mask(p: Parameter, state: dict) -> None:
-    """Zero the pruned entries of the weight and of every state array shaped like it."""
-    p.data *= p.mask
+    """Zero the pruned entries of the weight and of every state array shaped like it (in place)."""
+    p.apply_mask()
     for value in state.values():
         if hasattr(value, "shape") and tuple(value.shape) == tuple(p.data.shape):
             value *= p.mask
+
+
+def _follow(p: Parameter, state: dict) -> None:
+    """Move state arrays onto the parameter's backend, device and dtype when ``Module.to`` moved it."""
+    for key, value in state.items():
+        if hasattr(value, "shape") and not (B.same_kind(value, p.data) and value.dtype == p.data.dtype):
+            state[key] = _copy(B.asarray(value, p.data))
 
 
 # ----------------------------------------------------------------------------- SGD
@@ -198,10 +188,10 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, lr)
-        self.momentum = _check_number("momentum", momentum)
-        self.dampening = _check_number("dampening", dampening, 0.0, 1.0, high_open=False)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.nesterov = _check_bool("nesterov", nesterov)
+        self.momentum = check_number("momentum", momentum, 0.0)
+        self.dampening = check_number("dampening", dampening, 0.0, 1.0)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
+        self.nesterov = check_bool("nesterov", nesterov)
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, "
                              f"got momentum={momentum!r}, dampening={dampening!r}")
@@ -253,11 +243,10 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10):
         super().__init__(params, lr)
-        self.lr_decay = _check_number("lr_decay", lr_decay)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.initial_accumulator_value = _check_number("initial_accumulator_value",
-                                                       initial_accumulator_value)
-        self.eps = _check_number("eps", eps, low_open=True)
+        self.lr_decay = check_number("lr_decay", lr_decay, 0.0)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
+        self.initial_accumulator_value = check_number("initial_accumulator_value", initial_accumulator_value, 0.0)
+        self.eps = check_number("eps", eps, 0.0, low_open=True)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
@@ -309,11 +298,11 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
         super().__init__(params, lr)
-        self.alpha = _check_number("alpha", alpha, 0.0, 1.0, high_open=False)
-        self.eps = _check_number("eps", eps, low_open=True)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.momentum = _check_number("momentum", momentum)
-        self.centered = _check_bool("centered", centered)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0)
+        self.eps = check_number("eps", eps, 0.0, low_open=True)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
+        self.momentum = check_number("momentum", momentum, 0.0)
+        self.centered = check_bool("centered", centered)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
@@ -386,10 +375,10 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, *, decoupled_weight_decay: bool = False):
         super().__init__(params, lr)
         self.betas = _check_betas(betas)
-        self.eps = _check_number("eps", eps, low_open=True)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.amsgrad = _check_bool("amsgrad", amsgrad)
-        self.decoupled_weight_decay = _check_bool("decoupled_weight_decay", decoupled_weight_decay)
+        self.eps = check_number("eps", eps, 0.0, low_open=True)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
+        self.amsgrad = check_bool("amsgrad", amsgrad)
+        self.decoupled_weight_decay = check_bool("decoupled_weight_decay", decoupled_weight_decay)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
