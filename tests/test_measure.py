@@ -24,11 +24,13 @@ def test_count_parameters_by_hand(backend_name):
     assert M.count_parameters(model, trainable_only=True) == 7500
 
 
-def test_count_nonzero_parameters():
-    model = models.mlp((4, 3, 2))
+def test_count_nonzero_parameters(backend_name):
+    model = models.mlp((4, 3, 2), backend=backend_name)
     w = model[0]._params["weight"]
     w.data = w.data * B.asarray([[1.0, 0.0, 1.0, 0.0]] * 3, w.data)     # 6 of 12 zeroed
     assert M.count_parameters(model, nonzero=True) == (4 * 3 + 3 + 3 * 2 + 2) - 6
+    assert M.model_bytes(model, "int8", nonzero=True) == 23 - 6
+    assert M.summary(model, (4,)).total_macs == 4 * 3 + 3 * 2
 
 
 @pytest.mark.parametrize("dtype,expected", [("float64", 60080), ("float32", 30040), ("float16", 15020),
