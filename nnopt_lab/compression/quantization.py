@@ -18,107 +18,188 @@ with a *scale* :math:`\Delta > 0` and an integer *zero point* :math:`z`:
 ``round`` is round-half-to-even, as in torch and numpy. 0.0 is always exactly representable
 (its code is :math:`z`), so zero padding and ReLU zeros cost no error.
 
+**Bit for bit with torch.** torch stores scales as float32 and computes its observers and its
+fake-quantization kernels in float32, so values next to a rounding tie land on the code that
+float32 arithmetic gives, not the one of exact arithmetic (the zero point of [-1, 1] at 8 bits
+is 127, where exact arithmetic gives the tie -127.5 and 128). This module does the same
+operations in the same order: :func:`qparams` computes the scale, clamps it to
+:data:`SCALE_EPS` and rounds the zero point in float32, and :func:`quantize` multiplies by the
+float32 reciprocal ``1.0f / scale`` (as torch's kernels do) instead of dividing.
+
 Names, from the bottom up:
 
 * :func:`integer_range` -- :math:`(q_{\min}, q_{\max})` for ``bits`` and the scheme;
-* :func:`qparams`       -- :math:`(\Delta, z)` from a real range :math:`[x_{\min}, x_{\max}]`;
+  :func:`code_dtype` -- the narrowest integer dtype holding those codes;
+* :func:`qparams`       -- :math:`(\Delta, z)` from a real range :math:`[x_{\min}, x_{\max}]`
+  (``MinMaxObserver``); :func:`qparams_per_channel` -- one pair per channel
+  (``PerChannelMinMaxObserver``), from the ranges of :func:`channel_minmax`;
 * :func:`quantize`      -- real → integer codes; :func:`dequantize` -- codes → real;
-* :func:`fake_quantize` -- quantize then dequantize (what ``torch.fake_quantize_per_tensor_affine``
-  does), the value a quantized tensor stands for;
+* :func:`fake_quantize` -- quantize then dequantize (``torch.fake_quantize_per_tensor_affine``,
+  and with ``axis``, ``torch.fake_quantize_per_channel_affine``): the value a code stands for;
 * :func:`quantize_uniform` -- k-bit levels on a known range [lo, hi] (inputs such as pixels).
 
-Extension points: ``scale`` and ``zero_point`` may be arrays broadcastable to ``x`` (one per
-channel, for per-channel quantization), and ``rounding="stochastic"`` gives unbiased random
-rounding (the same operation as uniform dithering of inputs).
+``rounding="stochastic"`` gives unbiased random rounding (the same operation as uniform
+dithering of inputs).
 
 See: chapters/02_3_data_compression.ipynb
 """
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 from .. import backend as B
+from ..validation import check_bool, check_choice, check_int, check_number
 
-__all__ = ["MAX_BITS", "ROUNDINGS", "integer_range", "qparams", "quantize", "dequantize",
-           "fake_quantize", "quantize_uniform"]
+__all__ = ["MAX_BITS", "ROUNDINGS", "SCALE_EPS", "integer_range", "code_dtype", "qparams",
+           "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize",
+           "quantize_uniform"]
 
 MAX_BITS = 16
-"""Largest bit width accepted: codes fit int16/uint16 and every code is exact in float32."""
+"""Largest bit width accepted: codes fit int32 and every code is exact in float32."""
 
 ROUNDINGS = ("nearest", "stochastic")
 
+SCALE_EPS = 2.0 ** -23
+"""Smallest scale :func:`qparams` returns: ``torch.finfo(torch.float32).eps``, the observers' clamp.
+
+It keeps :math:`1/\\Delta` finite for empty and tiny ranges (``[0, 0]``, ``[-1e-38, 1e-38]``),
+so that 0.0 still maps to exactly 0.0."""
+
+FLOAT32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
+"""The smallest real number that float32 rounds to inf (half-way from the largest float32 to 2**128)."""
+
+SMALLEST_SCALE = 2.0 ** -128 + 2.0 ** -150
+"""Scales up to this one (2.9e-39) round to float32 numbers whose float32 reciprocal overflows."""
+
+CODE_LIMIT = 2 ** 16
+"""``qmin`` and ``qmax`` lie in [-2**16, 2**16 - 1]: every code is exact in float32."""
+
 
 # ----------------------------------------------------------------------------- checks
-def _check_bits(bits: Any, low: int = 1) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an int in [{low}, {MAX_BITS}], got {bits!r}")
-    return bits
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (inf beyond the float32 range)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_0d(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = B.float_of(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+def _float_array(name: str, x: Any) -> Any:
+    """The namespace of ``x``, which must be a floating-point numpy array or torch tensor."""
+    try:
+        xp = B.namespace(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}") from None
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {B.dtype_name(x)}")
+    return xp
 
 
-def _is_0d(value: Any) -> bool:
-    return hasattr(value, "shape") and tuple(value.shape) == () and hasattr(value, "item")
+def _check_no_nan(name: str, x: Any) -> None:
+    """A NaN has no code: refuse it rather than send it silently to an end code."""
+    xp = B.namespace(x)
+    count = B.float_of(xp.sum(xp.astype(xp.isnan(x), xp.int32)))
+    if count:
+        raise ValueError(f"{name} must not hold NaN (a NaN has no code), got {int(count)} NaN entries")
 
 
-def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not _is_0d(value)
-
-
-def _check_scale(scale: Any) -> None:
-    if _is_array(scale):
-        xp = B.namespace(scale)
-        if not B.float_of(xp.all(xp.isfinite(scale) & (scale > 0))):
-            raise ValueError("scale must be finite numbers > 0, got an array with entries "
-                             f"in [{B.float_of(xp.min(scale))}, {B.float_of(xp.max(scale))}]")
-        return
-    value = _check_real("scale", scale)
-    if value <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {value}")
-
-
-def _check_range(qmin: Any, qmax: Any) -> None:
-    for name, v in (("qmin", qmin), ("qmax", qmax)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {v!r}")
+def _check_code_range(qmin: Any, qmax: Any) -> tuple[int, int]:
+    qmin = check_int("qmin", qmin, -CODE_LIMIT, CODE_LIMIT - 1)
+    qmax = check_int("qmax", qmax, -CODE_LIMIT, CODE_LIMIT - 1)
     if qmin >= qmax:
         raise ValueError(f"qmin must be < qmax, got qmin={qmin}, qmax={qmax}")
     if qmax - qmin > 2 ** MAX_BITS - 1:
         raise ValueError(f"qmax - qmin must be <= 2**{MAX_BITS} - 1 = {2 ** MAX_BITS - 1}, "
                          f"got qmin={qmin}, qmax={qmax}")
+    return qmin, qmax
 
 
-def _check_zero_point(zero_point: Any, qmin: int, qmax: int) -> None:
-    if _is_array(zero_point):
-        xp = B.namespace(zero_point)
-        inside = (zero_point >= qmin) & (zero_point <= qmax) & (xp.round(zero_point) == zero_point)
-        if not B.float_of(xp.all(inside)):
-            raise ValueError(f"zero_point must be integers in [qmin, qmax] = [{qmin}, {qmax}]")
-        return
-    if isinstance(zero_point, bool) or not isinstance(zero_point, int):
-        raise TypeError(f"zero_point must be an int, got {zero_point!r}")
-    if not qmin <= zero_point <= qmax:
-        raise ValueError(f"zero_point must be in [qmin, qmax] = [{qmin}, {qmax}], got {zero_point}")
+def _is_array(value: Any) -> bool:
+    """An array of at least one dimension (0-d arrays are taken as numbers)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype") and tuple(value.shape) != ()
 
 
-def _check_rounding(rounding: Any) -> None:
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+def _per_channel(name: str, value: Any, x: Any, axis: int | None, dtype: str) -> Any:
+    """An array ``value`` on ``x``'s backend in ``dtype``, shaped to broadcast against ``x``.
 
-
-def _check_float_array(x: Any) -> Any:
+    With ``axis``: a 1-D array of length ``x.shape[axis]``. Without: any shape broadcastable
+    to ``x.shape`` that does not enlarge it.
+    """
     xp = B.namespace(x)
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"x must be a floating-point array, got dtype {B.dtype_name(x)}")
-    return xp
+    if B.dtype_name(value) == "bool":
+        raise TypeError(f"{name} must be a number or a numeric array, got dtype bool")
+    value = B.to_backend(value, B.backend_of(x), dtype=dtype)
+    shape, ndim = tuple(value.shape), len(x.shape)
+    if axis is None:
+        if len(shape) > ndim or any(s not in (1, n) for s, n in zip(shape[::-1], x.shape[::-1])):
+            raise ValueError(f"{name} of shape {shape} must broadcast to x's shape {tuple(x.shape)}")
+        return value
+    if shape != (x.shape[axis],):
+        raise ValueError(f"{name} must have shape ({x.shape[axis]},) (one entry per channel along "
+                         f"axis {axis} of x, shape {tuple(x.shape)}), got shape {shape}")
+    return xp.reshape(value, tuple(x.shape[axis] if d == axis else 1 for d in range(ndim)))
+
+
+def _check_axis(axis: Any, x: Any) -> int | None:
+    if axis is None:
+        return None
+    ndim = len(x.shape)
+    if ndim == 0:
+        raise ValueError(f"axis must be None for a 0-d x, got {axis!r}")
+    return check_int("axis", axis, -ndim, ndim - 1) % ndim
+
+
+def _scale(scale: Any, x: Any, axis: int | None) -> tuple[Any, Any]:
+    r"""(Δ, 1/Δ) as torch's kernels get them: Δ rounded to float32, 1/Δ computed in float32.
+
+    Numbers stay Python floats (weakly typed: they take ``x``'s dtype, exactly); arrays come
+    back in ``x``'s dtype, shaped to broadcast. Δ must round to a float32 number whose
+    reciprocal is finite in float32: :data:`SMALLEST_SCALE` < Δ < 3.4e38.
+    """
+    if not _is_array(scale):
+        value = check_number("scale", scale, 0.0, low_open=True)
+        if not SMALLEST_SCALE < value < FLOAT32_OVERFLOW:
+            raise ValueError(f"scale must be a float32 number > 2.9e-39 and <= 3.4e+38 (so that 1/scale "
+                             f"is finite in float32), got {scale!r}")
+        scale32 = _float32(value)
+        return scale32, _float32(1.0 / scale32)
+    xp = B.namespace(x)
+    scale64 = _per_channel("scale", scale, x, axis, "float64")
+    good = (scale64 > SMALLEST_SCALE) & (scale64 < FLOAT32_OVERFLOW)        # NaN is not good
+    if not B.float_of(xp.all(good)):
+        bad = scale64[~good]
+        raise ValueError(f"scale must hold float32 numbers > 2.9e-39 and <= 3.4e+38 (so that 1/scale is "
+                         f"finite in float32), got {int(bad.shape[0])} entries outside, e.g. "
+                         f"{B.float_of(bad[0])}")
+    scale32 = xp.astype(scale64, xp.float32)
+    inverse = 1.0 / scale32                               # float32, as torch's per-channel kernel
+    return xp.astype(scale32, x.dtype), xp.astype(inverse, x.dtype)
+
+
+def _zero_point(zero_point: Any, x: Any, axis: int | None, qmin: int | None, qmax: int | None) -> Any:
+    """``zero_point`` checked (an integer, in [qmin, qmax] where given): an int, or an array in x's dtype."""
+    if not _is_array(zero_point):
+        return check_int("zero_point", zero_point, qmin, qmax)
+    xp = B.namespace(x)
+    z = _per_channel("zero_point", zero_point, x, axis, "float64")
+    good = (xp.round(z) == z) & (xp.abs(z) <= CODE_LIMIT)
+    if qmin is not None:
+        good = good & (z >= qmin) & (z <= qmax)
+    if not B.float_of(xp.all(good)):
+        where = f"in [-{CODE_LIMIT}, {CODE_LIMIT}]" if qmin is None else f"in [qmin, qmax] = [{qmin}, {qmax}]"
+        raise ValueError(f"zero_point must hold integers {where}, got e.g. {B.float_of(z[~good][0])}")
+    return xp.astype(z, x.dtype)
+
+
+def _as_float32(name: str, value: Any) -> Any:
+    """A float array rounded to float32, refusing NaN and values beyond the float32 range."""
+    xp = B.namespace(value)
+    value64 = xp.astype(value, xp.float64)
+    bad = ~(xp.abs(value64) < FLOAT32_OVERFLOW)                              # NaN is bad
+    if B.float_of(xp.any(bad)):
+        raise ValueError(f"{name} must hold finite float32 numbers (|v| <= 3.4028235e+38), got "
+                         f"{B.float_of(value64[bad][0])} in {int(B.float_of(xp.sum(xp.astype(bad, xp.int32))))} "
+                         f"entries")
+    return xp.astype(value64, xp.float32)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -139,12 +220,46 @@ def integer_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
 
     See: chapters/02_3_data_compression.ipynb
     """
+    symmetric = check_bool("symmetric", symmetric)
     if symmetric:
-        _check_bits(bits, low=2)
-        top = 2 ** (bits - 1) - 1
+        top = 2 ** (check_int("bits", bits, 2, MAX_BITS) - 1) - 1
         return -top, top
-    _check_bits(bits)
-    return 0, 2 ** bits - 1
+    return 0, 2 ** check_int("bits", bits, 1, MAX_BITS) - 1
+
+
+def code_dtype(qmin: int, qmax: int) -> str:
+    """The narrowest integer dtype of the codes [qmin, qmax]: ``"uint8"``, ``"int8"`` or ``"int32"``.
+
+    These are torch's ``quint8``, ``qint8`` and ``qint32`` (``int_repr()`` dtypes).
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    qmin, qmax = _check_code_range(qmin, qmax)
+    if 0 <= qmin and qmax <= 255:
+        return "uint8"
+    if -128 <= qmin and qmax <= 127:
+        return "int8"
+    return "int32"
+
+
+def _observer(lo: Any, hi: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[Any, Any]:
+    r"""torch.ao's ``_calculate_qparams`` on float32 arrays (one entry per channel), op by op.
+
+    Python numbers are weakly typed, so every operation below is a float32 operation.
+    """
+    xp = B.namespace(lo)
+    lo = xp.minimum(lo, xp.zeros_like(lo))                  # widen to contain 0
+    hi = xp.maximum(hi, xp.zeros_like(hi))
+    width = xp.max(xp.astype(hi, xp.float64) - xp.astype(lo, xp.float64))    # exact
+    if not symmetric and B.float_of(width) >= FLOAT32_OVERFLOW:
+        raise ValueError(f"x_max - x_min must fit in float32 (<= 3.4e+38), got a range of width "
+                         f"{B.float_of(width):.4g}")
+    if symmetric:
+        scale = xp.clip(xp.maximum(-lo, hi) / ((qmax - qmin) / 2), SCALE_EPS, None)
+        return scale, xp.zeros_like(scale, dtype=xp.int32)
+    scale = xp.clip((hi - lo) / float(qmax - qmin), SCALE_EPS, None)
+    zero_point = xp.clip(qmin - xp.round(lo / scale), qmin, qmax)
+    return scale, xp.astype(zero_point, xp.int32)
 
 
 def qparams(x_min: float, x_max: float, bits: int, symmetric: bool = False) -> tuple[float, int]:
@@ -152,143 +267,238 @@ def qparams(x_min: float, x_max: float, bits: int, symmetric: bool = False) -> t
 
     The range is first widened to contain 0 (:math:`x_{\min} \le 0 \le x_{\max}`), so that 0.0
     is exactly representable (Jacob et al. 2018 §2.1). With :math:`(q_{\min}, q_{\max})` from
-    :func:`integer_range`:
+    :func:`integer_range` and :math:`\varepsilon` = :data:`SCALE_EPS`:
 
     .. math::
 
-        \text{affine:}\quad \Delta = \frac{x_{\max} - x_{\min}}{q_{\max} - q_{\min}},\qquad
+        \text{affine:}\quad \Delta = \max\Big(\frac{x_{\max} - x_{\min}}{q_{\max} - q_{\min}},\,
+        \varepsilon\Big),\qquad
         z = \operatorname{clamp}\big(q_{\min} - \operatorname{round}(x_{\min}/\Delta),\,
         q_{\min}, q_{\max}\big)
 
-        \text{symmetric:}\quad \Delta = \frac{\max(|x_{\min}|, |x_{\max}|)}{2^{b-1} - 1},
-        \qquad z = 0
+        \text{symmetric:}\quad \Delta = \max\Big(\frac{\max(|x_{\min}|, |x_{\max}|)}{2^{b-1} - 1},
+        \,\varepsilon\Big), \qquad z = 0
 
-    These are the formulas of ``torch.ao.quantization.MinMaxObserver`` (which the tests compare
-    with). When the widened range is empty (all values 0) any scale represents the data
-    exactly; 1.0 is returned.
+    These are the formulas of ``torch.ao.quantization.MinMaxObserver`` (``quint8`` /
+    ``qint8``, ``per_tensor_affine`` / ``per_tensor_symmetric``, ``quant_min`` and
+    ``quant_max`` from :func:`integer_range`), computed as it does: the range rounded to
+    float32, every operation in float32. The results are equal bit for bit.
 
     Parameters
     ----------
-    x_min, x_max : float (or 0-d arrays), with x_min <= x_max
+    x_min, x_max : float (or 0-d arrays), with x_min <= x_max, inside the float32 range
         The range to cover, e.g. the min and max of a calibration batch.
     bits : int in [1, 16] (symmetric: [2, 16])
     symmetric : bool
 
     Returns
     -------
-    scale : float > 0
+    scale : float, a float32 number >= SCALE_EPS
     zero_point : int in [qmin, qmax]
-
-    Seed: §3.1.3.1 (inputs), §3.2.1 (weights), §3.4.3.1 (inference), "整数化".
-    See: chapters/02_3_data_compression.ipynb
-    """
-    lo, hi = _check_real("x_min", x_min), _check_real("x_max", x_max)
-    if hi < lo:
-        raise ValueError(f"x_max must be >= x_min, got x_min={lo}, x_max={hi}")
-    qmin, qmax = integer_range(bits, symmetric)
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if symmetric:
-        amax = max(-lo, hi)
-        return (amax / qmax if amax > 0 else 1.0), 0
-    if hi == lo:
-        return 1.0, qmin
-    scale = (hi - lo) / (qmax - qmin)
-    zero_point = min(max(qmin - round(lo / scale), qmin), qmax)
-    return scale, int(zero_point)
-
-
-# ----------------------------------------------------------------------------- quantizers
-def _operand(value: Any, like: Any) -> Any:
-    """A Python number stays one (weakly typed); an array takes the float dtype of ``like``."""
-    if _is_array(value):
-        return B.namespace(like).astype(B.asarray(value, like), like.dtype)
-    return B.float_of(value)
-
-
-def _rounded(y: Any, rounding: str) -> Any:
-    """round-half-to-even(y), or floor(y + u) with u ~ U[0, 1) from the project's generator."""
-    xp = B.namespace(y)
-    if rounding == "nearest":
-        return xp.round(y)
-    u = B.asarray(B.rng().random(tuple(y.shape)), y)
-    return xp.floor(y + u)
-
-
-def _codes(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int, rounding: str) -> Any:
-    """The codes :math:`x_q` as floats holding integers (exact up to 2**24)."""
-    xp = _check_float_array(x)
-    _check_scale(scale)
-    _check_range(qmin, qmax)
-    _check_zero_point(zero_point, qmin, qmax)
-    _check_rounding(rounding)
-    # x * (1/scale), not x / scale: one division per tensor, and bit-identical to torch/fbgemm,
-    # which quantize with ``nearbyint(x * inv_scale)``
-    inv_scale = 1.0 / _operand(scale, x)
-    return xp.clip(_rounded(x * inv_scale, rounding) + _operand(zero_point, x), qmin, qmax)
-
-
-def quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
-             rounding: str = "nearest") -> Any:
-    r"""Integer codes of ``x``: :math:`x_q = \operatorname{clamp}(\operatorname{round}(x/\Delta) + z, q_{\min}, q_{\max})`.
-
-    Parameters
-    ----------
-    x : float array, any shape
-    scale : float > 0, or float array broadcastable to ``x`` (per channel)
-    zero_point : int in [qmin, qmax], or integer-valued array broadcastable to ``x``
-    qmin, qmax : int
-        The code range, e.g. from :func:`integer_range`.
-    rounding : {"nearest", "stochastic"}
-        ``"nearest"``: round half to even (torch, numpy). ``"stochastic"``:
-        :math:`\lfloor x/\Delta + u \rfloor`, :math:`u \sim U[0, 1)` drawn from
-        :func:`nnopt_lab.backend.rng` -- unbiased, :math:`E[\hat x] = x` inside the range.
-
-    Returns
-    -------
-    int64 array, same shape as ``x`` (``torch.quantize_per_tensor(...).int_repr()`` up to dtype)
 
     Raises
     ------
     ValueError
-        For non-finite ``x`` (a NaN has no code), scale <= 0, zero_point outside [qmin, qmax].
+        For NaN/inf or x_min > x_max, a value beyond float32 (|x| > 3.4e38), or a range
+        x_max - x_min that overflows float32.
+
+    Seed: §3.1.3.1 (inputs), §3.2.1 (weights), §3.4.3.1 (inference), "整数化".
+    See: chapters/02_3_data_compression.ipynb
+    """
+    lo, hi = check_number("x_min", x_min), check_number("x_max", x_max)
+    qmin, qmax = integer_range(bits, symmetric)
+    if hi < lo:
+        raise ValueError(f"x_max must be >= x_min, got x_min={lo}, x_max={hi}")
+    for name, value in (("x_min", lo), ("x_max", hi)):
+        if not abs(value) < FLOAT32_OVERFLOW:
+            raise ValueError(f"{name} must be a float32 number (|{name}| <= 3.4028235e+38), got {value!r}")
+    bounds = B.to_backend([_float32(lo), _float32(hi)], "numpy", dtype="float32")   # exact: no rounding
+    scale, zero_point = _observer(bounds[:1], bounds[1:], qmin, qmax, symmetric)
+    return B.float_of(scale[0]), int(zero_point[0])
+
+
+def channel_minmax(x: Any, axis: int = 0) -> tuple[Any, Any]:
+    r"""Per-channel range of ``x``: the min and max over every axis except ``axis``.
+
+    What ``torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=axis)`` records, e.g. one
+    range per output channel of a weight (``axis=0``).
+
+    Parameters
+    ----------
+    x : float array, shape (..., C, ...) with C at ``axis``
+    axis : int
+
+    Returns
+    -------
+    x_min, x_max : float arrays of shape (C,), x's dtype and backend
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    xp = _float_array("x", x)
+    ndim = len(x.shape)
+    if ndim == 0:
+        raise ValueError("x must have at least one axis (the channels), got a 0-d array")
+    axis = check_int("axis", axis, -ndim, ndim - 1) % ndim
+    others = tuple(d for d in range(ndim) if d != axis)
+    if any(x.shape[d] == 0 for d in others):
+        raise ValueError(f"x must have entries in every channel, got shape {tuple(x.shape)}")
+    _check_no_nan("x", x)
+    if not others:
+        return x, x
+    return xp.min(x, axis=others), xp.max(x, axis=others)
+
+
+def qparams_per_channel(x_min: Any, x_max: Any, bits: int, symmetric: bool = False) -> tuple[Any, Any]:
+    r"""One scale and zero point per channel: :func:`qparams` applied to each entry of the ranges.
+
+    The formulas of :func:`qparams`, on arrays, computed as
+    ``torch.ao.quantization.PerChannelMinMaxObserver`` (``per_channel_affine`` /
+    ``per_channel_symmetric``) computes them: in float32, equal bit for bit.
+
+    Parameters
+    ----------
+    x_min, x_max : float arrays of shape (C,), one backend, x_min <= x_max entrywise
+        E.g. from :func:`channel_minmax`; rounded to float32 first (torch keeps them as float32).
+    bits : int in [1, 16] (symmetric: [2, 16])
+    symmetric : bool
+
+    Returns
+    -------
+    scale : float32 array, shape (C,), entries >= SCALE_EPS
+    zero_point : int32 array, shape (C,), entries in [qmin, qmax]
+        Both on the backend and device of ``x_min``; pass them to :func:`fake_quantize` /
+        :func:`quantize` with ``axis`` (``torch.fake_quantize_per_channel_affine``).
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    xp = _float_array("x_min", x_min)
+    _float_array("x_max", x_max)
+    B.namespace(x_min, x_max)                                  # one backend
+    if len(x_min.shape) != 1 or tuple(x_max.shape) != tuple(x_min.shape):
+        raise ValueError(f"x_min and x_max must be 1-D of one length (one entry per channel), got shapes "
+                         f"{tuple(x_min.shape)} and {tuple(x_max.shape)}")
+    qmin, qmax = integer_range(bits, symmetric)
+    lo, hi = _as_float32("x_min", x_min), _as_float32("x_max", x_max)
+    if B.float_of(xp.any(hi < lo)):
+        c = int(B.float_of(xp.argmax(xp.astype(hi < lo, xp.int32))))
+        raise ValueError(f"x_max must be >= x_min in every channel, got x_min[{c}]={B.float_of(lo[c])}, "
+                         f"x_max[{c}]={B.float_of(hi[c])}")
+    return _observer(lo, hi, qmin, qmax, symmetric)
+
+
+# ----------------------------------------------------------------------------- quantizers
+def _rounded(y: Any, rounding: str) -> Any:
+    """round-half-to-even(y); or stochastic: up with probability y - floor(y), u ~ U[0, 1)."""
+    xp = B.namespace(y)
+    if rounding == "nearest":
+        return xp.round(y)
+    down = xp.floor(y)
+    u = B.asarray(B.rng().random(tuple(y.shape)), y)
+    return down + xp.astype(u < y - down, y.dtype)       # exact: no rounding of y + u
+
+
+def _codes(x: Any, inv_scale: Any, zero_point: Any, qmin: int, qmax: int, rounding: str) -> Any:
+    """The codes :math:`x_q` as floats holding integers (exact up to 2**24), op by op as torch.
+
+    ``x * (1/Δ)``, not ``x / Δ``: torch/fbgemm quantize with ``nearbyint(x * inv_scale)``
+    where ``inv_scale = 1.0f / scale`` in float32; next to a tie the two differ by one code.
+    """
+    xp = B.namespace(x)
+    return xp.clip(_rounded(x * inv_scale, rounding) + zero_point, qmin, qmax)
+
+
+def _checked(x: Any, scale: Any, zero_point: Any, qmin: Any, qmax: Any, rounding: Any,
+             axis: Any) -> tuple[Any, Any, Any, int, int]:
+    """The arguments of quantize / fake_quantize, checked: (Δ, 1/Δ, z, qmin, qmax)."""
+    _float_array("x", x)
+    qmin, qmax = _check_code_range(qmin, qmax)
+    axis = _check_axis(axis, x)
+    scale, inv_scale = _scale(scale, x, axis)
+    zero_point = _zero_point(zero_point, x, axis, qmin, qmax)
+    check_choice("rounding", rounding, ROUNDINGS)
+    _check_no_nan("x", x)
+    return scale, inv_scale, zero_point, qmin, qmax
+
+
+def quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
+             rounding: str = "nearest", axis: int | None = None) -> Any:
+    r"""Integer codes of ``x``: :math:`x_q = \operatorname{clamp}(\operatorname{round}(x/\Delta) + z, q_{\min}, q_{\max})`.
+
+    Parameters
+    ----------
+    x : float array, any shape, no NaN (±inf go to the end codes)
+    scale : float > 0, or float array (per channel); used as float32, as in torch
+    zero_point : int in [qmin, qmax], or integer-valued array (per channel)
+    qmin, qmax : int in [-2**16, 2**16 - 1], qmin < qmax
+        The code range, e.g. from :func:`integer_range`.
+    rounding : {"nearest", "stochastic"}
+        ``"nearest"``: round half to even (torch, numpy). ``"stochastic"``: with
+        :math:`y = x/\Delta`, :math:`\lfloor y \rfloor + [u < y - \lfloor y \rfloor]`,
+        :math:`u \sim U[0, 1)` drawn from :func:`nnopt_lab.backend.rng` (the law of
+        :math:`\lfloor y + u \rfloor`, without its rounding) -- unbiased,
+        :math:`E[\hat x] = x` inside the range.
+    axis : int or None
+        ``None``: ``scale`` and ``zero_point`` are numbers, or arrays broadcastable to ``x``.
+        An int: they are 1-D arrays with one entry per channel along ``axis`` (e.g. from
+        :func:`qparams_per_channel`).
+
+    Returns
+    -------
+    integer array, same shape as ``x``, of dtype :func:`code_dtype` (qmin, qmax): uint8, int8
+    or int32. The codes of ``torch.fake_quantize_per_tensor_affine`` /
+    ``_per_channel_affine``, bit for bit. ``torch.quantize_per_tensor(...).int_repr()``
+    agrees except next to ties when z ≠ 0: it rounds the fused :math:`x/\Delta + z` (an FMA)
+    instead of adding z to the rounded :math:`x/\Delta`.
+
+    Raises
+    ------
+    ValueError
+        For NaN in ``x`` (a NaN has no code), scale <= 0 or with 1/scale beyond float32,
+        zero_point outside [qmin, qmax].
 
     Seed: §3.1.3.1 / §3.4.3.1 整数化 (the codes are what is stored).
     See: chapters/02_3_data_compression.ipynb
     """
-    codes = _codes(x, scale, zero_point, qmin, qmax, rounding)
+    scale, inv_scale, zero_point, qmin, qmax = _checked(x, scale, zero_point, qmin, qmax, rounding, axis)
     xp = B.namespace(x)
-    if not B.float_of(xp.all(xp.isfinite(x))):
-        raise ValueError("x must be finite to be quantized: it holds NaN or inf")
-    return xp.astype(codes, xp.int64)
+    codes = _codes(x, inv_scale, zero_point, qmin, qmax, rounding)
+    return xp.astype(codes, getattr(xp, code_dtype(qmin, qmax)))
 
 
-def dequantize(q: Any, scale: Any, zero_point: Any, dtype: str = "float32") -> Any:
+def dequantize(q: Any, scale: Any, zero_point: Any, dtype: str = "float32", axis: int | None = None) -> Any:
     r"""Real values of integer codes: :math:`\hat x = (x_q - z)\,\Delta`.
 
     Parameters
     ----------
     q : integer (or integer-valued float) array
-    scale : float > 0, or array broadcastable to ``q``
-    zero_point : int, or array broadcastable to ``q``
+    scale : float > 0, or float array (per channel); used as float32, as in torch
+    zero_point : int, or integer-valued array (per channel)
     dtype : {"float32", "float64"}
         Float type of the result (torch's ``dequantize`` gives float32).
+    axis : int or None
+        As in :func:`quantize`.
 
     Returns
     -------
-    float array, shape of ``q``
+    float array, shape of ``q``; in float32 equal to ``torch.quantize_per_tensor(...).dequantize()``
 
     See: chapters/02_3_data_compression.ipynb
     """
-    if dtype not in B.DTYPES:
-        raise ValueError(f"dtype must be one of {B.DTYPES}, got {dtype!r}")
-    _check_scale(scale)
-    xp = B.namespace(q)
+    dtype = check_choice("dtype", dtype, B.DTYPES)
+    try:
+        xp = B.namespace(q)
+    except TypeError:
+        raise TypeError(f"q must be a numpy array or a torch tensor, got {type(q).__name__}") from None
+    if not xp.isdtype(q.dtype, ("integral", "real floating")):
+        raise TypeError(f"q must be an integer or float array, got dtype {B.dtype_name(q)}")
     qf = xp.astype(q, getattr(xp, dtype))
-    return (qf - _operand(zero_point, qf)) * _operand(scale, qf)
+    axis = _check_axis(axis, qf)
+    scale, _ = _scale(scale, qf, axis)
+    return (qf - _zero_point(zero_point, qf, axis, None, None)) * scale
 
 
 def fake_quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
-                  rounding: str = "nearest") -> Any:
+                  rounding: str = "nearest", axis: int | None = None) -> Any:
     r"""Quantize then dequantize: the real value each entry of ``x`` is stored as.
 
     .. math::
@@ -298,14 +508,17 @@ def fake_quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
 
     Same arguments as :func:`quantize`; returns an array of ``x``'s shape and float dtype.
     In float32 it equals ``torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin,
-    qmax)`` bit for bit when ``scale`` is a float32 number. NaN entries stay NaN.
+    qmax)`` (with ``axis``: ``torch.fake_quantize_per_channel_affine``) bit for bit. In
+    float64 the codes are torch's and the values the exact :math:`(x_q - z)\Delta`, which
+    torch's per-tensor kernel rounds to float32 (its per-channel kernel does not).
 
     Seed: §4.1.3 -- ``np.round(data / 2) * 2`` is ``fake_quantize(data, 2.0, 0, qmin, qmax)``
     with a range wide enough never to clamp.
     See: chapters/02_3_data_compression.ipynb
     """
-    codes = _codes(x, scale, zero_point, qmin, qmax, rounding)
-    return (codes - _operand(zero_point, x)) * _operand(scale, x)
+    scale, inv_scale, zero_point, qmin, qmax = _checked(x, scale, zero_point, qmin, qmax, rounding, axis)
+    codes = _codes(x, inv_scale, zero_point, qmin, qmax, rounding)
+    return (codes - zero_point) * scale
 
 
 def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "nearest") -> Any:
@@ -321,11 +534,12 @@ def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "n
         0,\, 2^b - 1\big).
 
     This is :func:`fake_quantize` of :math:`x - lo` with zero point 0 on codes
-    :math:`[0, 2^b - 1]`; values outside [lo, hi] are clamped to the end levels.
+    :math:`[0, 2^b - 1]`, except that :math:`\Delta` keeps ``x``'s precision (float64 levels
+    are exact); values outside [lo, hi] are clamped to the end levels.
 
     Parameters
     ----------
-    x : float array, any shape
+    x : float array, any shape, no NaN
     bits : int in [1, 16]
     lo, hi : float, lo < hi
     rounding : {"nearest", "stochastic"}
@@ -339,10 +553,17 @@ def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "n
     :math:`(lo + hi)/2`, "二进制化".
     See: chapters/02_3_data_compression.ipynb
     """
-    _check_bits(bits)
-    lo, hi = _check_real("lo", lo), _check_real("hi", hi)
+    xp = _float_array("x", x)
+    qmax = 2 ** check_int("bits", bits, 1, MAX_BITS) - 1
+    lo, hi = check_number("lo", lo), check_number("hi", hi)
+    check_choice("rounding", rounding, ROUNDINGS)
     if not hi > lo:
         raise ValueError(f"hi must be > lo, got lo={lo}, hi={hi}")
-    qmax = 2 ** bits - 1
+    largest = float(xp.finfo(x.dtype).max)
     scale = (hi - lo) / qmax
-    return fake_quantize(x - lo, scale, 0, 0, qmax, rounding) + lo
+    inv_scale = 1.0 / scale if scale > 0 else math.inf
+    if not (max(abs(lo), abs(hi), scale, inv_scale) <= largest):
+        raise ValueError(f"lo, hi, Δ = (hi - lo)/{qmax} and 1/Δ must be finite in {B.dtype_name(x)}, "
+                         f"got lo={lo}, hi={hi}")
+    _check_no_nan("x", x)
+    return _codes(x - lo, inv_scale, 0, 0, qmax, rounding) * scale + lo
