@@ -16,7 +16,7 @@ from nnopt_lab.testing import compare
 from nnopt_lab.training import SGD, fit
 from nnopt_lab.training import batch_size as BS
 from nnopt_lab.training.schedules import LRProbe
-from nnopt_lab.widgets.schedules import batch_tradeoff
+from nnopt_lab.widgets.batch_size import batch_tradeoff
 
 
 def blobs(backend, n=400, d=8, k=4, seed=2):

@@ -16,7 +16,7 @@ from nnopt_lab.testing import compare
 from nnopt_lab.training import SGD, fit
 from nnopt_lab.training import schedules as S
 from nnopt_lab.training.loop import batches
-from nnopt_lab.widgets import schedules as W
+from nnopt_lab.widgets import learning_rate as W
 
 STEPS = 400
 LR = 0.1
@@ -403,39 +403,6 @@ def test_schedule_callback_refuses_a_foreign_optimizer_and_missing_metric():
                     callbacks=[S.ScheduleCallback(S.ReduceLROnPlateau(opt))]))
     bad(ValueError, r"every must be one of \('step', 'epoch'\), got 'batch'",
         lambda: S.ScheduleCallback(sched, every="batch"))
-
-
-# ----------------------------------------------------------------------------- range test
-def test_range_test_finds_a_rate_below_divergence_and_leaves_the_model_alone(backend_name):
-    be = B.get_backend(backend_name, "float64")
-    x, y = tiny_data(be, n=256)
-    B.seed(0)
-    model = models.mlp((6, 16, 3), backend=be)
-    before = {k: B.to_numpy(v).copy() for k, v in model.state_dict().items()}
-    res = S.lr_range_test(model, (x, y), lr_min=1e-4, lr_max=100.0, steps=120, batch_size=32)
-    for k, v in model.state_dict().items():
-        assert np.array_equal(B.to_numpy(v), before[k]), f"{k} changed"
-    assert res.diverged and res.lrs[-1] < 100.0
-    assert len(res.lrs) == len(res.losses) == len(res.raw_losses)
-    ratios = [b / a for a, b in zip(res.lrs, res.lrs[1:])]
-    assert max(ratios) / min(ratios) - 1 < 1e-9                       # geometric spacing
-    assert 1e-4 < res.steepest_lr < res.min_loss_lr < res.lrs[-1]
-    assert res.suggested_lr == res.steepest_lr
-    i_min = res.losses.index(min(res.losses))
-    assert res.losses[i_min] < 0.9 * res.losses[0]                    # the loss did fall
-    res10 = S.lr_range_test(lambda: models.mlp((6, 16, 3), backend=be), (x, y), 1e-4, 100.0, 120, 32,
-                            rule="min/10")
-    assert res10.suggested_lr == pytest.approx(res10.min_loss_lr / 10)
-
-
-def test_range_test_bad_arguments():
-    x, y = tiny_data(B.get_backend("numpy", "float64"))
-    factory = lambda: models.mlp((6, 4, 3))  # noqa: E731
-    bad(ValueError, r"lr_max must be .* got 0.001", lambda: S.lr_range_test(factory, (x, y), 0.01, 0.001))
-    bad(ValueError, r"rule must be one of \('steepest', 'min/10'\), got 'valley'",
-        lambda: S.lr_range_test(factory, (x, y), rule="valley"))
-    bad(ValueError, r"smooth must be .* got 1.0", lambda: S.lr_range_test(factory, (x, y), smooth=1.0))
-    bad(TypeError, r"model must be a Module or a callable", lambda: S.lr_range_test(3, (x, y)))
 
 
 # ----------------------------------------------------------------------------- explorer

@@ -7,6 +7,6 @@ from .snapshot import preserved
 from .clipping import ClippedOptimizer, clip_grad_norm, clip_grad_value, total_grad_norm
 from .optim import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, check_lr
 from .schedules import (ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR,
-                        LinearWarmup, LRProbe, LRScheduler, MultiStepLR, OneCycleLR, RangeTestResult,
-                        ReduceLROnPlateau, ScheduleCallback, SequentialLR, StepLR, lr_curve, lr_range_test,
-                        with_warmup)
+                        LinearWarmup, LRProbe, LRScheduler, MultiStepLR, OneCycleLR,
+                        ReduceLROnPlateau, ScheduleCallback, SequentialLR, StepLR, lr_curve, with_warmup)
+from .range_test import RangeTestResult, lr_range_test

@@ -27,8 +27,8 @@ recursions equal in exact arithmetic, and each class's :meth:`closed_form_lr` gi
 where torch has one.
 
 Also here: :class:`ScheduleCallback` (use any schedule from :func:`~nnopt_lab.training.fit`,
-per step or per epoch), :func:`lr_curve` (a schedule's lr for every step, for plots) and
-:func:`lr_range_test` (Smith 2015's learning-rate range test).
+per step or per epoch) and :func:`lr_curve` (a schedule's lr for every step, for plots).
+The learning-rate range test is :func:`nnopt_lab.training.range_test.lr_range_test`.
 
 Seed: §2.3.1, §3.3.1 (dynamic adjustment 动态调整 and decay 衰减).
 See: chapters/04_1_learning_rate.ipynb
@@ -39,54 +39,20 @@ import copy
 import math
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
-from .. import backend as B
-from ..validation import check_int as _check_int
-from ..nn.layers import CrossEntropyLoss, Module
-from .loop import Callback, TrainState, check_xy, batches, train_step
-from .optim import SGD, check_lr
+from ..validation import as_float, check_choice, check_int, check_number
+from .loop import Callback, TrainState
+from .optim import check_lr
 
 __all__ = [
     "LRScheduler", "ConstantLR", "StepLR", "MultiStepLR", "ExponentialLR", "LinearLR", "LinearWarmup",
     "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "OneCycleLR", "SequentialLR",
     "ReduceLROnPlateau", "with_warmup", "LRProbe", "lr_curve", "ScheduleCallback",
-    "RangeTestResult", "lr_range_test",
 ]
 
 
 # ----------------------------------------------------------------------------- argument checks
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, high_open: bool = False) -> float:
-    """A finite float in the interval [low, high] (ends open where asked); else ValueError."""
-    ok = _is_number(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return float(value)
-
-
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-
 def _check_optimizer(optimizer: Any) -> Any:
     if not hasattr(optimizer, "lr"):
         raise TypeError(f"optimizer must have a float attribute 'lr' (an nnopt_lab Optimizer), "
@@ -204,8 +170,8 @@ class ConstantLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5):
-        self.factor = _check_number("factor", factor, 0.0, 1.0)
-        self.total_iters = _check_int("total_iters", total_iters)
+        self.factor = check_number("factor", factor, 0.0, 1.0)
+        self.total_iters = check_int("total_iters", total_iters)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -233,8 +199,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1):
-        self.step_size = _check_int("step_size", step_size)
-        self.gamma = _check_number("gamma", gamma, 0.0, low_open=True)
+        self.step_size = check_int("step_size", step_size)
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -261,11 +227,11 @@ class MultiStepLR(LRScheduler):
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1):
         milestones = list(milestones)
         for i, m in enumerate(milestones):
-            _check_int(f"milestones[{i}]", m)
+            check_int(f"milestones[{i}]", m)
         if milestones != sorted(milestones):
             raise ValueError(f"milestones must be non-decreasing, got {milestones!r}")
         self.milestones = Counter(milestones)
-        self.gamma = _check_number("gamma", gamma, 0.0, low_open=True)
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -289,7 +255,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, gamma: float):
-        self.gamma = _check_number("gamma", gamma, 0.0, low_open=True)
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -319,9 +285,9 @@ class LinearLR(LRScheduler):
 
     def __init__(self, optimizer: Any, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
                  total_iters: int = 5):
-        self.start_factor = _check_number("start_factor", start_factor, 0.0, 1.0, low_open=True)
-        self.end_factor = _check_number("end_factor", end_factor, 0.0, 1.0)
-        self.total_iters = _check_int("total_iters", total_iters)
+        self.start_factor = check_number("start_factor", start_factor, 0.0, 1.0, low_open=True)
+        self.end_factor = check_number("end_factor", end_factor, 0.0, 1.0)
+        self.total_iters = check_int("total_iters", total_iters)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -352,7 +318,7 @@ class LinearWarmup(LinearLR):
 
     def __init__(self, optimizer: Any, warmup_steps: int, start_factor: float = 0.1):
         super().__init__(optimizer, start_factor=start_factor, end_factor=1.0,
-                         total_iters=_check_int("warmup_steps", warmup_steps))
+                         total_iters=check_int("warmup_steps", warmup_steps))
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -376,8 +342,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0):
-        self.T_max = _check_int("T_max", T_max)
-        self.eta_min = _check_number("eta_min", eta_min, 0.0)
+        self.T_max = check_int("T_max", T_max)
+        self.eta_min = check_number("eta_min", eta_min, 0.0)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
@@ -415,10 +381,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0):
-        self.T_0 = _check_int("T_0", T_0)
+        self.T_0 = check_int("T_0", T_0)
         self.T_i = T_0
-        self.T_mult = _check_int("T_mult", T_mult)
-        self.eta_min = _check_number("eta_min", eta_min, 0.0)
+        self.T_mult = check_int("T_mult", T_mult)
+        self.eta_min = check_number("eta_min", eta_min, 0.0)
         self.T_cur = -1
         super().__init__(optimizer)
 
@@ -436,7 +402,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur = self.T_cur % self.T_i
                 self.T_i = self.T_i * self.T_mult
         else:
-            epoch = _check_number("epoch", epoch, 0.0)
+            epoch = check_number("epoch", epoch, 0.0)
             if epoch >= self.T_0:
                 if self.T_mult == 1:
                     self.T_cur = epoch % self.T_0
@@ -490,16 +456,16 @@ class OneCycleLR(LRScheduler):
                  three_phase: bool = False):
         _check_optimizer(optimizer)
         if total_steps is not None:
-            self.total_steps = _check_int("total_steps", total_steps)
+            self.total_steps = check_int("total_steps", total_steps)
         elif epochs is not None and steps_per_epoch is not None:
-            self.total_steps = _check_int("epochs", epochs) * _check_int("steps_per_epoch", steps_per_epoch)
+            self.total_steps = check_int("epochs", epochs) * check_int("steps_per_epoch", steps_per_epoch)
         else:
             raise ValueError("OneCycleLR needs total_steps, or both epochs and steps_per_epoch; got neither")
-        pct_start = _check_number("pct_start", pct_start, 0.0, 1.0)
-        self.anneal_strategy = _check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
-        max_lr = _check_number("max_lr", max_lr, 0.0, low_open=True)
-        div_factor = _check_number("div_factor", div_factor, 0.0, low_open=True)
-        final_div_factor = _check_number("final_div_factor", final_div_factor, 0.0, low_open=True)
+        pct_start = check_number("pct_start", pct_start, 0.0, 1.0)
+        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        max_lr = check_number("max_lr", max_lr, 0.0, low_open=True)
+        div_factor = check_number("div_factor", div_factor, 0.0, low_open=True)
+        final_div_factor = check_number("final_div_factor", final_div_factor, 0.0, low_open=True)
         n = self.total_steps
         if three_phase:
             self._phases = [
@@ -520,8 +486,8 @@ class OneCycleLR(LRScheduler):
                 raise ValueError(f"cycle_momentum=True needs an optimizer with a 'momentum' or 'betas' "
                                  f"attribute, {type(optimizer).__name__} has neither; pass cycle_momentum=False")
             self.use_beta1 = hasattr(optimizer, "betas")
-            self.max_momentum = _check_number("max_momentum", max_momentum, 0.0, 1.0)
-            self.base_momentum = _check_number("base_momentum", base_momentum, 0.0, 1.0)
+            self.max_momentum = check_number("max_momentum", max_momentum, 0.0, 1.0)
+            self.base_momentum = check_number("base_momentum", base_momentum, 0.0, 1.0)
             self._set_momentum(optimizer, self.max_momentum)
         super().__init__(optimizer)
 
@@ -585,7 +551,7 @@ class SequentialLR(LRScheduler):
             raise ValueError(f"milestones must have len(schedulers) - 1 = {len(schedulers) - 1} entries, "
                              f"got {len(milestones)}")
         for i, m in enumerate(milestones):
-            _check_int(f"milestones[{i}]", m)
+            check_int(f"milestones[{i}]", m)
         if any(a >= b for a, b in zip(milestones, milestones[1:])):
             raise ValueError(f"milestones must be strictly increasing, got {milestones!r}")
         self._schedulers = schedulers
@@ -674,15 +640,15 @@ class ReduceLROnPlateau(LRScheduler):
     def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
                  min_lr: float = 0.0, eps: float = 1e-8):
-        self.factor = _check_number("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
+        self.factor = check_number("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
         self.optimizer = _check_optimizer(optimizer)
-        self.min_lr = _check_number("min_lr", min_lr, 0.0)
-        self.patience = _check_int("patience", patience, 0)
-        self.cooldown = _check_int("cooldown", cooldown, 0)
-        self.eps = _check_number("eps", eps, 0.0)
-        self.mode = _check_choice("mode", mode, ("min", "max"))
-        self.threshold = _check_number("threshold", threshold, 0.0)
-        self.threshold_mode = _check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.min_lr = check_number("min_lr", min_lr, 0.0)
+        self.patience = check_int("patience", patience, 0)
+        self.cooldown = check_int("cooldown", cooldown, 0)
+        self.eps = check_number("eps", eps, 0.0)
+        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.threshold = check_number("threshold", threshold, 0.0)
+        self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
         self.last_epoch = 0
         self._last_lr = [float(optimizer.lr)]
         self.mode_worse = math.inf if mode == "min" else -math.inf
@@ -709,10 +675,9 @@ class ReduceLROnPlateau(LRScheduler):
 
     def step(self, metrics: Any) -> None:
         """Feed the epoch's metric (a number or a 0-d array); maybe reduce ``optimizer.lr``."""
-        current = B.float_of(metrics) if hasattr(metrics, "shape") else metrics
-        if not _is_number(current):
+        current = as_float(metrics)
+        if current is None or not math.isfinite(current):
             raise ValueError(f"metrics must be a finite number, got {metrics!r}")
-        current = float(current)
         self.last_epoch += 1
         if self.is_better(current, self.best):
             self.best = current
@@ -758,7 +723,7 @@ def lr_curve(build: Callable[[Any], LRScheduler], steps: int, lr: float = 1.0,
 
     See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
-    steps = _check_int("steps", steps, 0)
+    steps = check_int("steps", steps, 0)
     probe = LRProbe(lr)
     schedule = build(probe)
     if not isinstance(schedule, LRScheduler):
@@ -803,8 +768,8 @@ class ScheduleCallback(Callback):
         if not isinstance(schedule, LRScheduler):
             raise TypeError(f"schedule must be an LRScheduler, got {type(schedule).__name__}")
         self.schedule = schedule
-        self.every = _check_choice("every", every, ("step", "epoch"))
-        self.metric = _check_choice("metric", metric, ("val_loss", "val_acc", "loss", "acc"))
+        self.every = check_choice("every", every, ("step", "epoch"))
+        self.metric = check_choice("metric", metric, ("val_loss", "val_acc", "loss", "acc"))
         self.lrs: list[float] = []
         self._lr_before = None
 
@@ -831,163 +796,3 @@ class ScheduleCallback(Callback):
             self.schedule.step(values[-1])
         elif self.every == "epoch":
             self.schedule.step()
-
-
-# ----------------------------------------------------------------------------- range test
-@dataclass
-class RangeTestResult:
-    """What :func:`lr_range_test` measured.
-
-    Attributes
-    ----------
-    lrs : list of float
-        The rate of each step taken (geometric from ``lr_min``; stops early at divergence).
-    losses : list of float
-        The smoothed (bias-corrected exponential moving average) training loss at each step.
-    raw_losses : list of float
-        The batch losses themselves.
-    suggested_lr : float
-        The pick by ``rule``.
-    rule : str
-        ``"steepest"`` -- where the smoothed loss falls fastest against log lr (before its minimum;
-        slopes over a window of ±n/20 steps, the first n/10 steps skipped);
-        ``"min/10"`` -- a tenth of the rate at the minimum smoothed loss.
-    min_loss_lr, steepest_lr : float
-        Both candidates.
-    diverged : bool
-        Whether the run stopped because the loss exceeded ``diverge`` × its best.
-    """
-
-    lrs: list
-    losses: list
-    raw_losses: list
-    suggested_lr: float
-    rule: str
-    min_loss_lr: float
-    steepest_lr: float
-    diverged: bool
-    extra: dict = field(default_factory=dict)
-
-
-def _steepest_index(log_lrs: list[float], losses: list[float], stop: int) -> int:
-    """Index of the most negative slope d loss / d log lr before ``stop`` (the minimum's index).
-
-    Slopes are differences over a window of ±n/20 points, and the first n/10 points (where the
-    moving average is still young and noisy) are skipped: a one-step slope is dominated by noise.
-    """
-    n = len(losses)
-    window = max(1, n // 20)
-    first = max(window, n // 10)
-    if first >= stop:                      # the minimum came early: fall back to one-step slopes
-        window, first = 1, 1
-    best, best_slope = min(first, n - 1), math.inf
-    for i in range(first, max(stop, first + 1)):
-        j0, j1 = max(i - window, 0), min(i + window, n - 1)
-        if j1 == j0:
-            break
-        slope = (losses[j1] - losses[j0]) / (log_lrs[j1] - log_lrs[j0])
-        if slope < best_slope:
-            best, best_slope = i, slope
-    return best
-
-
-def lr_range_test(model: Module | Callable[[], Module], data: tuple, lr_min: float = 1e-5,
-                  lr_max: float = 10.0, steps: int = 100, batch_size: int = 64, smooth: float = 0.98,
-                  diverge: float = 4.0, rule: str = "steepest", optimizer: Callable[[Any, float], Any] | None = None,
-                  loss_fn=None, seed: int = 0, progress: bool = False) -> RangeTestResult:
-    r"""The learning-rate range test (Smith 2015, "Cyclical learning rates", §3.3).
-
-    Train for ``steps`` mini-batches while the rate grows geometrically from ``lr_min`` to
-    ``lr_max``,
-
-    .. math:: \eta_i = \eta_{min} \Big(\frac{\eta_{max}}{\eta_{min}}\Big)^{i/(n-1)},
-
-    recording the loss smoothed by a bias-corrected moving average
-    :math:`\bar L_i = a_i / (1 - \beta^{i+1})`, :math:`a_i = \beta a_{i-1} + (1-\beta) L_i`.
-    Stop when :math:`\bar L_i > d \cdot \min_{j\le i} \bar L_j` (the loss diverges). A good rate
-    lies where the loss still falls fast, below the divergence.
-
-    Parameters
-    ----------
-    model : Module or callable returning a fresh Module
-        A Module is trained and then restored to its weights and buffers (and mode); a factory
-        is called once, so the caller's model is untouched either way.
-    data : (X (N, ...), y (N,))
-    lr_min, lr_max : float, 0 < lr_min < lr_max
-    steps : int >= 2
-    batch_size : int >= 1
-    smooth : float in [0, 1)
-        :math:`\beta` of the moving average (0 = no smoothing).
-    diverge : float > 1
-    rule : {"steepest", "min/10"}
-        Which candidate becomes ``suggested_lr`` (both are returned).
-    optimizer : callable(model, lr) -> Optimizer, optional
-        Default ``SGD(model, lr)``.
-    seed : int
-        Seeds the batch order (a separate generator: the project's generator is not advanced).
-
-    Returns
-    -------
-    RangeTestResult
-
-    See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
-    """
-    lr_min = _check_number("lr_min", lr_min, 0.0, low_open=True)
-    lr_max = _check_number("lr_max", lr_max, lr_min, low_open=True)
-    steps = _check_int("steps", steps, 2)
-    smooth = _check_number("smooth", smooth, 0.0, 1.0, high_open=True)
-    diverge = _check_number("diverge", diverge, 1.0, low_open=True)
-    rule = _check_choice("rule", rule, ("steepest", "min/10"))
-    x, y = check_xy("data", data)
-    if isinstance(model, Module):
-        net, was_training = model, model.training
-        saved = {k: B.namespace(v).asarray(v, copy=True) for k, v in model.state_dict().items()}
-        saved_grads = [p.grad for p in model.parameters()]
-    elif callable(model):
-        net, saved, was_training = model(), None, None
-        if not isinstance(net, Module):
-            raise TypeError(f"model() must return a Module, got {type(net).__name__}")
-    else:
-        raise TypeError(f"model must be a Module or a callable returning one, got {type(model).__name__}")
-    opt = (optimizer or SGD)(net, lr_min)
-    loss_fn = loss_fn or CrossEntropyLoss()
-    gen = B.generator(seed)
-    ratio = lr_max / lr_min
-    lrs, raw, smoothed, avg, best, diverged = [], [], [], 0.0, math.inf, False
-    net.train()
-    try:
-        def endless():
-            while True:
-                yield from batches(x, y, batch_size, shuffle=True, generator=gen)
-        stream = endless()
-        for i in tqdm(range(steps), desc="range test", disable=not progress, leave=False):
-            lr = lr_min * ratio ** (i / (steps - 1))
-            opt.lr = lr
-            xb, yb = next(stream)
-            loss, _ = train_step(net, loss_fn, opt, xb, yb)
-            value = B.float_of(loss)
-            if not math.isfinite(value):
-                diverged = True
-                break
-            avg = smooth * avg + (1 - smooth) * value
-            value_s = avg / (1 - smooth ** (i + 1))
-            lrs.append(lr)
-            raw.append(value)
-            smoothed.append(value_s)
-            best = min(best, value_s)
-            if value_s > diverge * best:
-                diverged = True
-                break
-    finally:
-        if saved is not None:
-            net.load_state_dict(saved)
-            net.train(was_training)
-            for p, g in zip(net.parameters(), saved_grads):
-                p.grad = g
-    if len(lrs) < 3:
-        raise ValueError(f"the loss diverged after {len(lrs)} steps: lower lr_min (got {lr_min})")
-    i_min = min(range(len(smoothed)), key=smoothed.__getitem__)
-    i_steep = _steepest_index([math.log10(v) for v in lrs], smoothed, max(i_min, 2))
-    min_loss_lr, steepest_lr = lrs[i_min], lrs[i_steep]
-    pick = steepest_lr if rule == "steepest" else min_loss_lr / 10
-    return RangeTestResult(lrs, smoothed, raw, pick, rule, min_loss_lr, steepest_lr, diverged)
