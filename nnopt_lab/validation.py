@@ -18,7 +18,7 @@ import os
 from typing import Any, Sequence
 
 __all__ = ["check_int", "check_number", "check_probability", "check_choice", "check_bool",
-           "check_shape", "check_path", "check_callable", "as_int", "as_float"]
+           "check_shape", "check_path", "check_callable", "as_int", "as_float", "check_array"]
 
 
 def _is_bool(value: Any) -> bool:
@@ -172,4 +172,27 @@ def check_callable(name: str, value: Any) -> Any:
     """``value`` must be callable."""
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+def check_array(name: str, value: Any, ndim: int | Sequence[int] | None = None, layout: str = "") -> Any:
+    """``value`` must be a numpy array or torch tensor, with ``ndim`` axes (an int or allowed ints).
+
+    ``layout`` (e.g. ``"(N, C, H, W)"``) is shown in the message when the number of axes is wrong.
+
+    >>> check_array("images", [1, 2])
+    Traceback (most recent call last):
+    TypeError: images must be a numpy array or torch tensor, got list
+    """
+    from . import backend as B  # backend imports this module: import it when first needed
+
+    try:
+        B.namespace(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}") from None
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim) if ndim is not None else None
+    if allowed is not None and value.ndim not in allowed:
+        axes = " or ".join(str(n) for n in allowed)
+        raise ValueError(f"{name} must have {axes} axes{' ' + layout if layout else ''}, "
+                         f"got shape {tuple(value.shape)}")
     return value
