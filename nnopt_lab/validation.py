@@ -18,7 +18,8 @@ import os
 from typing import Any, Sequence
 
 __all__ = ["check_int", "check_number", "check_probability", "check_choice", "check_bool",
-           "check_shape", "check_path", "check_callable", "as_int", "as_float", "check_array"]
+           "check_shape", "check_path", "check_callable", "as_int", "as_float", "check_array",
+           "check_generator"]
 
 
 def _is_bool(value: Any) -> bool:
@@ -195,4 +196,12 @@ def check_array(name: str, value: Any, ndim: int | Sequence[int] | None = None, 
         axes = " or ".join(str(n) for n in allowed)
         raise ValueError(f"{name} must have {axes} axes{' ' + layout if layout else ''}, "
                          f"got shape {tuple(value.shape)}")
+    return value
+
+
+def check_generator(name: str, value: Any) -> Any:
+    """``value`` must be a numpy random ``Generator`` (``nnopt_lab.backend.generator(seed)``) or None."""
+    if value is not None and not hasattr(value, "bit_generator"):
+        raise TypeError(f"{name} must be a numpy random Generator (nnopt_lab.backend.generator(seed)) or None, "
+                        f"got {type(value).__name__}")
     return value
