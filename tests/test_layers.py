@@ -273,3 +273,28 @@ def test_parameter_bytes_counts_own_parameters_only(backend_name):
         layer.parameter_bytes(bits=0)
     with pytest.raises(TypeError, match="nonzero must be a bool"):
         layer.parameter_bytes(nonzero=1)
+
+
+# ----------------------------------------------------------------------------- 0-d buffers
+def test_batchnorm_state_dict_loads_from_torch_nn_on_every_backend(be64):
+    """num_batches_tracked is 0-d, as in torch: a torch.nn state dict loads into a numpy or torch model."""
+    ref = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).double()
+    ref.train()
+    for _ in range(3):
+        ref(torch.randn(4, 3, 5, 5, dtype=torch.float64))
+    ours = nn.Sequential(nn.BatchNorm2d(3, backend=be64))
+    assert tuple(ours.state_dict()["0.num_batches_tracked"].shape) == ()
+    ours.load_state_dict(ref.state_dict())
+    tracked = ours.state_dict()["0.num_batches_tracked"]
+    assert tuple(tracked.shape) == () and B.dtype_name(tracked) == "int64" and int(tracked) == 3
+    for key, value in ref.state_dict().items():
+        compare(ours.state_dict()[key], value, key, rtol=0, atol=0, quiet=True)
+    ours(B.randn(4, 3, 5, 5, backend=be64))                                # training goes on counting
+    assert int(ours.state_dict()["0.num_batches_tracked"]) == 4
+    back = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).double()          # ours -> torch.nn
+    back.load_state_dict({k: torch.as_tensor(B.to_numpy(v)) for k, v in ours.state_dict().items()})
+    assert int(back[0].num_batches_tracked) == 4
+    other = nn.Sequential(nn.BatchNorm2d(3, backend=B.get_backend("numpy" if be64.is_torch else "torch-cpu",
+                                                                      "float64")))
+    other.load_state_dict(ours.state_dict())                              # across our two backends
+    assert int(other.state_dict()["0.num_batches_tracked"]) == 4

@@ -40,21 +40,42 @@ def _check_array(name: str, x: Any, ndim: int | None = None, layout: str = "", l
     """``x`` must be a numpy array or torch tensor (on the backend, device and dtype of
     ``like``, the array called ``like_name``), with ``ndim`` axes and, when ``floating``, a
     float dtype."""
-    try:
-        B.namespace(x)
-    except TypeError:
-        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}") from None
-    if like is not None and not B.same_kind(x, like):
+    if type(x) not in _ARRAY_TYPES:                    # cheap checks first: these run on every call
+        try:
+            B.namespace(x)
+        except TypeError:
+            raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}") from None
+        _ARRAY_TYPES.add(type(x))
+    if like is not None and (type(x) is not type(like) or (B.is_torch(x) and x.device != like.device)):
         raise TypeError(f"{name} is on {B.backend_of(x).name} ({B.device_of(x)}) but {like_name} is on "
                         f"{B.backend_of(like).name} ({B.device_of(like)}): backends mixed in one call; move "
                         f"the arrays to one backend with nnopt_lab.backend.to_backend(...)")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} axes {layout}, got shape {tuple(x.shape)}".replace("  ", " "))
-    if floating and not B.dtype_name(x).startswith(("float", "bfloat")):
+    if floating and not _is_float(x):
         raise TypeError(f"{name} must be a float array, got dtype {B.dtype_name(x)}")
     if like is not None and floating and x.dtype != like.dtype:
         raise TypeError(f"{name} has dtype {B.dtype_name(x)} but {like_name} is {B.dtype_name(like)}; convert "
                         f"one of them (numpy would silently upcast, torch refuses)")
+
+
+_ARRAY_TYPES: set = set()     # types B.namespace accepted (numpy array, torch tensor, ...)
+_FLOAT_DTYPES: dict = {}      # dtype -> is it a float dtype (memoized: dtype_name builds a string)
+_INTEGER_DTYPES: dict = {}    # dtype -> is it a (signed or unsigned) integer dtype
+
+
+def _is_float(x: Any) -> bool:
+    kind = _FLOAT_DTYPES.get(x.dtype)
+    if kind is None:
+        kind = _FLOAT_DTYPES[x.dtype] = B.dtype_name(x).startswith(("float", "bfloat"))
+    return kind
+
+
+def _is_integer(x: Any) -> bool:
+    kind = _INTEGER_DTYPES.get(x.dtype)
+    if kind is None:
+        kind = _INTEGER_DTYPES[x.dtype] = B.dtype_name(x).startswith(("int", "uint"))
+    return kind
 
 
 def _check_optional(name: str, x: Any, shape: tuple, like: Any) -> None:
@@ -88,7 +109,22 @@ def _open_cache(cache: Any, kind: str, size: int) -> tuple:
 
 def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
     """An int or a pair of ints, each ``>= low``, as a pair (torch's ``_pair``)."""
+    if type(value) is int and value >= low:            # the common cases, without the general check
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and value[0] >= low and value[1] >= low:
+        return value
     return check_shape(name, value, length=2, low=low)
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    """check_int with a fast path for a plain int."""
+    return value if type(value) is int and value >= low else check_int(name, value, low=low)
+
+
+def _bool(name: str, value: Any) -> bool:
+    """check_bool with a fast path for a plain bool."""
+    return value if value is True or value is False else check_bool(name, value)
 
 
 def _show(pair: tuple) -> str:
@@ -171,7 +207,7 @@ def linear_backward(dout: Any, cache, need_dx: bool = True):
     """
     x, weight, has_bias = _open_cache(cache, "linear", 3)
     _check_dout(dout, (x.shape[0], weight.shape[0]), x)
-    need_dx = check_bool("need_dx", need_dx)
+    need_dx = _bool("need_dx", need_dx)
     xp = B.namespace(dout)
     dx = dout @ weight if need_dx else None
     dweight = dout.T @ x
@@ -232,7 +268,7 @@ def im2col(x: Any, kh: int, kw: int, stride: int | tuple = 1, padding: int | tup
     See: chapters/01_why_optimize.ipynb
     """
     _check_array("x", x, 4, "(N, C, H, W)", floating=False)
-    kernel = (check_int("kh", kh, low=1), check_int("kw", kw, low=1))
+    kernel = (_int("kh", kh, 1), _int("kw", kw, 1))
     g = _flat_geometry(tuple(x.shape), kernel, _pair("stride", stride, 1), _pair("padding", padding, 0),
                        _pair("dilation", dilation, 1))
     xp = B.namespace(x)
@@ -291,7 +327,7 @@ def _check_conv(x: Any, weight: Any, bias: Any, groups: Any) -> int:
     """Shapes of a (grouped) convolution; returns groups as an int."""
     _check_array("x", x, 4, "(N, C, H, W)")
     _check_array("weight", weight, 4, "(Cout, Cin/groups, kh, kw)", like=x)
-    groups = check_int("groups", groups, low=1)
+    groups = _int("groups", groups, 1)
     cout, cin_per_group = weight.shape[0], weight.shape[1]
     if cout % groups:
         raise ValueError(f"groups must divide the out-channels {cout} of weight {tuple(weight.shape)}, got {groups}")
@@ -375,7 +411,7 @@ def conv2d_backward(dout: Any, cache, need_dx: bool = True):
     cols, g, weight, has_bias, groups = _open_cache(cache, "conv2d", 5)
     cout = weight.shape[0]
     _check_dout(dout, (g["n"], cout, g["ho"], g["wo"]), weight)
-    need_dx = check_bool("need_dx", need_dx)
+    need_dx = _bool("need_dx", need_dx)
     xp = B.namespace(dout)
     d4 = _zeros((cout, g["n"], g["ho"], g["wq"]), dout)
     d4[:, :, :, :g["wo"]] = xp.permute_dims(dout, (1, 0, 2, 3))         # zeros on the wide columns
@@ -561,7 +597,7 @@ def batchnorm_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_
     See: chapters/01_why_optimize.ipynb
     """
     _check_batchnorm(x, gamma, beta, running_mean, running_var)
-    training = check_bool("training", training)
+    training = _bool("training", training)
     momentum = check_probability("momentum", momentum)
     eps = check_number("eps", eps, 0.0, low_open=True)
     xp = B.namespace(x)
@@ -635,7 +671,7 @@ def dropout_forward(x: Any, p: float, training: bool):
     """
     _check_array("x", x)
     p = check_probability("p", p, high_open=True)
-    training = check_bool("training", training)
+    training = _bool("training", training)
     if not training or p == 0.0:
         return x, ("dropout", None, tuple(x.shape), _zeros((0,), x))
     keep = B.asarray(B.rng().random(tuple(x.shape)) >= p, x) * (1.0 / (1.0 - p))
@@ -683,30 +719,30 @@ def _check_logits(logits: Any, ndim: int | None) -> None:
 
 
 def _check_labels(labels: Any, logits: Any) -> None:
-    """Integer class indices (N,) in [0, K): one device sync (``bool(any(...))``) per call."""
-    n, k = logits.shape
-    try:
-        B.namespace(labels)
-    except TypeError:
-        raise TypeError(f"labels must be a numpy array or torch tensor of class indices, "
-                        f"got {type(labels).__name__}") from None
-    kind = B.dtype_name(labels)
-    if not kind.startswith(("int", "uint")):
-        raise TypeError(f"labels must be integer class indices, got dtype {kind}")
+    """Integer class indices (N,), one per row of logits (their range: :func:`_one_hot`)."""
+    n = logits.shape[0]
+    _check_array("labels", labels, floating=False)
+    if not _is_integer(labels):
+        raise TypeError(f"labels must be integer class indices, got dtype {B.dtype_name(labels)}")
     _check_array("labels", labels, 1, "(N,)", like=logits, floating=False, like_name="logits")
     if labels.shape[0] != n:
         raise ValueError(f"labels must have one class index per row of logits ({n}), got {labels.shape[0]}")
-    xp = B.namespace(labels)
-    if bool(xp.any((labels < 0) | (labels >= k))):
-        lo, hi = int(xp.min(labels)), int(xp.max(labels))
-        raise ValueError(f"labels must be class indices in [0, {k}) for logits with {k} classes, "
-                         f"got values from {lo} to {hi}")
 
 
 def _one_hot(labels: Any, k: int, like: Any) -> Any:
+    """(N, K) one-hot rows of ``like``'s dtype; ValueError unless every label is in [0, K).
+
+    A label out of range matches no class, so its row is all zeros: the labels are valid
+    exactly when the N·K comparisons hold N hits (one integer sum, one device sync).
+    """
     xp = B.namespace(like)
     classes = xp.arange(k, device=B.device_of(like) if B.is_torch(like) else None)
-    return xp.astype(labels[:, None] == classes[None, :], like.dtype)
+    hits = labels[:, None] == classes[None, :]
+    if int(xp.sum(hits)) != labels.shape[0]:
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        raise ValueError(f"labels must be class indices in [0, {k}) for logits with {k} classes, "
+                         f"got values from {lo} to {hi}")
+    return xp.astype(hits, like.dtype)
 
 
 def cross_entropy_forward(logits: Any, labels: Any):
