@@ -343,8 +343,8 @@ def channel_minmax(x: Any, axis: int = 0) -> tuple[Any, Any]:
     if any(x.shape[d] == 0 for d in others):
         raise ValueError(f"x must have entries in every channel, got shape {tuple(x.shape)}")
     _check_no_nan("x", x)
-    if not others:
-        return x, x
+    if not others:                                             # 1-D: every entry is a channel
+        return B.copy(x), B.copy(x)
     return xp.min(x, axis=others), xp.max(x, axis=others)
 
 
