@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from .. import backend as B
-from ..validation import check_bool, check_int, check_number, check_probability, check_shape
+from ..validation import check_array, check_bool, check_int, check_number, check_probability, check_shape
 
 __all__ = [
     "linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward",
@@ -40,18 +40,13 @@ def _check_array(name: str, x: Any, ndim: int | None = None, layout: str = "", l
     """``x`` must be a numpy array or torch tensor (on the backend, device and dtype of
     ``like``, the array called ``like_name``), with ``ndim`` axes and, when ``floating``, a
     float dtype."""
-    if type(x) not in _ARRAY_TYPES:                    # cheap checks first: these run on every call
-        try:
-            B.namespace(x)
-        except TypeError:
-            raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}") from None
+    if type(x) not in _ARRAY_TYPES or (ndim is not None and x.ndim != ndim):   # cheap checks first
+        check_array(name, x, ndim, layout)             # the shared wording of both errors
         _ARRAY_TYPES.add(type(x))
     if like is not None and (type(x) is not type(like) or (B.is_torch(x) and x.device != like.device)):
         raise TypeError(f"{name} is on {B.backend_of(x).name} ({B.device_of(x)}) but {like_name} is on "
                         f"{B.backend_of(like).name} ({B.device_of(like)}): backends mixed in one call; move "
                         f"the arrays to one backend with nnopt_lab.backend.to_backend(...)")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} axes {layout}, got shape {tuple(x.shape)}".replace("  ", " "))
     if floating and not _is_float(x):
         raise TypeError(f"{name} must be a float array, got dtype {B.dtype_name(x)}")
     if like is not None and floating and x.dtype != like.dtype:

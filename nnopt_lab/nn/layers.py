@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Iterator
 
 from .. import backend as B
-from ..validation import as_int, check_bool, check_int, check_number, check_probability, check_shape
+from ..validation import as_int, check_array, check_bool, check_int, check_number, check_probability, check_shape
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
@@ -60,11 +60,7 @@ def _check_input(layer: "Module", x: Any) -> None:
 # ----------------------------------------------------------------------------- Parameter
 def _checked_mask(value: Any, data: Any, name: str = "mask") -> Any:
     """``value`` as a mask for ``data``: 0s and 1s of its shape, on its backend and dtype (a copy)."""
-    try:
-        xp = B.namespace(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a numpy array or torch tensor of 0s and 1s, "
-                        f"got {type(value).__name__}") from None
+    xp = B.namespace(check_array(name, value))
     if tuple(value.shape) != tuple(data.shape):
         raise ValueError(f"{name} must have the parameter's shape {tuple(data.shape)}, got {tuple(value.shape)}")
     if B.dtype_name(value) != "bool":
