@@ -576,7 +576,7 @@ def test_bad_per_channel_ranges_raise():
         Q.qparams_per_channel(np.array([-3e38]), np.array([3e38]), 8)
     with pytest.raises(TypeError, match=r"x_min must be a floating-point array, got dtype int64"):
         Q.qparams_per_channel(np.array([0, 1]), hi, 8)
-    with pytest.raises(TypeError, match=r"mixed"):
+    with pytest.raises(TypeError, match=r"x_min and x_max must be on one backend"):
         Q.qparams_per_channel(lo, torch.tensor(hi), 8)
     with pytest.raises(ValueError, match=r"bits must be an int in \[1, 16\], got 0"):
         Q.qparams_per_channel(lo, hi, 0)
@@ -639,10 +639,22 @@ def test_bad_x_and_rounding_raise():
         Q.fake_quantize([0.0, 1.0], 0.1, 0, 0, 255)
     with pytest.raises(ValueError, match=r"rounding must be one of \('nearest', 'stochastic'\), got 'up'"):
         Q.fake_quantize(np.zeros(3), 0.1, 0, 0, 255, rounding="up")
+    with pytest.raises(TypeError, match=r"rounding must be one of"):
+        Q.fake_quantize(np.zeros(3), 0.1, 0, 0, 255, rounding=np.zeros(2))
     with pytest.raises(ValueError, match=r"dtype must be one of"):
         Q.dequantize(np.zeros(3, dtype=np.int64), 0.1, 0, dtype="int8")
     with pytest.raises(TypeError, match=r"q must be an integer or float array, got dtype bool"):
         Q.dequantize(np.zeros(3, dtype=bool), 0.1, 0)
+    with pytest.raises(ValueError, match=r"q must not hold NaN"):
+        Q.dequantize(np.array([1.0, math.nan]), 0.1, 0)
+
+
+def test_empty_arrays_give_empty_results(be32):
+    empty = be32.asarray(np.zeros(0))
+    assert tuple(Q.fake_quantize(empty, 0.1, 0, 0, 255).shape) == (0,)
+    assert B.dtype_name(Q.quantize(empty, 0.1, 0, 0, 255)) == "uint8"
+    scale, zp = Q.qparams_per_channel(empty, empty, 8)
+    assert tuple(scale.shape) == tuple(zp.shape) == (0,)
 
 
 @pytest.mark.parametrize("fn", [Q.quantize, Q.fake_quantize])

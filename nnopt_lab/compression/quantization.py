@@ -102,6 +102,13 @@ def _check_no_nan(name: str, x: Any) -> None:
         raise ValueError(f"{name} must not hold NaN (a NaN has no code), got {int(count)} NaN entries")
 
 
+def _choice(name: str, value: Any, choices: tuple) -> Any:
+    """check_choice, refusing arrays first (``array in choices`` raises numpy's own ValueError)."""
+    if hasattr(value, "shape"):
+        raise TypeError(f"{name} must be one of {choices}, got {type(value).__name__}")
+    return check_choice(name, value, choices)
+
+
 def _check_code_range(qmin: Any, qmax: Any) -> tuple[int, int]:
     qmin = check_int("qmin", qmin, -CODE_LIMIT, CODE_LIMIT - 1)
     qmax = check_int("qmax", qmax, -CODE_LIMIT, CODE_LIMIT - 1)
@@ -250,10 +257,10 @@ def _observer(lo: Any, hi: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[
     xp = B.namespace(lo)
     lo = xp.minimum(lo, xp.zeros_like(lo))                  # widen to contain 0
     hi = xp.maximum(hi, xp.zeros_like(hi))
-    width = xp.max(xp.astype(hi, xp.float64) - xp.astype(lo, xp.float64))    # exact
-    if not symmetric and B.float_of(width) >= FLOAT32_OVERFLOW:
+    width = xp.astype(hi, xp.float64) - xp.astype(lo, xp.float64)              # exact
+    if not symmetric and B.float_of(xp.any(width >= FLOAT32_OVERFLOW)):
         raise ValueError(f"x_max - x_min must fit in float32 (<= 3.4e+38), got a range of width "
-                         f"{B.float_of(width):.4g}")
+                         f"{B.float_of(xp.max(width)):.4g}")
     if symmetric:
         scale = xp.clip(xp.maximum(-lo, hi) / ((qmax - qmin) / 2), SCALE_EPS, None)
         return scale, xp.zeros_like(scale, dtype=xp.int32)
@@ -373,7 +380,9 @@ def qparams_per_channel(x_min: Any, x_max: Any, bits: int, symmetric: bool = Fal
     """
     xp = _float_array("x_min", x_min)
     _float_array("x_max", x_max)
-    B.namespace(x_min, x_max)                                  # one backend
+    if B.is_torch(x_min) != B.is_torch(x_max):
+        raise TypeError(f"x_min and x_max must be on one backend, got {type(x_min).__name__} and "
+                        f"{type(x_max).__name__}")
     if len(x_min.shape) != 1 or tuple(x_max.shape) != tuple(x_min.shape):
         raise ValueError(f"x_min and x_max must be 1-D of one length (one entry per channel), got shapes "
                          f"{tuple(x_min.shape)} and {tuple(x_max.shape)}")
@@ -415,7 +424,7 @@ def _checked(x: Any, scale: Any, zero_point: Any, qmin: Any, qmax: Any, rounding
     axis = _check_axis(axis, x)
     scale, inv_scale = _scale(scale, x, axis)
     zero_point = _zero_point(zero_point, x, axis, qmin, qmax)
-    check_choice("rounding", rounding, ROUNDINGS)
+    _choice("rounding", rounding, ROUNDINGS)
     _check_no_nan("x", x)
     return scale, inv_scale, zero_point, qmin, qmax
 
@@ -484,13 +493,15 @@ def dequantize(q: Any, scale: Any, zero_point: Any, dtype: str = "float32", axis
 
     See: chapters/02_3_data_compression.ipynb
     """
-    dtype = check_choice("dtype", dtype, B.DTYPES)
+    dtype = _choice("dtype", dtype, B.DTYPES)
     try:
         xp = B.namespace(q)
     except TypeError:
         raise TypeError(f"q must be a numpy array or a torch tensor, got {type(q).__name__}") from None
     if not xp.isdtype(q.dtype, ("integral", "real floating")):
         raise TypeError(f"q must be an integer or float array, got dtype {B.dtype_name(q)}")
+    if xp.isdtype(q.dtype, "real floating"):
+        _check_no_nan("q", q)
     qf = xp.astype(q, getattr(xp, dtype))
     axis = _check_axis(axis, qf)
     scale, _ = _scale(scale, qf, axis)
@@ -556,7 +567,7 @@ def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "n
     xp = _float_array("x", x)
     qmax = 2 ** check_int("bits", bits, 1, MAX_BITS) - 1
     lo, hi = check_number("lo", lo), check_number("hi", hi)
-    check_choice("rounding", rounding, ROUNDINGS)
+    _choice("rounding", rounding, ROUNDINGS)
     if not hi > lo:
         raise ValueError(f"hi must be > lo, got lo={lo}, hi={hi}")
     largest = float(xp.finfo(x.dtype).max)
