@@ -201,3 +201,13 @@ def test_twin_of_a_pruned_model_uses_torch_prune(be64):
     back = nn.Sequential(nn.Linear(3, 2, backend=be64), nn.ReLU()).load_state_dict(twin.state_dict())
     compare(back(x), ours(x), "pruned round trip", rtol=0, atol=0, quiet=True)
     assert back[0]._params["weight"].mask is not None
+
+
+def test_every_exported_layer_type_has_a_twin():
+    from nnopt_lab import reference
+    from nnopt_lab.nn import layers
+    kinds = [getattr(layers, n) for n in layers.__all__]
+    kinds = [k for k in kinds if isinstance(k, type) and issubclass(k, nn.Module) and k is not nn.Module]
+    assert len(kinds) >= 10
+    missing = [k.__name__ for k in kinds if not any(c in reference._TWINS for c in k.__mro__)]
+    assert not missing, f"layer types without a torch.nn twin (add @register_twin): {missing}"
