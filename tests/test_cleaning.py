@@ -108,12 +108,12 @@ def test_integer_input_is_filtered_as_float():
 
 @pytest.mark.parametrize("call, match", [
     (lambda x: C.mean_filter(x, 3, mode="symmetric"), r"mode must be one of .*'reflect'.* got 'symmetric'"),
-    (lambda x: C.median_filter(x, 0), r"size must be an int >= 1, got 0"),
+    (lambda x: C.median_filter(x, 0), r"size must be an int in \[1, 4097\], got 0"),
     (lambda x: C.median_filter(x, (3, 3, 3)), r"size must be a number or a sequence of 2 numbers"),
-    (lambda x: C.gaussian_filter(x, -1.0), r"sigma must be a finite number >= 0.0, got -1.0"),
-    (lambda x: C.gaussian_filter(x, float("nan")), r"sigma must be a finite number >= 0.0, got nan"),
-    (lambda x: C.gaussian_filter(x, 1.0, truncate=-2), r"truncate must be a finite number >= 0.0, got -2"),
-    (lambda x: C.mean_filter(x, 3, ndim=3), r"ndim must be 1 \(signals\) or 2 \(images\), got 3"),
+    (lambda x: C.gaussian_filter(x, -1.0), r"sigma must be a finite number in \[0, inf\), got -1.0"),
+    (lambda x: C.gaussian_filter(x, float("nan")), r"sigma must be a finite number in \[0, inf\), got nan"),
+    (lambda x: C.gaussian_filter(x, 1.0, truncate=-2), r"truncate must be a finite number in \[0, inf\), got -2"),
+    (lambda x: C.mean_filter(x, 3, ndim=3), r"ndim must be an int in \[1, 2\], got 3"),
     (lambda x: C.mean_filter(x[0], 3, ndim=2), r"at least ndim=2 axes"),
 ])
 def test_bad_filter_arguments_are_refused(call, match):
@@ -259,9 +259,9 @@ def test_corruptions_are_seeded_and_have_the_requested_rates(backend_name):
     assert abs((sp != 0.5).mean() - 0.2) < 0.02 and set(np.unique(sp)) == {0.0, 0.5, 1.0}
     noisy = B.to_numpy(C.add_gaussian_noise(x, 0.1)) - 0.5
     assert abs(noisy.std() - 0.1) < 0.005 and abs(noisy.mean()) < 0.005
-    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"rate must be a finite number in \[0, 1\], got 1.5"):
         C.drop_at_random(x, 1.5)
-    with pytest.raises(ValueError, match="std must be a finite number >= 0.0, got -0.1"):
+    with pytest.raises(ValueError, match=r"std must be a finite number in \[0, inf\), got -0.1"):
         C.add_gaussian_noise(x, -0.1)
 
 

@@ -29,7 +29,9 @@ import math
 from typing import Any, Callable, Sequence
 
 from .. import backend as B
-from .cleaning import MODES, _check_array, _check_finite, _device, pad_axis
+from ..validation import (as_float, as_int, check_array, check_callable, check_choice, check_generator, check_int,
+                          check_number, check_probability, check_shape)
+from .cleaning import MODES, pad_axis
 
 __all__ = ["hflip", "vflip", "rot90", "rotate", "crop", "center_crop", "pad", "resize", "resized_crop",
            "Transform", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "RandomRotation", "RandomCrop",
@@ -37,35 +39,54 @@ __all__ = ["hflip", "vflip", "rot90", "rotate", "crop", "center_crop", "pad", "r
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_images(x: Any, min_ndim: int = 2) -> Any:
-    x = _check_array("x", x)
+MAX_SIZE = 4096      # largest output side (pixels) of a resize or crop: beyond it a typo, not a request
+
+
+def _images(x: Any, min_ndim: int = 2) -> Any:
+    """``x`` as a floating, non-empty image batch with at least ``min_ndim`` axes."""
+    check_array("x", x)
     if x.ndim < min_ndim:
         want = "(N, C, H, W)" if min_ndim == 4 else "(..., H, W)"
         raise ValueError(f"x must be an image batch of shape {want}, got shape {tuple(x.shape)}")
-    return x
+    if 0 in tuple(x.shape[-2:]):
+        raise ValueError(f"x must hold images of at least 1 x 1 pixels, got shape {tuple(x.shape)}")
+    xp = B.namespace(x)
+    return x if B.dtype_name(x).startswith(("float", "bfloat")) else xp.astype(x, xp.float64)
 
 
-def _check_hw(name: str, size: Any) -> tuple[int, int]:
-    """An int or an (h, w) pair of ints >= 1."""
-    pair = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of such ints, got {size!r}")
+_check_images = _images    # old name, still used by widgets/augmentation.py (not this module's owner)
+
+
+def _size(name: str, size: Any) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints in [1, MAX_SIZE]."""
+    pair = check_shape(name, size, 2)
+    if max(pair) > MAX_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_SIZE} pixels per side, got {size!r}")
     return pair
 
 
-def _check_box(box: tuple, height: int, width: int) -> None:
+def _box(box: Any, height: int, width: int) -> tuple[int, int, int, int]:
     """A (top, left, h, w) box of ints that lies inside a (height, width) image."""
-    ok = len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
-    if not ok or box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1 \
-            or box[0] + box[2] > height or box[1] + box[3] > width:
-        raise ValueError(f"box must be (top, left, height, width) ints inside the image ({height}, {width}), "
-                         f"got {box!r}")
+    values = tuple(map(as_int, box)) if isinstance(box, (tuple, list)) else ()
+    if len(values) != 4 or None in values:
+        raise ValueError(f"boxes must hold (top, left, height, width) int tuples, got {box!r}")
+    top, left, h, w = values
+    if top < 0 or left < 0 or h < 1 or w < 1 or top + h > height or left + w > width:
+        raise ValueError(f"boxes must lie inside the image ({height}, {width}), got {box!r}")
+    return values
 
 
-def _check_fits(h: int, w: int, height: int, width: int, what: str = "crop") -> None:
+def _fits(h: int, w: int, height: int, width: int, what: str = "crop") -> None:
     if h > height or w > width:
-        raise ValueError(f"{what} size ({h}, {w}) is larger than the image ({height}, {width}); "
+        raise ValueError(f"size ({h}, {w}) of the {what} is larger than the image ({height}, {width}); "
                          f"pad the image first or choose a smaller size")
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """A (low, high) pair of finite numbers."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+    return check_number(name, value[0]), check_number(name, value[1])
 
 
 # ----------------------------------------------------------------------------- flips and 90° turns
@@ -78,7 +99,7 @@ def hflip(x: Any) -> Any:
 
     Same as ``numpy.flip(x, axis=-1)``. Seed §3.1.2.1. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x)
+    x = _images(x)
     return B.namespace(x).flip(x, axis=-1)
 
 
@@ -91,7 +112,7 @@ def vflip(x: Any) -> Any:
 
     Same as ``numpy.flip(x, axis=-2)``. Seed §3.1.2.1. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x)
+    x = _images(x)
     return B.namespace(x).flip(x, axis=-2)
 
 
@@ -116,9 +137,8 @@ def rot90(x: Any, k: int = 1) -> Any:
     Same as ``numpy.rot90(x, k, axes=(-2, -1))``. Seed §3.1.2.2.
     See: chapters/02_2_data_augmentation.ipynb
     """
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int (quarter turns, negative = clockwise), got {k!r}")
-    x = _check_images(x)
+    k = check_int("k", k, None)
+    x = _images(x)
     xp = B.namespace(x)
     k %= 4
     if k == 0:
@@ -168,8 +188,8 @@ def _bilinear(x: Any, rows: Any, cols: Any, fill: float) -> Any:
 def _grid(x: Any, ho: int, wo: int) -> tuple[Any, Any]:
     """Output pixel coordinates as float arrays of shape (1, Ho, 1) and (1, 1, Wo)."""
     xp = B.namespace(x)
-    i = xp.arange(ho, dtype=x.dtype, device=_device(x))
-    j = xp.arange(wo, dtype=x.dtype, device=_device(x))
+    i = xp.arange(ho, dtype=x.dtype, device=B.device(x))
+    j = xp.arange(wo, dtype=x.dtype, device=B.device(x))
     return xp.reshape(i, (1, ho, 1)), xp.reshape(j, (1, 1, wo))
 
 
@@ -184,13 +204,14 @@ def _cos_sin_degrees(angle: float) -> tuple[float, float]:
 
 def _per_image(name: str, value: Any, n: int) -> list[float]:
     """A number or a sequence of n numbers (one per image) as a list of n finite floats."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [_check_finite(name, value)] * n
-    try:
-        values = [float(v) for v in (B.to_numpy(value).reshape(-1).tolist() if not isinstance(value, (list, tuple))
-                                     else value)]
-    except (TypeError, ValueError):
+    if as_float(value) is not None:
+        return [check_number(name, value)] * n
+    if not isinstance(value, (list, tuple)) and not hasattr(value, "shape"):
         raise TypeError(f"{name} must be a number or a sequence of {n} numbers, got {type(value).__name__}")
+    items = list(value) if isinstance(value, (list, tuple)) else B.to_numpy(value).reshape(-1).tolist()
+    values = [as_float(v) for v in items]
+    if None in values:
+        raise TypeError(f"{name} must be a number or a sequence of {n} numbers, got {value!r}")
     if len(values) != n or not all(math.isfinite(v) for v in values):
         raise ValueError(f"{name} must be a finite number or {n} finite numbers (one per image), got {value!r}")
     return values
@@ -223,8 +244,8 @@ def rotate(x: Any, angle: float | Sequence[float], fill: float = 0.0) -> Any:
     wherever the source lies inside the image. Seed §3.1.2.2.
     See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x, 4)
-    fill = _check_finite("fill", fill)
+    x = _images(x, 4)
+    fill = check_number("fill", fill)
     n, _, h, w = x.shape
     cos_sin = [_cos_sin_degrees(a) for a in _per_image("angle", angle, n)]
     cos = B.asarray([[[cs[0]]] for cs in cos_sin], x)                      # (N, 1, 1)
@@ -250,11 +271,9 @@ def crop(x: Any, top: int, left: int, height: int, width: int) -> Any:
 
     Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x)
-    height, width = _check_hw("size", (height, width))
-    for name, v in (("top", top), ("left", left)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    x = _images(x)
+    height, width = check_int("height", height, 1), check_int("width", width, 1)
+    top, left = check_int("top", top, 0), check_int("left", left, 0)
     h, w = x.shape[-2:]
     if top + height > h or left + width > w:
         raise ValueError(f"crop window rows {top}:{top + height}, cols {left}:{left + width} does not fit in "
@@ -272,10 +291,10 @@ def center_crop(x: Any, size: int | tuple[int, int]) -> Any:
 
     Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x)
-    ch, cw = _check_hw("size", size)
+    x = _images(x)
+    ch, cw = _size("size", size)
     h, w = x.shape[-2:]
-    _check_fits(ch, cw, h, w)
+    _fits(ch, cw, h, w)
     return crop(x, (h - ch) // 2, (w - cw) // 2, ch, cw)
 
 
@@ -293,11 +312,12 @@ def pad(x: Any, padding: int, mode: str = "constant", fill: float = 0.0) -> Any:
 
     See: chapters/02_2_data_augmentation.ipynb (padding before a random crop)
     """
-    x = _check_images(x)
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    x = _images(x)
+    padding = check_int("padding", padding, 0, MAX_SIZE)
+    check_choice("mode", mode, MODES)
+    fill = check_number("fill", fill)
     for axis in (-2, -1):
-        x = pad_axis(x, padding, padding, axis, mode, _check_finite("fill", fill))
+        x = pad_axis(x, padding, padding, axis, mode, fill)
     return x
 
 
@@ -331,14 +351,14 @@ def resized_crop(x: Any, boxes: Sequence[tuple[int, int, int, int]], size: int |
 
     Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x, 4)
-    ho, wo = _check_hw("size", size)
+    x = _images(x, 4)
+    ho, wo = _size("size", size)
     n, _, height, width = x.shape
-    boxes = [tuple(b) for b in boxes]
+    if not isinstance(boxes, (tuple, list)):
+        raise TypeError(f"boxes must be a list of (top, left, height, width) tuples, got {type(boxes).__name__}")
     if len(boxes) != n:
         raise ValueError(f"boxes must hold one (top, left, height, width) per image ({n}), got {len(boxes)}")
-    for b in boxes:
-        _check_box(b, height, width)
+    boxes = [_box(b, height, width) for b in boxes]
     col = lambda k: B.asarray([[[float(b[k])]] for b in boxes], x)              # (N, 1, 1)
     top, left, bh, bw = col(0), col(1), col(2), col(3)
     i, j = _grid(x, ho, wo)
@@ -364,7 +384,7 @@ def resize(x: Any, size: int | tuple[int, int]) -> Any:
     Same as ``torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False)``.
     See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _check_images(x, 4)
+    x = _images(x, 4)
     n, _, h, w = x.shape
     return resized_crop(x, [(0, 0, h, w)] * n, size)
 
@@ -387,17 +407,14 @@ class Transform:
     """
 
     def __init__(self, p: float = 1.0):
-        p = _check_finite("p", p, 0.0)
-        if p > 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        self.p = p
+        self.p = check_probability("p", p)
 
     def apply(self, x: Any, generator) -> Any:
         raise NotImplementedError
 
     def __call__(self, x: Any, generator=None) -> Any:
-        x = _check_images(x, 4)
-        g = generator or B.rng()
+        x = _images(x, 4)
+        g = check_generator("generator", generator) or B.rng()
         chosen = g.random(x.shape[0]) < self.p
         out = self.apply(x, g)
         if self.p >= 1.0:
@@ -447,10 +464,9 @@ class RandomRotate90(Transform):
 
     def __init__(self, ks: Sequence[int] = (1, 2, 3), p: float = 1.0):
         super().__init__(p)
-        ks = tuple(ks)
-        if not ks or any(isinstance(k, bool) or not isinstance(k, int) for k in ks):
-            raise ValueError(f"ks must be a non-empty sequence of ints (quarter turns), got {ks!r}")
-        self.ks = ks
+        if not isinstance(ks, (tuple, list)) or not ks:
+            raise TypeError(f"ks must be a non-empty sequence of ints (quarter turns), got {ks!r}")
+        self.ks = tuple(check_int("ks", k, None) for k in ks)
 
     def apply(self, x, generator):
         h, w = x.shape[-2:]
@@ -480,13 +496,13 @@ class RandomRotation(Transform):
     def __init__(self, degrees: float | tuple[float, float] = 15.0, fill: float = 0.0, p: float = 1.0):
         super().__init__(p)
         if isinstance(degrees, (tuple, list)):
-            lo, hi = (_check_finite("degrees", d) for d in degrees)
+            lo, hi = _pair("degrees", degrees)
         else:
-            hi = _check_finite("degrees", degrees, 0.0)
+            hi = check_number("degrees", degrees, 0.0)
             lo = -hi
         if lo > hi:
             raise ValueError(f"degrees must be a number >= 0 or a pair (low, high) with low <= high, got {degrees!r}")
-        self.degrees, self.fill = (lo, hi), _check_finite("fill", fill)
+        self.degrees, self.fill = (lo, hi), check_number("fill", fill)
 
     def apply(self, x, generator):
         angles = generator.uniform(self.degrees[0], self.degrees[1], size=x.shape[0]).tolist()
@@ -512,17 +528,14 @@ class RandomCrop(Transform):
     def __init__(self, size: int | tuple[int, int], padding: int = 0, fill: float = 0.0,
                  mode: str = "constant", p: float = 1.0):
         super().__init__(p)
-        self.size = _check_hw("size", size)
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be an int >= 0, got {padding!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.padding, self.fill, self.mode = padding, _check_finite("fill", fill), mode
+        self.size = _size("size", size)
+        self.padding = check_int("padding", padding, 0, MAX_SIZE)
+        self.fill, self.mode = check_number("fill", fill), check_choice("mode", mode, MODES)
 
     def apply(self, x, generator):
         xpad = pad(x, self.padding, self.mode, self.fill)
         (h, w), (height, width) = self.size, xpad.shape[-2:]
-        _check_fits(h, w, height, width, "crop (after padding)")
+        _fits(h, w, height, width, "crop (after padding)")
         n = x.shape[0]
         tops = generator.integers(0, height - h + 1, size=n).tolist()
         lefts = generator.integers(0, width - w + 1, size=n).tolist()
@@ -534,7 +547,7 @@ class CenterCrop(Transform):
 
     def __init__(self, size: int | tuple[int, int]):
         super().__init__(1.0)
-        self.size = _check_hw("size", size)
+        self.size = _size("size", size)
 
     def apply(self, x, generator):
         return center_crop(x, self.size)
@@ -545,7 +558,7 @@ class Resize(Transform):
 
     def __init__(self, size: int | tuple[int, int]):
         super().__init__(1.0)
-        self.size = _check_hw("size", size)
+        self.size = _size("size", size)
 
     def apply(self, x, generator):
         return resize(x, self.size)
@@ -570,11 +583,11 @@ class RandomResizedCrop(Transform):
     def __init__(self, size: int | tuple[int, int], scale: tuple[float, float] = (0.6, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), p: float = 1.0):
         super().__init__(p)
-        self.size = _check_hw("size", size)
-        lo, hi = (_check_finite("scale", s) for s in scale)
+        self.size = _size("size", size)
+        lo, hi = _pair("scale", scale)
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"scale must be a pair (low, high) with 0 < low <= high <= 1, got {scale!r}")
-        rlo, rhi = (_check_finite("ratio", r) for r in ratio)
+        rlo, rhi = _pair("ratio", ratio)
         if not 0 < rlo <= rhi:
             raise ValueError(f"ratio must be a pair (low, high) with 0 < low <= high, got {ratio!r}")
         self.scale, self.ratio = (lo, hi), (rlo, rhi)
@@ -605,6 +618,8 @@ class Compose:
     """
 
     def __init__(self, transforms: Sequence[Any]):
+        if not isinstance(transforms, (tuple, list)):
+            raise TypeError(f"transforms must be a list of callables, got {type(transforms).__name__}")
         transforms = list(transforms)
         for i, t in enumerate(transforms):
             if not callable(t):
@@ -642,13 +657,13 @@ def for_flat_batches(transform: Any, image_shape: tuple[int, int, int]) -> Calla
 
     See: chapters/02_2_data_augmentation.ipynb
     """
-    if not callable(transform):
-        raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-    shape = tuple(image_shape)
-    if len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
-        raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape!r}")
+    check_callable("transform", transform)
+    if not isinstance(image_shape, (tuple, list)):
+        raise TypeError(f"image_shape must be a tuple (C, H, W) of ints >= 1, got {image_shape!r}")
+    shape = check_shape("image_shape", image_shape, 3)
 
     def augment(xb: Any) -> Any:
+        check_array("xb", xb)
         xp = B.namespace(xb)
         if xb.ndim != 2 or xb.shape[1] != math.prod(shape):
             raise ValueError(f"expected a flat batch (N, {math.prod(shape)}) for image_shape {shape}, "

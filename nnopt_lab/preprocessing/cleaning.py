@@ -31,7 +31,8 @@ import math
 from typing import Any, Sequence
 
 from .. import backend as B
-from ..validation import check_int
+from ..validation import (check_array, check_bool, check_choice, check_generator, check_int, check_number,
+                          check_probability)
 
 __all__ = ["MODES", "pad_axis", "mean_filter", "median_filter", "gaussian_kernel1d", "gaussian_filter",
            "SimpleImputer", "KNNImputer", "nan_euclidean_distances", "StandardScaler", "MinMaxScaler",
@@ -39,38 +40,26 @@ __all__ = ["MODES", "pad_axis", "mean_filter", "median_filter", "gaussian_kernel
 
 MODES = ("reflect", "mirror", "nearest", "constant", "wrap")
 _EPS64 = 2.220446049250313e-16      # float64 machine epsilon, as scikit-learn uses it
+MAX_WINDOW = 4097                   # longest filter window / Gaussian kernel (taps per axis)
 
 
 # ----------------------------------------------------------------------------- argument checks
-def _check_mode(mode: Any) -> str:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode
-
-
-def _check_finite(name: str, value: Any, low: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (low is not None and value < low):
-        allowed = "a finite number" + (f" >= {low}" if low is not None else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _check_array(name: str, x: Any) -> Any:
-    """``x`` as a floating array (integers and bools become float64)."""
+def _floating(name: str, x: Any) -> Any:
+    """``x`` (checked to be an array) as a floating array: integers and bools become float64."""
+    check_array(name, x)
     xp = B.namespace(x)
     if not B.dtype_name(x).startswith(("float", "bfloat")):
         x = xp.astype(x, xp.float64)
     return x
 
 
+_check_array = _floating   # old name, still imported by widgets/cleaning.py (not this module's owner)
+
+
 def _filtered_axes(x: Any, ndim: int | None) -> tuple[int, ...]:
     """The trailing axes a filter works on: the last ``ndim`` (default ``min(x.ndim, 2)``)."""
-    if ndim is None:
-        ndim = min(x.ndim, 2)
-    if isinstance(ndim, bool) or ndim not in (1, 2):
-        raise ValueError(f"ndim must be 1 (signals) or 2 (images), got {ndim!r}")
-    if x.ndim < ndim:
+    ndim = min(x.ndim, 2) if ndim is None else check_int("ndim", ndim, 1, 2)
+    if x.ndim < max(ndim, 1):
         raise ValueError(f"x must have at least ndim={ndim} axes to filter, got shape {tuple(x.shape)}")
     return tuple(range(x.ndim - ndim, x.ndim))
 
@@ -84,14 +73,8 @@ def _per_axis(name: str, value: Any, n: int, check) -> tuple:
     return tuple(check(name, v) for v in values)
 
 
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _check_count(name: str, value: Any) -> int:
-    return check_int(name, value, 0)
+def _window_size(name: str, value: Any) -> int:
+    return check_int(name, value, 1, MAX_WINDOW)
 
 
 # ----------------------------------------------------------------------------- borders
@@ -132,25 +115,24 @@ def pad_axis(x: Any, before: int, after: int, axis: int, mode: str = "reflect", 
 
     Seed §3.1.1.1 (the borders of every filter). See: chapters/02_1_data_cleaning.ipynb
     """
-    _check_mode(mode)
-    before, after = _check_count("before", before), _check_count("after", after)
+    check_array("x", x)
+    check_choice("mode", mode, MODES)
+    before, after = check_int("before", before, 0), check_int("after", after, 0)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis to pad, got a 0-d array")
+    axis = check_int("axis", axis, -x.ndim, x.ndim - 1) % x.ndim
+    cval = check_number("cval", cval)
     xp = B.namespace(x)
-    axis = axis % x.ndim
     n = x.shape[axis]
     if n == 0:
-        raise ValueError(f"cannot pad an empty axis {axis} of shape {tuple(x.shape)}")
+        raise ValueError(f"x must not be empty along axis {axis} to pad it, got shape {tuple(x.shape)}")
     if mode == "constant":
         def block(k):
             shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
-            return xp.full(shape, float(cval), dtype=x.dtype, device=_device(x))
+            return xp.full(shape, cval, dtype=x.dtype, device=B.device(x))
         return xp.concat([block(before), x, block(after)], axis=axis)
     idx = [_source_index(i, n, mode) for i in range(-before, n + after)]
     return xp.take(x, B.to_backend(idx, B.backend_of(x), dtype="int64"), axis=axis)
-
-
-def _device(x: Any):
-    """The device argument for array creation like ``x`` (None for numpy)."""
-    return B.device_of(x) if B.is_torch(x) else None
 
 
 def _shifted(xpad: Any, axis: int, shift: int, length: int) -> Any:
@@ -183,11 +165,11 @@ def _correlate1d(x: Any, weights: Sequence[float], axis: int, mode: str, cval: f
 # ----------------------------------------------------------------------------- filters
 def _window_filter_args(x: Any, size, mode: str, cval: float, ndim: int | None) -> tuple:
     """Check the arguments shared by the mean and median filters; return (x, axes, sizes, cval)."""
-    x = _check_array("x", x)
+    x = _floating("x", x)
     axes = _filtered_axes(x, ndim)
-    sizes = _per_axis("size", size, len(axes), _check_size)
-    _check_mode(mode)
-    return x, axes, sizes, _check_finite("cval", cval)
+    sizes = _per_axis("size", size, len(axes), _window_size)
+    check_choice("mode", mode, MODES)
+    return x, axes, sizes, check_number("cval", cval)
 
 
 def mean_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", cval: float = 0.0,
@@ -278,14 +260,21 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> list[float]:
     truncate : float >= 0
         Radius in standard deviations.
     """
-    sigma = _check_finite("sigma", sigma, 0.0)
-    truncate = _check_finite("truncate", truncate, 0.0)
-    if sigma == 0.0:
-        raise ValueError("sigma must be > 0 for a Gaussian kernel, got 0 (sigma = 0 means no filtering)")
-    radius = int(truncate * sigma + 0.5)
+    sigma = check_number("sigma", sigma, 0.0, low_open=True)
+    truncate = check_number("truncate", truncate, 0.0)
+    radius = _radius(sigma, truncate)
     phi = [math.exp(-0.5 / (sigma * sigma) * j * j) for j in range(-radius, radius + 1)]
     total = math.fsum(phi)
     return [p / total for p in phi]
+
+
+def _radius(sigma: float, truncate: float) -> int:
+    """scipy's kernel radius ``int(truncate * sigma + 0.5)``, refused beyond :data:`MAX_WINDOW` taps."""
+    radius = truncate * sigma + 0.5
+    if 2 * radius + 1 > MAX_WINDOW + 1:
+        raise ValueError(f"sigma * truncate must give a kernel of at most {MAX_WINDOW} taps, got sigma={sigma!r}, "
+                         f"truncate={truncate!r} (radius {radius:.3g})")
+    return int(radius)
 
 
 def gaussian_filter(x: Any, sigma: float | Sequence[float] = 1.0, mode: str = "reflect", cval: float = 0.0,
@@ -314,12 +303,14 @@ def gaussian_filter(x: Any, sigma: float | Sequence[float] = 1.0, mode: str = "r
 
     Seed §3.1.1.1. See: chapters/02_1_data_cleaning.ipynb
     """
-    x = _check_array("x", x)
+    x = _floating("x", x)
     axes = _filtered_axes(x, ndim)
-    sigmas = _per_axis("sigma", sigma, len(axes), lambda n, v: _check_finite(n, v, 0.0))
-    truncate = _check_finite("truncate", truncate, 0.0)
-    _check_mode(mode)
-    cval = _check_finite("cval", cval)
+    sigmas = _per_axis("sigma", sigma, len(axes), lambda n, v: check_number(n, v, 0.0))
+    truncate = check_number("truncate", truncate, 0.0)
+    check_choice("mode", mode, MODES)
+    cval = check_number("cval", cval)
+    for s in sigmas:
+        _radius(s, truncate)
     for axis, s in zip(axes, sigmas):
         if s > 1e-15:                                      # scipy skips (near-)zero sigmas
             x = _correlate1d(x, gaussian_kernel1d(s, truncate), axis, mode, cval)
@@ -327,12 +318,13 @@ def gaussian_filter(x: Any, sigma: float | Sequence[float] = 1.0, mode: str = "r
 
 
 # ----------------------------------------------------------------------------- tables: shared checks
-def _check_table(name: str, X: Any, allow_nan: bool = True) -> Any:
-    X = _check_array(name, X)
+def _table(name: str, X: Any, allow_nan: bool = True) -> Any:
+    """``X`` as a floating 2-D table with at least one row and one column (NaN refused unless allowed)."""
+    X = _floating(name, X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D table (n_samples, n_features), got shape {tuple(X.shape)}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one row, got shape {tuple(X.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(X.shape)}")
     xp = B.namespace(X)
     if not allow_nan and B.float_of(xp.sum(xp.astype(xp.isnan(X), X.dtype))) > 0:
         raise ValueError(f"{name} contains NaN; fill the missing values first (SimpleImputer, KNNImputer)")
@@ -357,7 +349,7 @@ class _Fitted:
     def _check_fitted(self, X: Any, allow_nan: bool = True) -> Any:
         if self.n_features_in_ is None:
             raise ValueError(f"{type(self).__name__} is not fitted yet: call fit(X_train) first")
-        X = _check_table("X", X, allow_nan)
+        X = _table("X", X, allow_nan)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted with "
                              f"{self.n_features_in_}")
@@ -421,18 +413,16 @@ class SimpleImputer(_Fitted):
     STRATEGIES = ("mean", "median", "constant")
 
     def __init__(self, strategy: str = "mean", fill_value: float = 0.0):
-        if strategy not in self.STRATEGIES:
-            raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")
-        self.strategy = strategy
-        self.fill_value = _check_finite("fill_value", fill_value)
+        self.strategy = check_choice("strategy", strategy, self.STRATEGIES)
+        self.fill_value = check_number("fill_value", fill_value)
         self.statistics_ = None
 
     def fit(self, X: Any) -> "SimpleImputer":
         """Learn one fill value per column from the training table X (n_samples, n_features)."""
-        X = _check_table("X", X)
+        X = _table("X", X)
         xp = B.namespace(X)
         if self.strategy == "constant":
-            self.statistics_ = xp.full((X.shape[1],), self.fill_value, dtype=X.dtype, device=_device(X))
+            self.statistics_ = xp.full((X.shape[1],), self.fill_value, dtype=X.dtype, device=B.device(X))
         else:
             _refuse_empty_columns(X, f"SimpleImputer(strategy={self.strategy!r})")
             self.statistics_ = _nan_mean(X) if self.strategy == "mean" else _nan_median(X)
@@ -464,7 +454,7 @@ def nan_euclidean_distances(X: Any, Y: Any) -> Any:
 
     Seed §3.1.1.2 (the distance of nearest-neighbour filling). See: chapters/02_1_data_cleaning.ipynb
     """
-    X, Y = _check_table("X", X), _check_table("Y", Y)
+    X, Y = _table("X", X), _table("Y", Y)
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"X and Y must have the same number of columns, got {X.shape[1]} and {Y.shape[1]}")
     xp = B.namespace(X, Y)
@@ -474,7 +464,7 @@ def nan_euclidean_distances(X: Any, Y: Any) -> Any:
     sq = (x0 * x0) @ my.T - 2.0 * (x0 @ y0.T) + mx @ (y0 * y0).T
     shared = mx @ my.T
     sq = xp.clip(sq, 0.0, None) * X.shape[1] / xp.where(shared > 0, shared, xp.ones_like(shared))
-    return xp.where(shared > 0, xp.sqrt(sq), xp.full(sq.shape, math.nan, dtype=X.dtype, device=_device(X)))
+    return xp.where(shared > 0, xp.sqrt(sq), xp.full(sq.shape, math.nan, dtype=X.dtype, device=B.device(X)))
 
 
 class KNNImputer(_Fitted):
@@ -495,11 +485,11 @@ class KNNImputer(_Fitted):
     """
 
     def __init__(self, n_neighbors: int = 5):
-        self.n_neighbors = _check_size("n_neighbors", n_neighbors)
+        self.n_neighbors = check_int("n_neighbors", n_neighbors, 1)
 
     def fit(self, X: Any) -> "KNNImputer":
         """Remember the training table (the donors) and its column means."""
-        X = _check_table("X", X)
+        X = _table("X", X)
         _refuse_empty_columns(X, "KNNImputer")
         xp = B.namespace(X)
         self._fit_X = X
@@ -518,7 +508,7 @@ class KNNImputer(_Fitted):
         if not any(missing_per_column):
             return xp.asarray(X, copy=True)
         dist = nan_euclidean_distances(X, xp.astype(self._fit_X, X.dtype))
-        inf = xp.full(dist.shape, math.inf, dtype=X.dtype, device=_device(X))
+        inf = xp.full(dist.shape, math.inf, dtype=X.dtype, device=B.device(X))
         dist = xp.where(xp.isnan(dist), inf, dist)
         columns = [X[:, j] if not missing_per_column[j] else
                    xp.where(missing[:, j], self._impute_column(dist, inf, j), X[:, j])
@@ -583,11 +573,11 @@ class StandardScaler(_Fitted):
     """
 
     def __init__(self, with_mean: bool = True, with_std: bool = True):
-        self.with_mean, self.with_std = bool(with_mean), bool(with_std)
+        self.with_mean, self.with_std = check_bool("with_mean", with_mean), check_bool("with_std", with_std)
 
     def fit(self, X: Any) -> "StandardScaler":
         """Learn the column means and standard deviations of the training table."""
-        X = _check_table("X", X, allow_nan=False)
+        X = _table("X", X, allow_nan=False)
         xp = B.namespace(X)
         n = X.shape[0]
         self.mean_ = xp.sum(X, axis=0) / n
@@ -629,14 +619,14 @@ class MinMaxScaler(_Fitted):
     def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0), clip: bool = False):
         if not isinstance(feature_range, (tuple, list)) or len(feature_range) != 2:
             raise ValueError(f"feature_range must be a pair (min, max), got {feature_range!r}")
-        lo, hi = (_check_finite("feature_range", v) for v in feature_range)
+        lo, hi = (check_number("feature_range", v) for v in feature_range)
         if not lo < hi:
             raise ValueError(f"feature_range must have min < max, got {tuple(feature_range)!r}")
-        self.feature_range, self.clip = (lo, hi), bool(clip)
+        self.feature_range, self.clip = (lo, hi), check_bool("clip", clip)
 
     def fit(self, X: Any) -> "MinMaxScaler":
         """Learn each column's minimum and maximum on the training table."""
-        X = _check_table("X", X, allow_nan=False)
+        X = _table("X", X, allow_nan=False)
         xp = B.namespace(X)
         lo, hi = self.feature_range
         self.data_min_, self.data_max_ = xp.min(X, axis=0), xp.max(X, axis=0)
@@ -662,13 +652,6 @@ class MinMaxScaler(_Fitted):
 
 
 # ----------------------------------------------------------------------------- corruptions
-def _check_rate(name: str, value: Any) -> float:
-    value = _check_finite(name, value, 0.0)
-    if value > 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return value
-
-
 def add_gaussian_noise(x: Any, std: float, generator=None) -> Any:
     r"""Additive white Gaussian noise: :math:`\tilde x = x + \sigma\,\varepsilon`, :math:`\varepsilon \sim N(0, 1)`.
 
@@ -682,9 +665,9 @@ def add_gaussian_noise(x: Any, std: float, generator=None) -> Any:
 
     See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
-    x = _check_array("x", x)
-    std = _check_finite("std", std, 0.0)
-    noise = (generator or B.rng()).standard_normal(tuple(x.shape))
+    x = _floating("x", x)
+    std = check_number("std", std, 0.0)
+    noise = (check_generator("generator", generator) or B.rng()).standard_normal(tuple(x.shape))
     return x + std * B.asarray(noise, x)
 
 
@@ -703,12 +686,16 @@ def add_salt_and_pepper(x: Any, amount: float, low: float | None = None, high: f
 
     See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
-    x = _check_array("x", x)
-    amount = _check_rate("amount", amount)
+    x = _floating("x", x)
+    amount = check_probability("amount", amount)
+    g = check_generator("generator", generator) or B.rng()
+    low = None if low is None else check_number("low", low)
+    high = None if high is None else check_number("high", high)
     xp = B.namespace(x)
-    low = B.float_of(xp.min(x)) if low is None else _check_finite("low", low)
-    high = B.float_of(xp.max(x)) if high is None else _check_finite("high", high)
-    g = generator or B.rng()
+    if x.shape and 0 in tuple(x.shape):
+        return xp.asarray(x, copy=True)
+    low = B.float_of(xp.min(x)) if low is None else low
+    high = B.float_of(xp.max(x)) if high is None else high
     hit = B.asarray(g.random(tuple(x.shape)) < amount, x) > 0.5
     salt = B.asarray(g.random(tuple(x.shape)) < 0.5, x) > 0.5
     return xp.where(hit, xp.where(salt, xp.full_like(x, high), xp.full_like(x, low)), x)
@@ -725,8 +712,8 @@ def drop_at_random(x: Any, rate: float, generator=None) -> Any:
 
     See: chapters/02_1_data_cleaning.ipynb (the corrupted-digits experiment)
     """
-    x = _check_array("x", x)
-    rate = _check_rate("rate", rate)
+    x = _floating("x", x)
+    rate = check_probability("rate", rate)
     xp = B.namespace(x)
-    drop = B.asarray((generator or B.rng()).random(tuple(x.shape)) < rate, x) > 0.5
+    drop = B.asarray((check_generator("generator", generator) or B.rng()).random(tuple(x.shape)) < rate, x) > 0.5
     return xp.where(drop, xp.full_like(x, math.nan), x)
