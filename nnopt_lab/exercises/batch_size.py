@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..training.batch_size import BatchSizeSchedule, linear_scaling_warmup
 from ..training.schedules import LRProbe
-from .learning_rate import _values, _verdict, diagnose
+from .checks import diagnose, numbers, verdict
 
 __all__ = ["check_warmup_lr", "check_update_count", "check_noise_prediction"]
 
@@ -33,7 +33,7 @@ def check_warmup_lr(warmup_lr: Callable, base_lr: float = 0.1, base_batch: int =
     for _ in range(steps):
         want.append(probe.lr)
         sched.step()
-    got = _values("warmup_lr", warmup_lr, [(t, base_lr, base_batch, batch, warmup_steps) for t in range(steps)])
+    got = numbers("warmup_lr", warmup_lr, [(t, base_lr, base_batch, batch, warmup_steps) for t in range(steps)])
     k, peak = batch / base_batch, base_lr * batch / base_batch
 
     def ramp(t, start=base_lr, top=peak, w=warmup_steps):
@@ -48,7 +48,7 @@ def check_warmup_lr(warmup_lr: Callable, base_lr: float = 0.1, base_batch: int =
         "the warm-up reaches the peak one step early: divide by warmup_steps, not warmup_steps − 1":
             [ramp(t, w=warmup_steps - 1) for t in range(steps)],
     }
-    _verdict("warmup_lr", diagnose(got, want, variants),
+    verdict("warmup_lr", diagnose(got, want, variants),
              f"linear_scaling_warmup (torch LinearLR({base_batch}/{batch}, 1, {warmup_steps})) at {steps} steps")
 
 
@@ -62,7 +62,7 @@ def check_update_count(count_updates: Callable, n_samples: int = 1078, batch_siz
     cases = [(n_samples, batch_size, tuple(milestones), factor, epochs), (1000, 50, (3,), 2, 6),
              (360, 16, (2, 4, 6), 3, 8)]
     want = [BatchSizeSchedule(b, m, f).total_updates(n, e) for n, b, m, f, e in cases]
-    got = _values("count_updates", count_updates, cases)
+    got = numbers("count_updates", count_updates, cases)
 
     def count(n, b, m, f, e, rounding=math.ceil, late=0):
         return sum(rounding(n / (b * f ** sum(1 for x in m if x + late <= ep))) for ep in range(e))
@@ -74,7 +74,7 @@ def check_update_count(count_updates: Callable, n_samples: int = 1078, batch_siz
         "the batch grows one epoch late: at epoch m (a milestone) the new batch size is already used":
             [count(*c, late=1) for c in cases],
     }
-    _verdict("count_updates", diagnose(got, want, variants, label="case"),
+    verdict("count_updates", diagnose(got, want, variants, label="case"),
              f"BatchSizeSchedule.total_updates on {len(cases)} cases")
 
 
@@ -87,7 +87,7 @@ def check_noise_prediction(predict_noise: Callable) -> None:
     """
     cases = [(2.0, 16, 64, 1078), (0.5, 8, 512, 1078), (3.0, 32, 1078, 1078), (1.0, 100, 25, 1000)]
     want = [v0 * b0 / b * (n - b) / (n - b0) for v0, b0, b, n in cases]
-    got = _values("predict_noise", predict_noise, cases)
+    got = numbers("predict_noise", predict_noise, cases)
     variants = {
         "missing the finite-population factor (N − b)/(N − b0): sampling without replacement, "
         "so the noise reaches 0 at b = N": [v0 * b0 / b for v0, b0, b, n in cases],
@@ -96,5 +96,5 @@ def check_noise_prediction(predict_noise: Callable) -> None:
         "upside down: a larger batch gives a smaller noise, multiply by b0/b": [v0 * b / b0 * (n - b) / (n - b0)
                                                                               for v0, b0, b, n in cases],
     }
-    _verdict("predict_noise", diagnose(got, want, variants, label="case"),
+    verdict("predict_noise", diagnose(got, want, variants, label="case"),
              f"v0·(b0/b)·(N−b)/(N−b0) on {len(cases)} cases")

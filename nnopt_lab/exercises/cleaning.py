@@ -11,18 +11,11 @@ from typing import Any, Callable
 
 from .. import backend as B
 from ..preprocessing import cleaning as C
+from . import checks
 
 __all__ = ["check_mean_filter_1d", "check_standardize", "check_fill_missing"]
 
 _NUMPY64 = B.Backend("numpy", "float64")
-
-
-def _as64(a: Any, what: str) -> Any:
-    """The learner's answer as a numpy float64 array (through the backend module)."""
-    try:
-        return B.to_backend(a, _NUMPY64, dtype="float64")
-    except Exception as err:                      # noqa: BLE001 - any failure is the learner's to fix
-        raise AssertionError(f"{what} could not be read as an array of numbers: {err}") from None
 
 
 def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
@@ -46,7 +39,8 @@ def check_mean_filter_1d(fn: Callable[[Any, int], Any]) -> bool:
     for x in _signals():
         for size in (3, 5):
             want = C.mean_filter(x, size, mode="nearest")
-            got = _as64(fn(x.copy(), size), f"mean_filter_1d(signal of length {x.shape[0]}, size={size})")
+            case = f"mean_filter_1d(signal of length {x.shape[0]}, size={size})"
+            got = checks.as_float64(checks.call(case, fn, x.copy(), size), case)
             if _close(got, want):
                 continue
             case = f"signal of length {x.shape[0]}, size={size}"
@@ -86,10 +80,10 @@ def check_standardize(fn: Callable[[Any, Any], tuple]) -> bool:
     """``fn(train, test) -> (train_z, test_z)``: z-scores with the TRAINING mean and population std;
     a constant column is only centred (std taken as 1)."""
     train, test = _tables()
-    out = fn(train.copy(), test.copy())
+    out = checks.call("standardize", fn, train.copy(), test.copy())
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise AssertionError("standardize must return a pair (train_z, test_z)")
-    got_train, got_test = _as64(out[0], "train_z"), _as64(out[1], "test_z")
+    got_train, got_test = checks.as_float64(out[0], "train_z"), checks.as_float64(out[1], "test_z")
     scaler = C.StandardScaler().fit(train)
     want_train, want_test = scaler.transform(train), scaler.transform(test)
     for name, got, want in (("train_z", got_train, want_train), ("test_z", got_test, want_test)):
@@ -130,7 +124,7 @@ def check_fill_missing(fn: Callable[[Any], Any]) -> bool:
     for values in cases:
         x = _NUMPY64.asarray(values)
         want = C.SimpleImputer("mean").fit(x[:, None]).transform(x[:, None])[:, 0]
-        got = _as64(fn(x.copy()), f"fill_missing({values})")
+        got = checks.as_float64(checks.call(f"fill_missing({values})", fn, x.copy()), f"fill_missing({values})")
         if _close(got, want):
             continue
         xp = B.namespace(got)

@@ -14,20 +14,11 @@ from typing import Any, Callable
 from .. import backend as B
 from ..compression.quantization import quantize_uniform
 from ..preprocessing.input_compression import PCA, otsu_threshold
+from . import checks
 
 __all__ = ["check_kbit_quantizer", "check_explained_variance_ratio", "check_otsu_threshold"]
 
 _TOL = 1e-5
-
-
-def _numpy_of(value: Any, what: str, shape: tuple | None = None):
-    try:
-        a = B.to_numpy(value).astype("float64")
-    except Exception as err:  # a learner may return anything
-        raise AssertionError(f"✗ {what} must return an array, got {type(value).__name__} ({err})") from None
-    if shape is not None and tuple(a.shape) != tuple(shape):
-        raise AssertionError(f"✗ {what} returned shape {tuple(a.shape)}, expected {tuple(shape)}")
-    return a
 
 
 def _close(a, b) -> bool:
@@ -49,8 +40,9 @@ def check_kbit_quantizer(fn: Callable[[Any, int], Any]) -> None:
     xn = B.to_numpy(x).astype("float64")
     for bits in (1, 2, 3, 4, 8):
         steps = 2 ** bits - 1
-        ours = _numpy_of(quantize_uniform(x, bits, 0.0, 1.0), "reference")
-        got = _numpy_of(fn(x, bits), f"your function (bits={bits})", ours.shape)
+        ours = B.to_numpy(quantize_uniform(x, bits, 0.0, 1.0)).astype("float64")
+        what = f"your function (bits={bits})"
+        got = checks.as_float64(checks.call(what, fn, x, bits), what, ours.shape)
         if _close(got, ours):
             continue
         clamped = xn.clip(0.0, 1.0)
@@ -89,8 +81,8 @@ def check_explained_variance_ratio(fn: Callable[[Any], Any]) -> None:
     Reference: ``PCA(D).fit(X).explained_variance_ratio_`` (equal to scikit-learn's).
     """
     x = _pca_inputs()
-    ref = _numpy_of(PCA(x.shape[1]).fit(x).explained_variance_ratio_, "reference")
-    got = _numpy_of(fn(x), "your function")
+    ref = B.to_numpy(PCA(x.shape[1]).fit(x).explained_variance_ratio_).astype("float64")
+    got = checks.as_float64(checks.call("your function", fn, x), "your function")
     if got.shape != ref.shape:
         raise AssertionError(f"✗ expected one ratio per component, shape {ref.shape}; got shape {got.shape}")
     if _close(got, ref):
@@ -131,8 +123,9 @@ def check_otsu_threshold(fn: Callable[[Any], float]) -> None:
     for i, x in enumerate(_otsu_inputs()):
         xn = B.to_numpy(x).astype("float64")
         t_ref = otsu_threshold(x)
+        answer = checks.call("your function", fn, x)
         try:
-            t = float(B.to_numpy(fn(x)))
+            t = float(B.to_numpy(answer))
         except (TypeError, ValueError) as err:
             raise AssertionError(f"✗ your function must return one number, got an error: {err}") from None
         if ((xn <= t) == (xn <= t_ref)).all():

@@ -13,42 +13,9 @@ import math
 from typing import Callable, Sequence
 
 from ..training.schedules import CosineAnnealingLR, ReduceLROnPlateau, lr_curve, with_warmup
+from .checks import call, diagnose, numbers, verdict
 
 __all__ = ["check_cosine_annealing", "check_warmup_cosine", "check_plateau", "diagnose"]
-
-
-def _close(a: Sequence[float], b: Sequence[float], tol: float = 1e-9) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= tol * max(1.0, abs(y)) for x, y in zip(a, b))
-
-
-def _values(name: str, fn: Callable, args_list: list[tuple]) -> list[float]:
-    out = []
-    for args in args_list:
-        value = fn(*args)
-        try:
-            out.append(float(value))
-        except (TypeError, ValueError):
-            raise AssertionError(f"✗ {name}{args} returned {value!r}; expected a number") from None
-    return out
-
-
-def diagnose(got: Sequence[float], want: Sequence[float], variants: dict[str, Sequence[float]],
-             label: str = "step") -> str | None:
-    """``None`` when ``got`` equals ``want``; else the message of the first matching known mistake,
-    or where the first difference is."""
-    if _close(got, want):
-        return None
-    for message, values in variants.items():
-        if _close(got, values):
-            return message
-    i = next(i for i, (a, b) in enumerate(zip(got, want)) if abs(a - b) > 1e-9 * max(1.0, abs(b)))
-    return f"first difference at {label} {i}: yours {got[i]:.6g}, expected {want[i]:.6g}"
-
-
-def _verdict(name: str, message: str | None, what: str) -> None:
-    if message is not None:
-        raise AssertionError(f"✗ {name}: {message}")
-    print(f"✓ {name} matches {what}")
 
 
 # ----------------------------------------------------------------------------- exercise 1
@@ -60,7 +27,7 @@ def check_cosine_annealing(cosine_lr: Callable, base_lr: float = 0.1, T_max: int
     """
     steps = list(range(T_max + 1))
     want = lr_curve(lambda o: CosineAnnealingLR(o, T_max=T_max, eta_min=eta_min), T_max + 1, lr=base_lr)
-    got = _values("cosine_lr", cosine_lr, [(t, base_lr, T_max, eta_min) for t in steps])
+    got = numbers("cosine_lr", cosine_lr, [(t, base_lr, T_max, eta_min) for t in steps])
 
     def formula(t, b=base_lr, T=T_max, e=eta_min, half=0.5, sign=1.0, angle=math.pi):
         return e + half * (b - e) * (1 + sign * math.cos(angle * t / T))
@@ -77,7 +44,7 @@ def check_cosine_annealing(cosine_lr: Callable, base_lr: float = 0.1, T_max: int
         "divided by T_max − 1: the bottom is reached at step T_max, so divide by T_max":
             [formula(t, T=T_max - 1) for t in steps],
     }
-    _verdict("cosine_lr", diagnose(got, want, variants),
+    verdict("cosine_lr", diagnose(got, want, variants),
              f"CosineAnnealingLR(T_max={T_max}, eta_min={eta_min}) at all {len(steps)} steps")
 
 
@@ -92,7 +59,7 @@ def check_warmup_cosine(warmup_cosine_lr: Callable, base_lr: float = 0.2, warmup
     W, N = warmup_steps, total_steps
     steps = list(range(N))
     want = lr_curve(lambda o: with_warmup(CosineAnnealingLR(o, T_max=N - W), W, start_factor), N, lr=base_lr)
-    got = _values("warmup_cosine_lr", warmup_cosine_lr, [(t, base_lr, W, N, start_factor) for t in steps])
+    got = numbers("warmup_cosine_lr", warmup_cosine_lr, [(t, base_lr, W, N, start_factor) for t in steps])
 
     def warm(t, denom=W, f0=start_factor):
         return base_lr * (f0 + (1 - f0) * min(t, denom) / denom)
@@ -109,7 +76,7 @@ def check_warmup_cosine(warmup_cosine_lr: Callable, base_lr: float = 0.2, warmup
         "the warm-up starts at 0: it should start at start_factor·base_lr":
             [warm(t, f0=0.0) if t < W else cos(t - W) for t in steps],
     }
-    _verdict("warmup_cosine_lr", diagnose(got, want, variants),
+    verdict("warmup_cosine_lr", diagnose(got, want, variants),
              f"SequentialLR(LinearLR({start_factor}, 1, {W}), CosineAnnealingLR({N - W})) at all {N} steps")
 
 
@@ -129,10 +96,10 @@ def check_plateau(plateau_lrs: Callable, lr: float = 0.1, factor: float = 0.5, p
     metrics = list(metrics)
     want = lr_curve(lambda o: ReduceLROnPlateau(o, factor=factor, patience=patience, threshold=0.0),
                     len(metrics) + 1, lr=lr, metrics=metrics + [0.0])[1:]
-    result = plateau_lrs(list(metrics), lr, factor, patience)
+    result = call("plateau_lrs", plateau_lrs, list(metrics), lr, factor, patience)
     try:
         got = [float(v) for v in result]
-    except TypeError:
+    except (TypeError, ValueError):
         raise AssertionError(f"✗ plateau_lrs returned {result!r}; expected a list of numbers") from None
     if len(got) != len(metrics):
         raise AssertionError(f"✗ plateau_lrs: expected one rate per epoch ({len(metrics)}), got {len(got)}")
@@ -157,5 +124,5 @@ def check_plateau(plateau_lrs: Callable, lr: float = 0.1, factor: float = 0.5, p
         "the bad-epoch count was not reset after a reduction, so the rate keeps falling every epoch":
             variant(keep_count=True),
     }
-    _verdict("plateau_lrs", diagnose(got, want, variants, label="epoch"),
+    verdict("plateau_lrs", diagnose(got, want, variants, label="epoch"),
              f"ReduceLROnPlateau(factor={factor}, patience={patience}, threshold=0) over {len(metrics)} epochs")

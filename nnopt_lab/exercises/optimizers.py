@@ -16,15 +16,11 @@ from .. import backend as B
 from ..nn.layers import Parameter
 from ..training.clipping import clip_grad_norm
 from ..training.optim import SGD, Adam
+from . import checks
 
 __all__ = ["check_adam_step", "check_nesterov_step", "check_clip_by_global_norm"]
 
 RTOL = 1e-6
-
-
-def _check_callable(name: str, fn: Any) -> None:
-    if not callable(fn):
-        raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -51,7 +47,7 @@ def _run_learner(name: str, fn: Callable, p0, grad, steps: int, init_state, call
     p, state, out = p0, init_state, []
     for t in range(1, steps + 1):
         g = grad(p, t)
-        res = call(fn, p, g, state, t)
+        res = checks.call(name, call, fn, p, g, state, t)
         if not isinstance(res, tuple):
             raise AssertionError(f"✗ {name} must return a tuple, got {type(res).__name__}")
         p, state = res[0], res[1:] if len(res) > 2 else res[1]
@@ -129,7 +125,7 @@ def check_nesterov_step(nesterov_step: Callable, backend=None, lr: float = 0.05,
 
     See: chapters/04_3_optimizers.ipynb (seed §3.3.3)
     """
-    _check_callable("nesterov_step", nesterov_step)
+    checks.require_function("nesterov_step", nesterov_step)
     p0, grad = _problem(backend)
     call = (lambda fn, p, g, buf, t: fn(p, g, buf, lr, momentum))
     learner = _run_learner("nesterov_step", nesterov_step, p0, grad, steps, None, call)
@@ -194,7 +190,7 @@ def check_adam_step(adam_step: Callable, backend=None, lr: float = 0.1, betas=(0
 
     See: chapters/04_3_optimizers.ipynb (seed §3.3.3)
     """
-    _check_callable("adam_step", adam_step)
+    checks.require_function("adam_step", adam_step)
     p0, grad = _problem(backend)
     xp = B.namespace(p0)
     beta1, beta2 = betas
@@ -231,7 +227,7 @@ def check_clip_by_global_norm(clip: Callable, backend=None) -> None:
 
     See: chapters/04_3_optimizers.ipynb (seed §3.3.3)
     """
-    _check_callable("clip", clip)
+    checks.require_function("clip", clip)
     b = B.get_backend("numpy", "float64") if backend is None else B.get_backend(backend)
     gen = B.generator(7)
     mistakes = {
@@ -249,7 +245,7 @@ def check_clip_by_global_norm(clip: Callable, backend=None) -> None:
             params[-1].grad = g * 1.0
         clip_grad_norm(params, max_norm)
         expected = [p.grad for p in params]
-        got = clip([g * 1.0 for g in grads], max_norm)
+        got = checks.call("clip", clip, [g * 1.0 for g in grads], max_norm)
         if not isinstance(got, (list, tuple)) or len(got) != len(grads):
             raise AssertionError(f"✗ clip must return a list of {len(grads)} arrays, got {type(got).__name__}")
         if all(_close(a, e) for a, e in zip(got, expected)):
