@@ -612,11 +612,11 @@ def test_bad_array_scale_raises():
 
 
 def test_bad_zero_point_and_range_raise():
-    with pytest.raises(ValueError, match=r"zero_point must be an int in \[0, 255\], got 300"):
+    with pytest.raises(ValueError, match=r"zero_point must be an int in \[qmin, qmax\] = \[0, 255\], got 300"):
         Q.quantize(np.zeros(3), 0.1, 300, 0, 255)
-    with pytest.raises(ValueError, match=r"zero_point must be an int in \[0, 255\], got 1.5"):
+    with pytest.raises(ValueError, match=r"zero_point must be an int, got 1.5"):
         Q.quantize(np.zeros(3), 0.1, 1.5, 0, 255)
-    with pytest.raises(TypeError, match=r"zero_point must be an int in \[0, 255\], got True"):
+    with pytest.raises(TypeError, match=r"zero_point must be an int, got True"):
         Q.quantize(np.zeros(3), 0.1, True, 0, 255)
     with pytest.raises(ValueError, match=r"zero_point must hold integers in \[qmin, qmax\] = \[0, 255\]"):
         Q.fake_quantize(np.zeros((2, 3)), np.full(2, 0.1), np.array([3, 256]), 0, 255, axis=0)

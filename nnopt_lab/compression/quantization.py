@@ -185,7 +185,12 @@ def _scale(scale: Any, x: Any, axis: int | None) -> tuple[Any, Any]:
 def _zero_point(zero_point: Any, x: Any, axis: int | None, qmin: int | None, qmax: int | None) -> Any:
     """``zero_point`` checked (an integer, in [qmin, qmax] where given): an int, or an array in x's dtype."""
     if not _is_array(zero_point):
-        return check_int("zero_point", zero_point, qmin, qmax)
+        if qmin is None:
+            return check_int("zero_point", zero_point, None)
+        value = check_int("zero_point", zero_point, None)
+        if not qmin <= value <= qmax:
+            raise ValueError(f"zero_point must be an int in [qmin, qmax] = [{qmin}, {qmax}], got {value}")
+        return value
     xp = B.namespace(x)
     z = _per_channel("zero_point", zero_point, x, axis, "float64")
     good = (xp.round(z) == z) & (xp.abs(z) <= CODE_LIMIT)
