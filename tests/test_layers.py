@@ -229,6 +229,22 @@ def test_bad_forward_inputs_are_named():
         nn.BatchNorm1d(3)(np.zeros((1, 3), dtype=np.float32))
 
 
+def test_load_state_dict_refuses_values_it_would_change():
+    model = nn.Sequential(nn.BatchNorm1d(2))
+    state = dict(model.state_dict())
+    with pytest.raises(TypeError, match=r"state_dict\['0.num_batches_tracked'\] must be an integer array like the "
+                                        r"int64 it replaces, got dtype float64"):
+        model.load_state_dict({**state, "0.num_batches_tracked": np.array(2.7)})
+    with pytest.raises(TypeError, match=r"state_dict\['0.weight'\] must hold real numbers, got dtype complex128"):
+        model.load_state_dict({**state, "0.weight": np.ones(2, dtype=complex)})
+    with pytest.raises(TypeError, match=r"state_dict\['0.bias'\] must be a numpy array or torch tensor, got list"):
+        model.load_state_dict({**state, "0.bias": [0.0, 0.0]})
+    with pytest.raises(TypeError, match=r"state must be a dict of arrays"):
+        model.load_state_dict(None)
+    model.load_state_dict({**state, "0.num_batches_tracked": np.array(5, dtype=np.int32)})   # int widths convert
+    assert B.dtype_name(model.state_dict()["0.num_batches_tracked"]) == "int64"
+
+
 def test_load_state_dict_copies_instead_of_sharing_memory(backend_name):
     model = nn.Sequential(nn.Linear(3, 2, backend=backend_name))
     state = {k: B.copy(v) for k, v in model.state_dict().items()}

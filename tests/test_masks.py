@@ -29,6 +29,8 @@ def _mask(shape=(4, 6), seed=0):
     (np.where(_mask() > 0, -1, 1), ValueError, r"such as -1.0"),
     ([[1.0] * 6] * 4, TypeError, r"mask must be a numpy array or torch tensor, got list"),
     (1.0, TypeError, r"mask must be a numpy array or torch tensor, got float"),
+    (np.ones((4, 6), dtype=complex), TypeError, r"mask must be an array of 0s and 1s \(bool, integer or float\), "
+                                                 r"got dtype complex128"),
 ])
 def test_bad_masks_are_refused_and_named(bad, error, message, backend_name):
     p = _linear(backend_name)[0]._params["weight"]

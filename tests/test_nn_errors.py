@@ -39,6 +39,8 @@ CASES = {
                      r"weight has dtype float32 but x is float64"),
     "weight torch": (lambda: F.conv2d_forward(X, torch.ones(4, 3, 3, 3, dtype=torch.float64)), TypeError,
                      r"weight is on torch-cpu .* but x is on numpy .*mixed"),
+    "weight empty kernel": (lambda: F.conv2d_forward(X, np.ones((4, 3, 0, 3))), ValueError,
+                            r"weight must have at least one entry on every axis"),
     "bias shape": (lambda: F.conv2d_forward(X, W, np.ones(3)), ValueError, r"bias must have shape \(4,\), got \(3,\)"),
     "conv_output_size too large": (lambda: F.conv_output_size(3, 5, 1, 0), ValueError, r"kernel_size 5 spans 5, more "
                                    r"than the input 3 padded by 0 to 3"),
@@ -191,6 +193,13 @@ def test_layer_backward_before_forward_says_so(name):
         layer.backward(np.ones(shape))
     out = layer(np.ones(shape))
     layer.backward(np.ones(tuple(out.shape)))               # after forward it works
+
+
+def test_layer_forward_on_another_backend_says_so():
+    with pytest.raises(TypeError, match=r"Conv2d got x on torch-cpu \(cpu\) but its parameters are on numpy"):
+        nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(TypeError, match=r"Linear got x on numpy \(cpu\) but its parameters are on torch-cpu"):
+        nn.Linear(3, 2, backend="torch-cpu")(np.zeros((2, 3), dtype=np.float32))
 
 
 def test_loss_backward_before_the_loss_says_so():

@@ -323,6 +323,9 @@ def _check_conv(x: Any, weight: Any, bias: Any, groups: Any) -> int:
     _check_array("x", x, 4, "(N, C, H, W)")
     _check_array("weight", weight, 4, "(Cout, Cin/groups, kh, kw)", like=x)
     groups = _int("groups", groups, 1)
+    if 0 in weight.shape:
+        raise ValueError(f"weight must have at least one entry on every axis (Cout, Cin/groups, kh, kw), "
+                         f"got shape {tuple(weight.shape)}")
     cout, cin_per_group = weight.shape[0], weight.shape[1]
     if cout % groups:
         raise ValueError(f"groups must divide the out-channels {cout} of weight {tuple(weight.shape)}, got {groups}")

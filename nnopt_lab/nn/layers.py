@@ -41,7 +41,12 @@ def _count_nonzero(x: Any) -> int:
 
 
 def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
-    """Inputs must have the parameters' float dtype (numpy would silently upcast, torch refuses)."""
+    """Inputs must be on the parameters' backend, with their float dtype (numpy would silently
+    upcast, torch refuses)."""
+    if not B.same_kind(x, weight):
+        raise TypeError(f"{type(layer).__name__} got x on {B.backend_of(x).name} ({B.device_of(x)}) but its "
+                        f"parameters are on {B.backend_of(weight).name} ({B.device_of(weight)}); move x with "
+                        f"nnopt_lab.backend.to_backend(x, backend) or the model with model.to(...)")
     if x.dtype != weight.dtype:
         raise TypeError(f"{type(layer).__name__} got x of dtype {B.dtype_name(x)} but its parameters are "
                         f"{B.dtype_name(weight)}; convert x with nnopt_lab.backend.to_backend(x, backend, "
@@ -58,9 +63,15 @@ def _check_input(layer: "Module", x: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- Parameter
+_REAL_KINDS = ("bool", "int", "uint", "float", "bfloat")
+
+
 def _checked_mask(value: Any, data: Any, name: str = "mask") -> Any:
     """``value`` as a mask for ``data``: 0s and 1s of its shape, on its backend and dtype (a copy)."""
     xp = B.namespace(check_array(name, value))
+    if not B.dtype_name(value).startswith(_REAL_KINDS):
+        raise TypeError(f"{name} must be an array of 0s and 1s (bool, integer or float), got dtype "
+                        f"{B.dtype_name(value)}")
     if tuple(value.shape) != tuple(data.shape):
         raise ValueError(f"{name} must have the parameter's shape {tuple(data.shape)}, got {tuple(value.shape)}")
     if B.dtype_name(value) != "bool":
@@ -397,6 +408,12 @@ def _check_state_value(key: str, value: Any, like: Any) -> None:
                         f"got {type(value).__name__}") from None
     if like is not None and tuple(value.shape) != tuple(like.shape):
         raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, expected {tuple(like.shape)}")
+    kind = B.dtype_name(value)
+    if not kind.startswith(_REAL_KINDS):
+        raise TypeError(f"state_dict[{key!r}] must hold real numbers, got dtype {kind}")
+    if like is not None and B.dtype_name(like).startswith(("int", "uint")) and not kind.startswith(("int", "uint")):
+        raise TypeError(f"state_dict[{key!r}] must be an integer array like the {B.dtype_name(like)} it "
+                        f"replaces, got dtype {kind} (a float would be truncated)")
 
 
 def _uniform_init(shape: tuple, bound: float, backend: B.Backend) -> Any:
