@@ -28,7 +28,7 @@ from .loop import History, check_xy, compute_loss, fit, train_step
 from .optim import SGD, check_lr
 from .schedules import LinearWarmup
 from .snapshot import preserved
-from ..validation import check_int as _check_int, check_number as _check_number
+from ..validation import check_int, check_number
 
 __all__ = ["throughput", "GradientNoise", "full_gradient", "gradient_noise", "linear_scaling_rule",
            "linear_scaling_warmup", "updates_per_epoch", "BatchSizeSchedule", "fit_with_batch_schedule"]
@@ -39,7 +39,7 @@ def _check_batch_sizes(batch_sizes: Sequence[int], limit: int | None = None) -> 
     if not sizes:
         raise ValueError("batch_sizes must hold at least one batch size, got none")
     for i, b in enumerate(sizes):
-        _check_int(f"batch_sizes[{i}]", b)
+        check_int(f"batch_sizes[{i}]", b)
         if limit is not None and b > limit:
             raise ValueError(f"batch_sizes[{i}] must be <= the number of samples {limit}, got {b}")
     return sizes
@@ -80,8 +80,8 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
     """
     x, y = check_xy("data", data)
     sizes = _check_batch_sizes(batch_sizes)
-    steps = _check_int("steps", steps)
-    warmup = _check_int("warmup", warmup, 0)
+    steps = check_int("steps", steps)
+    warmup = check_int("warmup", warmup, 0)
     lr = check_lr(lr)
     be = B.active() if backend is None else B.get_backend(backend)
     loss_fn = loss_fn or CrossEntropyLoss()
@@ -129,7 +129,7 @@ def full_gradient(model: Module, data: tuple, loss_fn=None, chunk: int = 1024) -
     loss_fn = loss_fn or CrossEntropyLoss()
     n = x.shape[0]
     total = None
-    for start in range(0, n, _check_int("chunk", chunk)):
+    for start in range(0, n, check_int("chunk", chunk)):
         xb, yb = x[start:start + chunk], y[start:start + chunk]
         g = _batch_gradient(model, loss_fn, xb, yb) * (xb.shape[0] / n)
         total = g if total is None else total + g
@@ -217,7 +217,7 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
     x, y = check_xy("data", data)
     n = x.shape[0]
     sizes = _check_batch_sizes(batch_sizes, limit=n)
-    repeats = _check_int("repeats", repeats, 2)
+    repeats = check_int("repeats", repeats, 2)
     loss_fn = loss_fn or CrossEntropyLoss()
     gen = B.generator(seed)
     with preserved(model, weights=False):
@@ -255,7 +255,7 @@ def linear_scaling_rule(base_lr: float, base_batch: int, batch: int) -> float:
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
     base_lr = check_lr(base_lr)
-    return base_lr * _check_int("batch", batch) / _check_int("base_batch", base_batch)
+    return base_lr * check_int("batch", batch) / check_int("base_batch", base_batch)
 
 
 def linear_scaling_warmup(optimizer: Any, base_lr: float, base_batch: int, batch: int,
@@ -276,13 +276,13 @@ def linear_scaling_warmup(optimizer: Any, base_lr: float, base_batch: int, batch
     lr = linear_scaling_rule(base_lr, base_batch, batch)
     optimizer.lr = lr
     optimizer.initial_lr = lr
-    return LinearWarmup(optimizer, _check_int("warmup_steps", warmup_steps), start_factor=min(1.0, base_batch / batch))
+    return LinearWarmup(optimizer, check_int("warmup_steps", warmup_steps), start_factor=min(1.0, base_batch / batch))
 
 
 # ----------------------------------------------------------------------------- dynamic batch size
 def updates_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
     r"""Parameter updates in one epoch: :math:`\lceil N/B \rceil` (:math:`\lfloor N/B \rfloor` with ``drop_last``)."""
-    n, b = _check_int("n_samples", n_samples, 0), _check_int("batch_size", batch_size)
+    n, b = check_int("n_samples", n_samples, 0), check_int("batch_size", batch_size)
     return n // b if drop_last else -(-n // b)
 
 
@@ -310,29 +310,29 @@ class BatchSizeSchedule:
 
     def __init__(self, batch_size: int, milestones: Sequence[int] = (), factor: float = 2.0,
                  max_batch_size: int | None = None):
-        self.batch_size = _check_int("batch_size", batch_size)
-        self.milestones = [_check_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)]
+        self.batch_size = check_int("batch_size", batch_size)
+        self.milestones = [check_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)]
         if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
             raise ValueError(f"milestones must be strictly increasing, got {list(milestones)!r}")
-        self.factor = _check_number("factor", factor, 1.0)
-        self.max_batch_size = None if max_batch_size is None else _check_int("max_batch_size", max_batch_size)
+        self.factor = check_number("factor", factor, 1.0)
+        self.max_batch_size = None if max_batch_size is None else check_int("max_batch_size", max_batch_size)
 
     @classmethod
     def instead_of_step_decay(cls, batch_size: int, milestones: Sequence[int], gamma: float,
                               max_batch_size: int | None = None) -> "BatchSizeSchedule":
         """The batch schedule that replaces ``MultiStepLR(milestones, gamma)``: factor = 1/gamma."""
-        gamma = _check_number("gamma", gamma, 0.0, 1.0, low_open=True)
+        gamma = check_number("gamma", gamma, 0.0, 1.0, low_open=True)
         return cls(batch_size, milestones, 1.0 / gamma, max_batch_size)
 
     def batch_size_at(self, epoch: int) -> int:
         """:math:`B_e` for epoch ``epoch`` (>= 0)."""
-        b = int(round(self.batch_size * self.factor ** bisect_right(self.milestones, _check_int("epoch", epoch, 0))))
+        b = int(round(self.batch_size * self.factor ** bisect_right(self.milestones, check_int("epoch", epoch, 0))))
         return b if self.max_batch_size is None else min(b, self.max_batch_size)
 
     def phases(self, epochs: int) -> list[tuple[int, int]]:
         """``[(batch size, number of epochs), ...]`` covering ``epochs`` epochs, equal sizes merged."""
         out: list[list[int]] = []
-        for e in range(_check_int("epochs", epochs)):
+        for e in range(check_int("epochs", epochs)):
             b = self.batch_size_at(e)
             if out and out[-1][0] == b:
                 out[-1][1] += 1
@@ -374,7 +374,7 @@ def fit_with_batch_schedule(model: Module, train: tuple, schedule: BatchSizeSche
     history = History()
     history["batch_size"], history["updates"] = [], []
     done = 0
-    for i, (b, n_epochs) in enumerate(schedule.phases(_check_int("epochs", epochs))):
+    for i, (b, n_epochs) in enumerate(schedule.phases(check_int("epochs", epochs))):
         h = fit(model, train, epochs=n_epochs, batch_size=b, optimizer=optimizer, val=val,
                 seed=seed if i == 0 else None, callbacks=callbacks, progress=progress, drop_last=drop_last,
                 desc=f"train (batch {b})", **fit_kwargs)
