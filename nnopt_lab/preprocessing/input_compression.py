@@ -24,6 +24,7 @@ from typing import Any
 from .. import backend as B
 from ..compression.quantization import quantize_uniform
 from ..nn.functional import avgpool2d_forward
+from ..validation import check_array, check_choice, check_int, check_number, check_shape
 
 __all__ = ["DITHERS", "quantize_inputs", "floyd_steinberg", "binarize", "otsu_threshold",
            "downsample", "upsample", "to_patches", "from_patches", "TopVarianceSelector", "PCA",
@@ -31,26 +32,16 @@ __all__ = ["DITHERS", "quantize_inputs", "floyd_steinberg", "binarize", "otsu_th
 
 DITHERS = (None, "uniform", "floyd-steinberg")
 METHODS = ("float32", "kbit", "binary", "downsample", "top_variance", "pca")
+MAX_SIDE = 4096     # largest side (pixels) upsample makes: beyond it a typo, not a request
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value > high):
-        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int {allowed}, got {value!r}")
-    return value
-
-
-def _check_ndim(name: str, x: Any, ndim: int, layout: str) -> Any:
-    xp = B.namespace(x)
-    if len(x.shape) != ndim:
-        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(x.shape)}")
-    return xp
-
-
-def _device(x: Any) -> Any:
-    return B.device_of(x) if B.is_torch(x) else None
+def _array(name: str, x: Any, ndim: int, layout: str) -> Any:
+    """Check that ``x`` is a non-empty array of shape ``layout``; return its namespace."""
+    check_array(name, x, ndim, layout)
+    if 0 in tuple(x.shape):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    return B.namespace(x)
 
 
 # ----------------------------------------------------------------------------- integer-ization
@@ -85,8 +76,8 @@ def quantize_inputs(x: Any, bits: int, lo: float = 0.0, hi: float = 1.0, dither:
     Seed: §2.1.3 / §3.1.3.1 整数化; §4.1.3's ``np.round(data / 2) * 2`` is the step-2 case.
     See: chapters/02_3_data_compression.ipynb
     """
-    if dither not in DITHERS:
-        raise ValueError(f"dither must be one of {DITHERS}, got {dither!r}")
+    check_choice("dither", dither, DITHERS)
+    check_array("x", x)
     if dither == "floyd-steinberg":
         return floyd_steinberg(x, bits, lo, hi)
     return quantize_uniform(x, bits, lo, hi, rounding="stochastic" if dither == "uniform" else "nearest")
@@ -123,9 +114,16 @@ def floyd_steinberg(images: Any, bits: int, lo: float = 0.0, hi: float = 1.0) ->
 
     See: chapters/02_3_data_compression.ipynb
     """
-    xp = B.namespace(images)
-    if len(images.shape) < 2:
+    check_array("images", images)
+    if images.ndim < 2:
         raise ValueError(f"images must have shape (..., H, W), got shape {tuple(images.shape)}")
+    xp = B.namespace(images)
+    check_int("bits", bits, 1, 16)
+    lo, hi = check_number("lo", lo), check_number("hi", hi)
+    if not lo < hi:
+        raise ValueError(f"lo must be < hi, got lo={lo!r}, hi={hi!r}")
+    if not xp.isdtype(images.dtype, "real floating"):
+        raise TypeError(f"images must be a floating-point array, got dtype {B.dtype_name(images)}")
     h, w = images.shape[-2:]
     work = xp.asarray(images, copy=True)
     out = xp.zeros_like(images)
@@ -151,11 +149,11 @@ def binarize(x: Any, threshold: float) -> Any:
     Seed: §2.1.3 / §3.1.3.1 二进制化.
     See: chapters/02_3_data_compression.ipynb
     """
+    check_array("x", x)
     xp = B.namespace(x)
-    t = B.float_of(threshold)
-    if t != t:
-        raise ValueError("threshold must be a number, got nan")
-    return xp.astype(x > t, x.dtype)
+    t = check_number("threshold", threshold, finite=False)
+    dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.float64
+    return xp.astype(x > t, dtype)
 
 
 def otsu_threshold(x: Any) -> float:
@@ -184,15 +182,16 @@ def otsu_threshold(x: Any) -> float:
     Seed: §3.1.3.1 二进制化.
     See: chapters/02_3_data_compression.ipynb
     """
+    check_array("x", x)
     xp = B.namespace(x)
     v = xp.sort(xp.reshape(xp.astype(x, xp.float64), (-1,)))
     n = v.shape[0]
+    if n and not B.float_of(xp.all(xp.isfinite(v))):
+        raise ValueError("x must be finite: it holds NaN or inf")
     if n < 2 or B.float_of(v[0]) == B.float_of(v[-1]):
         raise ValueError("x must hold at least two distinct values to be split by a threshold")
-    if not B.float_of(xp.all(xp.isfinite(v))):
-        raise ValueError("x must be finite: it holds NaN or inf")
     below = xp.cumulative_sum(v)[:-1]                       # sum of the i smallest, i = 1..n-1
-    count = xp.arange(1, n, dtype=xp.float64, device=_device(v))
+    count = xp.arange(1, n, dtype=xp.float64, device=B.device(v))
     w0 = count / n
     mu0 = below / count
     mu1 = (xp.sum(v) - below) / (n - count)
@@ -226,16 +225,15 @@ def downsample(images: Any, factor: int, method: str = "mean") -> Any:
     Seed: §3.1.3.2 空间分割.
     See: chapters/02_3_data_compression.ipynb
     """
-    _check_ndim("images", images, 4, "(N, C, H, W)")
-    _check_int("factor", factor, 1)
+    check_choice("method", method, ("mean", "stride"))
+    _array("images", images, 4, "(N, C, H, W)")
+    factor = check_int("factor", factor, 1)
     h, w = images.shape[-2:]
     if h % factor or w % factor:
         raise ValueError(f"factor must divide the image size {h}×{w}, got {factor}")
     if method == "mean":
         return avgpool2d_forward(images, factor)[0]
-    if method == "stride":
-        return images[:, :, ::factor, ::factor]
-    raise ValueError(f"method must be 'mean' or 'stride', got {method!r}")
+    return images[:, :, ::factor, ::factor]
 
 
 def upsample(images: Any, factor: int) -> Any:
@@ -245,9 +243,9 @@ def upsample(images: Any, factor: int) -> Any:
 
     See: chapters/02_3_data_compression.ipynb
     """
-    xp = _check_ndim("images", images, 4, "(N, C, H, W)")
-    _check_int("factor", factor, 1)
+    xp = _array("images", images, 4, "(N, C, H, W)")
     n, c, h, w = images.shape
+    factor = check_int("factor", factor, 1, max(1, MAX_SIDE // max(h, w)))
     big = xp.broadcast_to(images[:, :, :, None, :, None], (n, c, h, factor, w, factor))
     return xp.reshape(big, (n, c, h * factor, w * factor))
 
@@ -271,8 +269,8 @@ def to_patches(images: Any, patch: int) -> Any:
     Seed: §3.1.3.2 空间分割.
     See: chapters/02_3_data_compression.ipynb
     """
-    xp = _check_ndim("images", images, 4, "(N, C, H, W)")
-    _check_int("patch", patch, 1)
+    xp = _array("images", images, 4, "(N, C, H, W)")
+    patch = check_int("patch", patch, 1)
     n, c, h, w = images.shape
     if h % patch or w % patch:
         raise ValueError(f"patch must divide the image size {h}×{w}, got {patch}")
@@ -286,9 +284,11 @@ def from_patches(patches: Any, image_shape: tuple, patch: int) -> Any:
 
     Seed: §3.1.3.2 空间分割. See: chapters/02_3_data_compression.ipynb
     """
-    xp = _check_ndim("patches", patches, 3, "(N, L, C·p·p)")
-    _check_int("patch", patch, 1)
-    c, h, w = (int(s) for s in image_shape)
+    xp = _array("patches", patches, 3, "(N, L, C·p·p)")
+    patch = check_int("patch", patch, 1)
+    if not isinstance(image_shape, (tuple, list)):
+        raise TypeError(f"image_shape must be a tuple (C, H, W) of ints >= 1, got {image_shape!r}")
+    c, h, w = check_shape("image_shape", image_shape, 3)
     n = patches.shape[0]
     if h % patch or w % patch or tuple(patches.shape[1:]) != ((h // patch) * (w // patch), c * patch * patch):
         raise ValueError(f"patches of shape {tuple(patches.shape)} do not tile image_shape {tuple(image_shape)} "
@@ -304,19 +304,19 @@ class _Fitted:
 
     _fitted_attr = "mean_"
 
-    def _check_x(self, x: Any, name: str = "X") -> Any:
-        xp = _check_ndim(name, x, 2, "(N, D)")
+    def _check_x(self, x: Any, name: str = "x") -> Any:
+        xp = _array(name, x, 2, "(N, D)")
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"{name} must be a floating-point array, got dtype {B.dtype_name(x)}")
         return xp
 
     def _check_fitted(self) -> None:
         if getattr(self, self._fitted_attr, None) is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call .fit(X_train) first")
+            raise ValueError(f"{type(self).__name__} is not fitted yet: call .fit(X_train) first")
 
     def _check_features(self, x: Any) -> None:
         if x.shape[1] != self.mean_.shape[0]:
-            raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} was fitted "
+            raise ValueError(f"x has {x.shape[1]} features, but {type(self).__name__} was fitted "
                              f"with {self.mean_.shape[0]}")
 
     def fit_transform(self, x: Any) -> Any:
@@ -341,7 +341,7 @@ class TopVarianceSelector(_Fitted):
     """
 
     def __init__(self, k: int):
-        self.k = _check_int("k", k, 1)
+        self.k = check_int("k", k, 1)
         self.variances_ = self.mean_ = self.indices_ = None
 
     def fit(self, x: Any) -> "TopVarianceSelector":
@@ -363,10 +363,10 @@ class TopVarianceSelector(_Fitted):
 
     def inverse_transform(self, z: Any) -> Any:
         """(N, k) → (N, D): kept features back in place, dropped ones set to their training mean."""
-        xp = self._check_x(z, "Z")
+        xp = self._check_x(z, "z")
         self._check_fitted()
         d = self.mean_.shape[0]
-        cols = xp.arange(d, device=_device(z))
+        cols = xp.arange(d, device=B.device(z))
         pick = xp.astype(self.indices_[:, None] == cols[None, :], z.dtype)      # (k, D) one-hot
         dropped = 1 - xp.sum(pick, axis=0)
         return z @ pick + self.mean_ * dropped
@@ -398,7 +398,7 @@ class PCA(_Fitted):
     """
 
     def __init__(self, n_components: int):
-        self.n_components = _check_int("n_components", n_components, 1)
+        self.n_components = check_int("n_components", n_components, 1)
         self.mean_ = self.components_ = self.singular_values_ = None
         self.explained_variance_ = self.explained_variance_ratio_ = None
         self.n_samples_ = None
@@ -410,7 +410,7 @@ class PCA(_Fitted):
         if self.n_components > min(n, d):
             raise ValueError(f"n_components must be <= min(N, D) = {min(n, d)}, got {self.n_components}")
         if n < 2:
-            raise ValueError(f"X must have at least 2 samples to estimate a variance, got {n}")
+            raise ValueError(f"x must have at least 2 samples to estimate a variance, got {n}")
         self.mean_ = xp.mean(x, axis=0)
         _, s, vt = xp.linalg.svd(x - self.mean_, full_matrices=False)
         k = self.n_components
@@ -433,7 +433,7 @@ class PCA(_Fitted):
 
     def inverse_transform(self, z: Any) -> Any:
         """(N, m) → (N, D): :math:`z V_m^\\top + \\mu` for the first ``m = z.shape[1]`` components."""
-        self._check_x(z, "Z")
+        self._check_x(z, "z")
         self._check_fitted()
         m = self._check_m(z.shape[1])
         return z @ self.components_[:m] + self.mean_
@@ -443,13 +443,13 @@ class PCA(_Fitted):
         return self.inverse_transform(self.transform(x, n_components))
 
     def _check_m(self, m: int | None) -> int:
-        return self.n_components if m is None else _check_int("n_components", m, 1, self.n_components)
+        return self.n_components if m is None else check_int("n_components", m, 1, self.n_components)
 
 
 def _sign_of_largest(rows: Any) -> Any:
     """+1 or -1 per row: the sign of the row's entry of largest magnitude (first on ties)."""
     xp = B.namespace(rows)
-    cols = xp.arange(rows.shape[1], device=_device(rows))
+    cols = xp.arange(rows.shape[1], device=B.device(rows))
     at = xp.argmax(xp.abs(rows), axis=1)
     largest = xp.sum(xp.where(cols[None, :] == at[:, None], rows, xp.zeros_like(rows)), axis=1)
     ones = xp.ones_like(largest)
@@ -483,28 +483,27 @@ def bytes_per_sample(method: str, n_features: int, *, bits: int | None = None, f
     Seed: §2.1.3 ("减少数据的规模").
     See: chapters/02_3_data_compression.ipynb
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_int("n_features", n_features, 1)
+    check_choice("method", method, METHODS)
+    n_features = check_int("n_features", n_features, 1)
     fixed = {"float32": 32, "binary": 1}
     if method in fixed:
-        if bits not in (None, fixed[method]):
+        if bits is not None and bits != fixed[method]:
             raise ValueError(f"bits must be None or {fixed[method]} for method {method!r}, got {bits!r}")
         bits = fixed[method]
     elif method == "kbit":
         if bits is None:
             raise ValueError("bits must be given for method 'kbit' (an int in [1, 16]), got None")
-        _check_int("bits", bits, 1, 16)
+        check_int("bits", bits, 1, 16)
     else:
-        bits = 32 if bits is None else _check_int("bits", bits, 1, 32)
+        bits = 32 if bits is None else check_int("bits", bits, 1, 32)
     values = n_features
     if method == "downsample":
-        _check_int("factor", factor, 1)
+        check_int("factor", factor, 1)
         if n_features % (factor * factor):
             raise ValueError(f"factor**2 must divide n_features={n_features}, got factor={factor}")
         values = n_features // (factor * factor)
     elif method in ("top_variance", "pca"):
         if k is None:
             raise ValueError(f"k must be given for method {method!r} (an int in [1, n_features]), got None")
-        values = _check_int("k", k, 1, n_features)
+        values = check_int("k", k, 1, n_features)
     return values * bits / 8
