@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 from nnopt_lab import backend as B
@@ -204,6 +206,41 @@ def test_range_wider_than_float32_raises_where_torch_returns_an_infinite_scale()
 def test_qparams_of_all_zero_range_is_torchs():
     assert Q.qparams(0.0, 0.0, 8) == (Q.SCALE_EPS, 0) == torch_qparams(0.0, 0.0, 8)
     assert Q.qparams(0.0, 0.0, 8, symmetric=True) == (Q.SCALE_EPS, 0) == torch_qparams(0.0, 0.0, 8, True)
+
+
+FLOAT32S = st.floats(width=32, allow_nan=False, allow_infinity=False)      # subnormals and extremes too
+EXHAUSTIVE = settings(max_examples=400, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@EXHAUSTIVE
+@given(a=FLOAT32S, b=FLOAT32S, bits=st.integers(2, 16), symmetric=st.booleans())
+def test_qparams_equal_minmax_observer_on_any_float32_range(a, b, bits, symmetric):
+    lo, hi = min(a, b), max(a, b)
+    ref = torch_qparams(lo, hi, bits, symmetric)
+    if math.isinf(ref[0]):                                          # the width overflows float32
+        with pytest.raises(ValueError, match=r"x_max - x_min must fit in float32"):
+            Q.qparams(lo, hi, bits, symmetric)
+    else:
+        assert Q.qparams(lo, hi, bits, symmetric) == ref
+
+
+# numpy warns where x·(1/Δ) overflows to inf (a tiny Δ, a huge x); that entry gets the end code, as in torch
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
+@EXHAUSTIVE
+@given(x=st.lists(FLOAT32S, min_size=1, max_size=20), scale=FLOAT32S, code=st.integers(0, 2 ** 16),
+       bits=st.integers(2, 8), signed=st.booleans())
+def test_fake_quantize_equals_torch_on_any_float32_input(be32, x, scale, code, bits, signed):
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    zp = qmin + code % (qmax - qmin + 1)
+    scale = abs(scale)
+    x = np.array(x, dtype=np.float32)
+    if not scale > Q.SMALLEST_SCALE:                            # 1/scale overflows float32: refused
+        with pytest.raises(ValueError, match=r"scale must be a (finite|float32) number"):
+            Q.fake_quantize(be32.asarray(x), scale, zp, qmin, qmax)
+        return
+    ours = B.to_numpy(Q.fake_quantize(be32.asarray(x), scale, zp, qmin, qmax))
+    np.testing.assert_array_equal(ours, torch_fq(x, scale, zp, qmin, qmax))
 
 
 def test_qparams_accept_numpy_and_torch_scalars():
