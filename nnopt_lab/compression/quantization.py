@@ -262,13 +262,13 @@ def _observer(lo: Any, hi: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[
     xp = B.namespace(lo)
     lo = xp.minimum(lo, xp.zeros_like(lo))                  # widen to contain 0
     hi = xp.maximum(hi, xp.zeros_like(hi))
-    width = xp.astype(hi, xp.float64) - xp.astype(lo, xp.float64)              # exact
-    if not symmetric and B.float_of(xp.any(width >= FLOAT32_OVERFLOW)):
-        raise ValueError(f"x_max - x_min must fit in float32 (<= 3.4e+38), got a range of width "
-                         f"{B.float_of(xp.max(width)):.4g}")
     if symmetric:
         scale = xp.clip(xp.maximum(-lo, hi) / ((qmax - qmin) / 2), SCALE_EPS, None)
         return scale, xp.zeros_like(scale, dtype=xp.int32)
+    width = xp.astype(hi, xp.float64) - xp.astype(lo, xp.float64)   # exact, to refuse an inf scale
+    if B.float_of(xp.any(width >= FLOAT32_OVERFLOW)):
+        raise ValueError(f"x_max - x_min must fit in float32 (<= 3.4e+38), got a range of width "
+                         f"{B.float_of(xp.max(width)):.4g}")
     scale = xp.clip((hi - lo) / float(qmax - qmin), SCALE_EPS, None)
     zero_point = xp.clip(qmin - xp.round(lo / scale), qmin, qmax)
     return scale, xp.astype(zero_point, xp.int32)
@@ -365,7 +365,8 @@ def qparams_per_channel(x_min: Any, x_max: Any, bits: int, symmetric: bool = Fal
 
     The formulas of :func:`qparams`, on arrays, computed as
     ``torch.ao.quantization.PerChannelMinMaxObserver`` (``per_channel_affine`` /
-    ``per_channel_symmetric``) computes them: in float32, equal bit for bit.
+    ``per_channel_symmetric``) computes them: in float32, equal bit for bit (tested on the
+    CPU, numpy and torch).
 
     Parameters
     ----------
