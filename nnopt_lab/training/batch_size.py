@@ -185,6 +185,24 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sxx if sxx > 0 else float("nan")
 
 
+def _noise_by_batch_size(model: Module, loss_fn, x: Any, y: Any, g_full: Any, sizes: list[int], repeats: int,
+                         gen) -> tuple[list[float], list[float]]:
+    r"""For each batch size B: the mean and standard error of :math:`\|g_B - G\|^2` over ``repeats``
+    batches of B distinct samples drawn by ``gen``."""
+    xp, n = B.namespace(g_full), x.shape[0]
+    means, errs = [], []
+    for b in sizes:
+        d2 = []
+        for _ in range(repeats):
+            idx = B.to_backend(gen.choice(n, size=b, replace=False), B.backend_of(x), dtype="int64")
+            g = _batch_gradient(model, loss_fn, xp.take(x, idx, axis=0), xp.take(y, idx, axis=0))
+            d2.append(B.float_of(xp.sum((g - g_full) ** 2)))
+        mean = sum(d2) / repeats
+        means.append(mean)
+        errs.append(math.sqrt(sum((v - mean) ** 2 for v in d2) / (repeats - 1) / repeats))
+    return means, errs
+
+
 def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repeats: int = 20, seed: int = 0,
                    loss_fn=None) -> GradientNoise:
     r"""Mini-batch gradient noise against batch size.
@@ -219,22 +237,12 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
     sizes = _check_batch_sizes(batch_sizes, limit=n)
     repeats = check_int("repeats", repeats, 2)
     loss_fn = loss_fn or CrossEntropyLoss()
-    gen = B.generator(seed)
     with preserved(model, weights=False):
         model.eval()
         g_full = full_gradient(model, (x, y), loss_fn)
-        xp = B.namespace(g_full)
-        means, errs = [], []
-        for b in sizes:
-            d2 = []
-            for _ in range(repeats):
-                idx = B.to_backend(gen.choice(n, size=b, replace=False), B.backend_of(x), dtype="int64")
-                g = _batch_gradient(model, loss_fn, xp.take(x, idx, axis=0), xp.take(y, idx, axis=0))
-                d2.append(B.float_of(xp.sum((g - g_full) ** 2)))
-            mean = sum(d2) / repeats
-            means.append(mean)
-            errs.append(math.sqrt(sum((v - mean) ** 2 for v in d2) / (repeats - 1) / repeats))
-        grad_norm2 = B.float_of(xp.sum(g_full ** 2))
+        means, errs = _noise_by_batch_size(model, loss_fn, x, y, g_full, sizes, repeats, B.generator(seed))
+    xp = B.namespace(g_full)
+    grad_norm2 = B.float_of(xp.sum(g_full ** 2))
     # the law v = trace · c(B), c(B) = (N - B) / ((N - 1) B), fitted in log space (each B weighs the same)
     pos = [(b, v, (n - b) / ((n - 1) * b)) for b, v in zip(sizes, means) if v > 0 and b < n]
     trace = math.exp(sum(math.log(v / c) for _, v, c in pos) / len(pos)) if pos else 0.0
