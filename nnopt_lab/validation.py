@@ -121,10 +121,16 @@ def check_probability(name: str, value: Any, *, low_open: bool = False, high_ope
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` must be one of ``choices``."""
-    try:
-        ok = value in tuple(choices) and not _is_bool(value)
-    except TypeError:  # unhashable or uncomparable
-        ok = False
+    choices = tuple(choices)
+    if hasattr(value, "shape") and getattr(value, "shape", None) != ():
+        ok = False  # an array compares elementwise
+    elif _is_bool(value) != any(_is_bool(choice) for choice in choices) and _is_bool(value):
+        ok = False  # True == 1: a bool is only a choice where the choices are bools
+    else:
+        try:
+            ok = bool(value in choices)
+        except (TypeError, ValueError):  # unhashable or uncomparable
+            ok = False
     if not ok:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
