@@ -21,15 +21,21 @@ from typing import Any, Callable
 
 from . import backend as B
 from .nn.layers import Module, Parameter
+from .validation import as_float, check_callable, check_int, check_number
 
 __all__ = ["Function2D", "Rosenbrock", "Beale", "Saddle", "IllConditionedQuadratic", "FUNCTIONS",
            "Param2D", "run_optimizer"]
 
 
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+MAX_STEPS = 100_000   # longest path run_optimizer draws (about a few seconds)
+
+
+def _start(start: Any) -> tuple[float, float]:
+    """``start`` as two finite Python floats (x, y)."""
+    values = tuple(map(as_float, start)) if isinstance(start, (tuple, list)) else ()
+    if len(values) != 2 or None in values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"start must be two finite numbers (x, y), got {start!r}")
+    return values
 
 
 class Function2D:
@@ -102,9 +108,8 @@ class Rosenbrock(Function2D):
     xlim, ylim, start = (-2.0, 2.0), (-1.0, 3.0), (-1.5, 2.0)
 
     def __init__(self, a: float = 1.0, b: float = 100.0):
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
-            raise ValueError(f"a must be a finite number, got {a!r}")
-        self.a, self.b = float(a), _check_positive("b", b)
+        self.a = check_number("a", a, -1e6, 1e6)
+        self.b = check_number("b", b, 0.0, 1e6, low_open=True)
         self.minima, self.min_value = ((self.a, self.a ** 2),), 0.0
 
     def value(self, x, y):
@@ -195,12 +200,8 @@ class IllConditionedQuadratic(Function2D):
     xlim, ylim, start = (-5.0, 5.0), (-3.0, 3.0), (-4.5, 2.0)
 
     def __init__(self, condition: float = 10.0, angle: float = 0.0):
-        self.condition = _check_positive("condition", condition)
-        if self.condition < 1:
-            raise ValueError(f"condition must be a finite number >= 1, got {condition!r}")
-        if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle):
-            raise ValueError(f"angle must be a finite number (radians), got {angle!r}")
-        self.angle = float(angle)
+        self.condition = check_number("condition", condition, 1.0, 1e12)
+        self.angle = check_number("angle", angle)
         self._c, self._s = math.cos(self.angle), math.sin(self.angle)
         self.name = f"ill-conditioned bowl (κ = {self.condition:g})"
 
@@ -249,11 +250,10 @@ class Param2D(Module):
         super().__init__()
         if not isinstance(fn, Function2D):
             raise TypeError(f"fn must be a Function2D, got {type(fn).__name__}")
-        if len(start) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in start):
-            raise ValueError(f"start must be two finite numbers (x, y), got {start!r}")
+        start = _start(start)
         self.fn = fn
         b = B.get_backend("numpy", "float64") if backend is None else B.get_backend(backend)
-        self._params["xy"] = Parameter(B.to_backend([float(start[0]), float(start[1])], b))
+        self._params["xy"] = Parameter(B.to_backend(list(start), b))
 
     @property
     def xy(self) -> Parameter:
@@ -281,10 +281,11 @@ def run_optimizer(opt_factory: Callable, fn: Function2D, start, steps: int, back
         ``opt_factory(params) -> Optimizer``, e.g. ``lambda p: Adam(p, lr=0.05)``.
     fn : Function2D
     start : (float, float)
-    steps : int >= 0
+    steps : int in [0, 100000]
     backend : str or Backend, default numpy float64
-    escape : float
-        Stop when |x| or |y| exceeds it (divergence); the remaining rows are nan.
+    escape : float > 0
+        Stop when |x| or |y| exceeds it (divergence); the remaining rows are nan, the
+        documented marker of a diverged run (plots leave them out).
 
     Returns
     -------
@@ -293,8 +294,9 @@ def run_optimizer(opt_factory: Callable, fn: Function2D, start, steps: int, back
 
     See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_callable("opt_factory", opt_factory)
+    steps = check_int("steps", steps, 0, MAX_STEPS)
+    escape = check_number("escape", escape, 0.0, low_open=True, finite=False)
     model = Param2D(fn, start, backend)
     opt = opt_factory(model.parameters())
     p = model.xy
