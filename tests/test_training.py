@@ -13,7 +13,8 @@ from nnopt_lab import models
 from nnopt_lab.reference import torch_twin, train_torch_twin
 from nnopt_lab.testing import compare
 from nnopt_lab.nn.layers import CrossEntropyLoss
-from nnopt_lab.training import SGD, BatchLoss, Callback, DivergenceWarning, accuracy, batches, evaluate, fit, predict
+from nnopt_lab.training import (SGD, BatchLoss, Callback, DivergenceWarning, TrainingDiverged, accuracy, batches,
+                                evaluate, fit, predict)
 
 
 def _toy(b, n=96, d=8, classes=3):
@@ -132,7 +133,7 @@ def test_divergence_stops_at_the_first_non_finite_batch_and_keeps_the_last_finit
     model = models.mlp((8, 64, 3), backend=b)
     steps = _WeightsAfterEachStep()
     with pytest.warns(DivergenceWarning, match="lower the learning rate") as caught:
-        hist = fit(model, (x * 1e3, y), epochs=3, lr=1e6, progress=False, callbacks=[steps])
+        hist = fit(model, (x * 1e3, y), epochs=3, lr=1e6, progress=False, callbacks=[steps], on_divergence="stop")
     assert len([w for w in caught if "training stopped at a non-finite" in str(w.message)]) == 1
     assert re.fullmatch(r"non-finite (loss|gradient) at epoch \d+ step \d+", hist.stopped)
     final = _weights(model)
@@ -163,9 +164,10 @@ def test_a_nan_gradient_with_a_finite_loss_stops_before_the_update(backend_name)
     x, y = _toy(b, n=40)
     model = models.mlp((8, 5, 3), backend=b)
     steps = _WeightsAfterEachStep()
-    with pytest.warns(DivergenceWarning, match="non-finite gradient at epoch 1 step 1"):
-        hist = fit(model, (x, y), epochs=3, batch_size=10, loss_fn=_NaNGradientAt(6), progress=False,
-                   callbacks=[steps])
+    with pytest.raises(TrainingDiverged, match="non-finite gradient at epoch 1 step 1") as caught:
+        fit(model, (x, y), epochs=3, batch_size=10, loss_fn=_NaNGradientAt(6), progress=False, callbacks=[steps])
+    assert isinstance(caught.value, FloatingPointError)      # what chapters catch to mark a diverged run
+    hist = caught.value.history
     assert hist.stopped == "non-finite gradient at epoch 1 step 1"
     assert len(steps.after) == 1 + 5                     # 5 good updates, the 6th never taken
     assert len(hist["loss"]) == 2                        # epoch 0 and the one good batch of epoch 1
@@ -256,6 +258,8 @@ def test_silent_wrong_answers_raise_instead(backend_name):
     other = models.mlp((8, 3), backend=b)
     with pytest.raises(ValueError, match="optimizer holds 2 of its 2 parameters .* not this model's"):
         fit(model, (x, y), epochs=1, optimizer=SGD(other, lr=0.1), progress=False)
+    with pytest.raises(ValueError, match=r"on_divergence must be one of \('raise', 'stop'\), got 'ignore'"):
+        fit(model, (x, y), epochs=1, on_divergence="ignore", progress=False)
     with pytest.raises(ValueError, match="give lr or optimizer, not both"):
         fit(model, (x, y), epochs=1, optimizer=SGD(model, lr=0.1), lr=0.5, progress=False)
     assert all(np.array_equal(a, c) for a, c in zip(_weights(model), w0))      # nothing trained

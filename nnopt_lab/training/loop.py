@@ -19,8 +19,10 @@ with hooks where the next chapters need them:
 * ``metrics={"sparsity": fn}`` -- any ``fn(model) -> float`` recorded after each epoch.
 
 Divergence never ends in NaN weights: training stops at the first batch whose loss or gradient
-is not finite, *before* that update, and says so in ``history.stopped`` and a
-:class:`DivergenceWarning`; a loss that grows more than 50-fold without overflowing warns once.
+is not finite, *before* that update, records where in ``history.stopped`` and raises
+:class:`TrainingDiverged` (a ``FloatingPointError``; ``on_divergence="stop"`` returns the history
+with a :class:`DivergenceWarning` instead); a loss that grows more than 50-fold without
+overflowing warns once.
 
 See: chapters/01_why_optimize.ipynb
 """
@@ -35,13 +37,13 @@ from typing import Any, Callable, Iterator
 from tqdm.auto import tqdm
 
 from .. import backend as B
-from ..validation import as_float, check_bool, check_callable, check_int, check_number
+from ..validation import as_float, check_bool, check_callable, check_choice, check_int
 from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 from .snapshot import preserved
 
 __all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "Callback",
-           "TrainState", "History", "BatchLoss", "DivergenceWarning", "EXPLOSION_FACTOR"]
+           "TrainState", "History", "BatchLoss", "DivergenceWarning", "TrainingDiverged", "EXPLOSION_FACTOR"]
 
 #: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
 #: (the first batch's, or an earlier epoch's).
@@ -50,6 +52,20 @@ EXPLOSION_FACTOR = 50.0
 
 class DivergenceWarning(RuntimeWarning):
     """Training diverged: it stopped at a non-finite loss or gradient, or the loss exploded."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """``fit`` met a non-finite loss or gradient; the model keeps the weights from before that step.
+
+    Attributes
+    ----------
+    history : History
+        The epochs trained so far, with ``history.stopped`` saying where training stopped.
+    """
+
+    def __init__(self, message: str, history: "History"):
+        super().__init__(message)
+        self.history = history
 
 
 def check_xy(name: str, data: Any) -> tuple[Any, Any]:
@@ -335,7 +351,7 @@ def _call(callbacks, hook: str, state: TrainState) -> None:
 def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         optimizer: Optimizer | None = None, lr: float | None = None, loss_fn=None, val: tuple | None = None,
         seed: int | None = None, callbacks=(), progress: bool = True, drop_last: bool = False,
-        augment=None, desc: str = "train", metrics: dict | None = None) -> History:
+        augment=None, desc: str = "train", metrics: dict | None = None, on_divergence: str = "raise") -> History:
     r"""Train ``model`` on ``train = (X, y)`` with mini-batches; return the per-epoch :class:`History`.
 
     Each step: forward, loss, backward, ``on_after_backward`` callbacks, a finiteness check of the
@@ -373,6 +389,9 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         The progress bar's label.
     metrics : dict {name: fn(model) -> float}, optional
         Evaluated after every epoch (after validation) into ``history[name]``, e.g. sparsity.
+    on_divergence : {"raise", "stop"}
+        What a non-finite loss or gradient does once training has stopped before that update:
+        raise :class:`TrainingDiverged` (default), or return the history with a warning.
 
     Returns
     -------
@@ -380,11 +399,17 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         ``history.stopped`` says why training stopped early on its own (a non-finite loss or
         gradient: the model keeps the finite weights from before that step), else None.
 
+    Raises
+    ------
+    TrainingDiverged
+        A ``FloatingPointError`` at a non-finite loss or gradient (``on_divergence="raise"``); its
+        ``history`` holds the epochs trained and ``history.stopped``.
+
     Warns
     -----
     DivergenceWarning
-        When training stops at a non-finite loss or gradient, and (once) when an epoch's loss
-        exceeds :data:`EXPLOSION_FACTOR` times the lowest loss seen so far.
+        When training stops at a non-finite loss or gradient with ``on_divergence="stop"``, and
+        (once) when an epoch's loss exceeds :data:`EXPLOSION_FACTOR` times the lowest loss seen so far.
 
     See: chapters/01_why_optimize.ipynb
     """
@@ -393,6 +418,7 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         check_xy("val", val)
     epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
     drop_last, progress = check_bool("drop_last", drop_last), check_bool("progress", progress)
+    on_divergence = check_choice("on_divergence", on_divergence, ("raise", "stop"))
     if x.shape[0] == 0:
         raise ValueError("train has no samples: there is nothing to fit")
     if drop_last and batch_size > x.shape[0]:
@@ -457,7 +483,7 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
             bar.set_postfix({k: round(v, 4) for k, v in h.last().items() if k != "seconds"})
             _call(callbacks, "on_epoch_end", state)
         if h.stopped is not None:
-            _stop_diverged(model, h, optimizer)
+            _stop_diverged(model, h, optimizer, on_divergence)
         if state.stop:
             break
     _call(callbacks, "on_train_end", state)
@@ -480,9 +506,12 @@ def _read_loss(loss: Any, model: Module, xp) -> tuple[float, str | None]:
     return value, None if math.isfinite(grad_total) else "gradient"
 
 
-def _stop_diverged(model: Module, h: History, optimizer: Optimizer) -> None:
+def _stop_diverged(model: Module, h: History, optimizer: Optimizer, on_divergence: str) -> None:
     if not _weights_finite(model):      # only an update that overflowed on finite gradients gets here
-        raise FloatingPointError(f"training stopped at a {h.stopped}, and the weights were already not finite "
-                                 f"(the previous update overflowed); lower the learning rate (lr={optimizer.lr})")
-    warnings.warn(f"training stopped at a {h.stopped}; the model keeps the weights from before that step. "
-                  f"Lower the learning rate (lr={optimizer.lr})", DivergenceWarning, stacklevel=3)
+        raise TrainingDiverged(f"training stopped at a {h.stopped}, and the weights were already not finite "
+                               f"(the previous update overflowed); lower the learning rate (lr={optimizer.lr})", h)
+    message = (f"training stopped at a {h.stopped}; the model keeps the weights from before that step. "
+               f"Lower the learning rate (lr={optimizer.lr})")
+    if on_divergence == "raise":
+        raise TrainingDiverged(message, h)
+    warnings.warn(message, DivergenceWarning, stacklevel=3)
