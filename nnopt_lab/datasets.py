@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import backend as B
-from .validation import check_int as _check_int
+from .validation import as_float, check_array, check_bool, check_choice, check_int, check_number, check_path
 
 __all__ = ["Dataset", "load_digits", "load_mnist1d", "make_moons", "make_spirals",
            "stratified_split", "load_idx", "write_idx", "load_mnist_family", "DATA_DIR", "CACHE_DIR"]
@@ -41,6 +41,7 @@ __all__ = ["Dataset", "load_digits", "load_mnist1d", "make_moons", "make_spirals
 DATA_DIR = Path(os.environ.get("NNOPT_LAB_DATA", Path(__file__).resolve().parents[1] / "data"))
 CACHE_DIR = DATA_DIR / "cache"
 MIN_STD = 1e-6  # features whose training std is below this are only centred (divided by 1)
+MAX_SAMPLES = 1_000_000  # largest generated data set (toy sets, MNIST-1D): beyond it a typo, not a request
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -116,12 +117,10 @@ def _move_pair(pair: tuple, backend: B.Backend) -> tuple:
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_split(split: Any) -> tuple[float, float, float]:
-    try:
-        fractions = tuple(float(f) for f in split)
-    except (TypeError, ValueError):
-        fractions = ()
-    if (len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions)
+def _split(split: Any) -> tuple[float, float, float]:
+    """``split`` as three Python floats (train, val, test): non-negative, summing to 1, train > 0."""
+    fractions = tuple(map(as_float, split)) if isinstance(split, (tuple, list)) else ()
+    if (len(fractions) != 3 or None in fractions or any(not math.isfinite(f) or f < 0 for f in fractions)
             or fractions[0] <= 0 or abs(sum(fractions) - 1.0) > 1e-9):
         raise ValueError("split must be three non-negative fractions (train, val, test) summing to 1 "
                          f"with train > 0, got {split!r}")
@@ -130,7 +129,7 @@ def _check_split(split: Any) -> tuple[float, float, float]:
 
 
 
-def _check_backend(backend: Any) -> B.Backend:
+def _backend(backend: Any) -> B.Backend:
     if backend is None:
         return B.active()
     if not isinstance(backend, (str, B.Backend)):
@@ -166,8 +165,13 @@ def stratified_split(y: Any, split=(0.6, 0.2, 0.2), seed: int = 0) -> tuple:
     -------
     (train_idx, val_idx, test_idx) : numpy int64 arrays
     """
-    f_train, f_val, _ = _check_split(split)
-    _check_int("seed", seed, 0)
+    f_train, f_val, _ = _split(split)
+    seed = check_int("seed", seed, 0)
+    check_array("y", y, 1, "(N,)")
+    if not B.dtype_name(y).startswith(("int", "uint")):
+        raise TypeError(f"y must be an integer array of labels, got dtype {B.dtype_name(y)}")
+    if y.shape[0] == 0:
+        raise ValueError("y must hold at least one label, got an empty array")
     gen = B.generator(seed)
     y = B.to_numpy(y)
     xp = B.namespace(y)
@@ -206,7 +210,7 @@ def _standardize(x_train: Any, others: list) -> tuple:
 def _build(name: str, x: Any, y: Any, parts: tuple, *, backend: Any, standardize: bool, as_images: bool,
            image_shape: tuple, class_names: tuple, info: dict) -> Dataset:
     """Split float64 numpy data (N, D) by ``parts`` indices, standardize, reshape, move."""
-    b = _check_backend(backend)
+    b = _backend(backend)
     xp = B.namespace(x)
     x = xp.astype(x, xp.float64)
     y = xp.astype(y, xp.int64)
@@ -251,10 +255,14 @@ def load_digits(backend=None, split=(0.6, 0.2, 0.2), seed: int = 0, standardize:
     """
     from sklearn import datasets as skdatasets  # data loading only
 
+    _split(split)
+    b = _backend(backend)
+    seed = check_int("seed", seed, 0)
+    standardize, as_images = check_bool("standardize", standardize), check_bool("as_images", as_images)
     raw = skdatasets.load_digits()
     x, y = raw.data, raw.target
     parts = stratified_split(y, split, seed)
-    return _build("digits", x / 16.0, y, parts, backend=backend, standardize=standardize,
+    return _build("digits", x / 16.0, y, parts, backend=b, standardize=standardize,
                   as_images=as_images, image_shape=(1, 8, 8),
                   class_names=tuple(str(c) for c in range(10)),
                   info={"source": "sklearn.datasets.load_digits", "split": tuple(split), "seed": seed,
@@ -314,7 +322,7 @@ def load_mnist1d(backend=None, split=(0.6, 0.2, 0.2), seed: int = 0, standardize
     Parameters
     ----------
     backend, split, seed, standardize : as :func:`load_digits`
-    num_samples : int >= 10
+    num_samples : int in [10, 1000000]
     cache_dir : path or None
     generation_seed : int >= 0
     verbose : bool
@@ -327,10 +335,14 @@ def load_mnist1d(backend=None, split=(0.6, 0.2, 0.2), seed: int = 0, standardize
 
     See: chapters/01_why_optimize.ipynb (seed §1)
     """
-    _check_int("num_samples", num_samples, 10)
-    _check_int("generation_seed", generation_seed, 0)
-    _check_split(split)
-    path = Path(cache_dir if cache_dir is not None else CACHE_DIR) / f"mnist1d_n{num_samples}_s{generation_seed}.npz"
+    num_samples = check_int("num_samples", num_samples, 10, MAX_SAMPLES)
+    generation_seed = check_int("generation_seed", generation_seed, 0, 2 ** 32 - 1)
+    _split(split)
+    b = _backend(backend)
+    seed = check_int("seed", seed, 0)
+    standardize, verbose = check_bool("standardize", standardize), check_bool("verbose", verbose)
+    folder = Path(check_path("cache_dir", cache_dir)) if cache_dir is not None else CACHE_DIR
+    path = folder / f"mnist1d_n{num_samples}_s{generation_seed}.npz"
     data, source, seconds = None, "cache", 0.0
     if path.exists():
         try:
@@ -347,7 +359,7 @@ def load_mnist1d(backend=None, split=(0.6, 0.2, 0.2), seed: int = 0, standardize
     if verbose:
         print(f"MNIST-1D: {source} {path}" + (f" in {seconds:.1f} s" if seconds else ""))
     parts = stratified_split(data["y"], split, seed)
-    return _build("mnist1d", data["x"], data["y"], parts, backend=backend, standardize=standardize,
+    return _build("mnist1d", data["x"], data["y"], parts, backend=b, standardize=standardize,
                   as_images=False, image_shape=(1, data["x"].shape[1]),
                   class_names=tuple(str(c) for c in range(10)),
                   info={"source": source, "cache": str(path), "generation_seconds": seconds,
@@ -358,14 +370,8 @@ def load_mnist1d(backend=None, split=(0.6, 0.2, 0.2), seed: int = 0, standardize
 def _toy_output(x: Any, y: Any, seed_gen, backend) -> tuple:
     xp = B.namespace(x)
     order = seed_gen.permutation(x.shape[0])
-    b = _check_backend(backend)
+    b = _backend(backend)
     return B.to_backend(x[order], b), B.to_backend(xp.astype(y[order], xp.int64), b, dtype="int64")
-
-
-def _check_noise(noise: Any) -> float:
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return float(noise)
 
 
 def make_moons(n: int = 200, noise: float = 0.1, seed: int = 0, backend=None) -> tuple:
@@ -384,9 +390,10 @@ def make_moons(n: int = 200, noise: float = 0.1, seed: int = 0, backend=None) ->
     -------
     X : (n, 2) float on ``backend``; y : (n,) int64 with labels 0/1.
     """
-    _check_int("n", n, 2)
-    noise = _check_noise(noise)
-    _check_int("seed", seed, 0)
+    n = check_int("n", n, 2, MAX_SAMPLES)
+    noise = check_number("noise", noise, 0.0)
+    seed = check_int("seed", seed, 0)
+    _backend(backend)
     gen = B.generator(seed)
     xp = B.get_backend("numpy").xp
     n_out, n_in = n // 2, n - n // 2
@@ -412,10 +419,11 @@ def make_spirals(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int =
     -------
     X : (n, 2) float on ``backend``; y : (n,) int64 with labels 0..classes-1.
     """
-    _check_int("classes", classes, 2)
-    _check_int("n", n, classes)
-    noise = _check_noise(noise)
-    _check_int("seed", seed, 0)
+    classes = check_int("classes", classes, 2, 1000)
+    n = check_int("n", n, classes, MAX_SAMPLES)
+    noise = check_number("noise", noise, 0.0)
+    seed = check_int("seed", seed, 0)
+    _backend(backend)
     gen = B.generator(seed)
     xp = B.get_backend("numpy").xp
     xs, ys = [], []
@@ -463,7 +471,9 @@ def load_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> Any
         number, an unknown type code, a broken gzip stream, or a wrong byte count
         (says the expected and actual number of bytes).
     """
-    path = Path(path)
+    path = Path(check_path("path", path))
+    if expected_sha256 is not None and not isinstance(expected_sha256, str):
+        raise TypeError(f"expected_sha256 must be a hex str or None, got {type(expected_sha256).__name__}")
     raw = path.read_bytes()
     if expected_sha256 is not None:
         actual = _sha256(raw)
@@ -494,7 +504,10 @@ def write_idx(path: str | os.PathLike, array: Any, compress: bool | None = None)
 
     Returns the file's SHA-256 (as stored), for :func:`load_idx`'s ``expected_sha256``.
     """
-    path = Path(path)
+    path = Path(check_path("path", path))
+    check_array("array", array)
+    if compress is not None:
+        check_bool("compress", compress)
     dtype = B.dtype_name(array)
     if dtype not in _IDX_CODES:
         raise TypeError(f"array dtype must be one of {sorted(_IDX_CODES)}, got {dtype}")
@@ -551,11 +564,14 @@ def load_mnist_family(directory: str | os.PathLike | None = None, kind: str = "m
     ValueError
         For an unknown ``kind`` or a corrupt file.
     """
-    if kind not in MNIST_FAMILY:
-        raise ValueError(f"kind must be one of {tuple(MNIST_FAMILY)}, got {kind!r}")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-    directory = Path(directory) if directory is not None else DATA_DIR / kind
+    check_choice("kind", kind, tuple(MNIST_FAMILY))
+    val_fraction = check_number("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    seed = check_int("seed", seed, 0)
+    b = _backend(backend)
+    standardize, as_images = check_bool("standardize", standardize), check_bool("as_images", as_images)
+    if sha256 is not None and not isinstance(sha256, dict):
+        raise TypeError(f"sha256 must be a dict {{file name: hex digest}} or None, got {type(sha256).__name__}")
+    directory = Path(check_path("directory", directory)) if directory is not None else DATA_DIR / kind
     found = {stem: _find_idx(directory, stem) for stem in MNIST_FILES}
     missing = [stem for stem, p in found.items() if p is None]
     if missing:
@@ -571,6 +587,6 @@ def load_mnist_family(directory: str | os.PathLike | None = None, kind: str = "m
     train_idx, val_idx, _ = stratified_split(y_tr, (1.0 - val_fraction, val_fraction, 0.0), seed)
     test_idx = xp.arange(y_tr.shape[0], y.shape[0], dtype=xp.int64)
     names = {"mnist": tuple(str(c) for c in range(10)), "fashion": FASHION_CLASSES, "kmnist": KMNIST_CLASSES}
-    return _build(kind, xp.astype(x, xp.float64) / 255.0, y, (train_idx, val_idx, test_idx), backend=backend,
+    return _build(kind, xp.astype(x, xp.float64) / 255.0, y, (train_idx, val_idx, test_idx), backend=b,
                   standardize=standardize, as_images=as_images, image_shape=(1,) + tuple(x_tr.shape[1:]),
                   class_names=names[kind], info={"directory": str(directory), "seed": seed})

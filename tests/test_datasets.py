@@ -136,7 +136,7 @@ def test_mnist1d_corrupt_cache_is_regenerated(tmp_path):
 
 
 def test_mnist1d_bad_num_samples():
-    with pytest.raises(ValueError, match="num_samples must be an int >= 10, got 5"):
+    with pytest.raises(ValueError, match=r"num_samples must be an int in \[10, 1000000\], got 5"):
         D.load_mnist1d("numpy", num_samples=5)
 
 
@@ -157,7 +157,7 @@ def test_moons_noise_and_seed(backend_name):
     np.testing.assert_array_equal(B.to_numpy(a[0]), B.to_numpy(b[0]))
     assert not np.array_equal(B.to_numpy(a[0]), B.to_numpy(c[0]))
     assert B.dtype_name(a[1]) == "int64"
-    with pytest.raises(ValueError, match="noise must be a finite number >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"noise must be a finite number in \[0, inf\), got -1"):
         D.make_moons(10, noise=-1)
 
 
@@ -166,7 +166,7 @@ def test_spirals():
     assert x.shape == (301, 2) and np.bincount(y).tolist() == [101, 100, 100]
     r = np.hypot(x[:, 0], x[:, 1])
     assert r.max() == pytest.approx(1.0, rel=1e-6) and r.min() == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError, match="classes must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match=r"classes must be an int in \[2, 1000\], got 1"):
         D.make_spirals(10, classes=1)
 
 
@@ -238,3 +238,49 @@ def test_load_mnist_family_missing_and_bad_kind(tmp_path):
         D.load_mnist_family(tmp_path, "fashion")
     with pytest.raises(ValueError, match="kind must be one of"):
         D.load_mnist_family(tmp_path, "cifar")
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda bad: D.load_idx(bad), "path"),
+    (lambda bad: D.write_idx(bad, np.arange(3, dtype=np.uint8)), "path"),
+    (lambda bad: D.load_mnist_family(bad), "directory"),
+    (lambda bad: D.load_mnist1d(num_samples=20, cache_dir=bad), "cache_dir"),
+])
+@pytest.mark.parametrize("bad", [3, 2.5, b"", ""])
+def test_path_arguments_must_be_paths(call, name, bad):
+    """Before: an int or float path raised numpy's/pathlib's TypeError without naming the argument."""
+    with pytest.raises(TypeError, match=rf"{name} must be a path"):
+        call(bad)
+
+
+def test_load_idx_with_none_path_names_it():
+    with pytest.raises(TypeError, match="path must be a path"):
+        D.load_idx(None)
+    with pytest.raises(TypeError, match="path must be a path"):
+        D.write_idx(None, np.arange(3, dtype=np.uint8))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers(tmp_path):
+    """Before: np.int64 seeds reached mnist1d, which refused them; now they are plain ints."""
+    a = D.load_mnist1d(num_samples=np.int64(30), generation_seed=np.int64(3), seed=np.int32(1),
+                              cache_dir=tmp_path, split=(np.float32(0.5), 0.25, 0.25))
+    b = D.load_mnist1d(num_samples=30, generation_seed=3, seed=1, cache_dir=tmp_path, split=(0.5, 0.25, 0.25))
+    np.testing.assert_array_equal(B.to_numpy(a.train[0]), B.to_numpy(b.train[0]))
+    x, y = D.make_moons(np.int64(10), noise=np.float32(0.1), seed=np.int64(2))
+    assert x.shape == (10, 2)
+
+
+@pytest.mark.parametrize("y, error, match", [
+    (np.int64(3), ValueError, r"y must have 1 axes \(N,\)"),        # was numpy's nonzero() error
+    (np.zeros(0, dtype=np.int64), ValueError, "y must hold at least one label"),   # was "need at least one array"
+    (np.array([0.5, 1.0]), TypeError, "y must be an integer array"),
+    ([0, 1, 1], TypeError, "y must be a numpy array or torch tensor"),
+])
+def test_stratified_split_refuses_bad_labels(y, error, match):
+    with pytest.raises(error, match=match):
+        D.stratified_split(y)
+
+
+def test_mnist_family_refuses_a_bad_sha256_table(tmp_path):
+    with pytest.raises(TypeError, match="sha256 must be a dict"):
+        D.load_mnist_family(tmp_path, sha256=3.0)     # was AttributeError: 'float' object has no 'get'
