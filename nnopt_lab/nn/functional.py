@@ -78,14 +78,14 @@ def _check_optional(name: str, x: Any, shape: tuple, like: Any) -> None:
     if x is None:
         return
     _check_array(name, x, len(shape), like=like)
-    if tuple(x.shape) != shape:
+    if x.shape != shape:                               # a torch.Size is a tuple
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
 
 
 def _check_dout(dout: Any, shape: tuple, like: Any) -> None:
     """The upstream gradient must have the forward output's shape, backend and dtype."""
     _check_array("dout", dout, len(shape), like=like, like_name="the forward's arrays")
-    if tuple(dout.shape) != tuple(shape):
+    if dout.shape != shape:
         raise ValueError(f"dout must have the forward output's shape {tuple(shape)}, got {tuple(dout.shape)}")
 
 
@@ -693,6 +693,10 @@ def log_softmax(logits: Any) -> Any:
     See: chapters/01_why_optimize.ipynb
     """
     _check_logits(logits, None)
+    return _log_softmax(logits)
+
+
+def _log_softmax(logits: Any) -> Any:
     xp = B.namespace(logits)
     shifted = logits - xp.max(logits, axis=-1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
@@ -719,7 +723,8 @@ def _check_logits(logits: Any, ndim: int | None) -> None:
 def _check_labels(labels: Any, logits: Any) -> None:
     """Integer class indices (N,), one per row of logits (their range: :func:`_one_hot`)."""
     n = logits.shape[0]
-    _check_array("labels", labels, floating=False)
+    if type(labels) not in _ARRAY_TYPES:
+        check_array("labels", labels)
     if not _is_integer(labels):
         raise TypeError(f"labels must be integer class indices, got dtype {B.dtype_name(labels)}")
     _check_array("labels", labels, 1, "(N,)", like=logits, floating=False, like_name="logits")
@@ -731,12 +736,12 @@ def _one_hot(labels: Any, k: int, like: Any) -> Any:
     """(N, K) one-hot rows of ``like``'s dtype; ValueError unless every label is in [0, K).
 
     A label out of range matches no class, so its row is all zeros: the labels are valid
-    exactly when the N·K comparisons hold N hits (one integer sum, one device sync).
+    exactly when the N·K comparisons hold N hits (one count, one device sync).
     """
     xp = B.namespace(like)
     classes = xp.arange(k, device=B.device_of(like) if B.is_torch(like) else None)
     hits = labels[:, None] == classes[None, :]
-    if int(xp.sum(hits)) != labels.shape[0]:
+    if int(xp.count_nonzero(hits)) != labels.shape[0]:
         lo, hi = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(f"labels must be class indices in [0, {k}) for logits with {k} classes, "
                          f"got values from {lo} to {hi}")
@@ -774,7 +779,7 @@ def cross_entropy_forward(logits: Any, labels: Any):
                          f"got shape {tuple(logits.shape)}")
     _check_labels(labels, logits)
     xp = B.namespace(logits)
-    logp = log_softmax(logits)
+    logp = _log_softmax(logits)
     onehot = _one_hot(labels, logits.shape[1], logits)
     loss = -xp.sum(logp * onehot) / logits.shape[0]
     return loss, ("cross_entropy", xp.exp(logp), onehot)
@@ -788,5 +793,6 @@ def cross_entropy_backward(cache, dloss: float = 1.0) -> Any:
     See: chapters/01_why_optimize.ipynb
     """
     probs, onehot = _open_cache(cache, "cross_entropy", 2)
-    dloss = check_number("dloss", dloss)
+    if not (type(dloss) is float and math.isfinite(dloss)):     # the common case without the general check
+        dloss = check_number("dloss", dloss)
     return (probs - onehot) * (dloss / probs.shape[0])
