@@ -403,3 +403,24 @@ def test_extra_metrics_are_recorded_after_every_epoch():
         fit(model, (x, y), epochs=1, metrics={"w": 3.0}, progress=False)
     with pytest.raises(ValueError, match=r"metrics\['w'\]\(model\) must return a real number, got nan"):
         fit(model, (x, y), epochs=1, metrics={"w": lambda m: float("nan")}, progress=False)
+
+
+def test_fit_names_the_argument_of_the_wrong_kind():
+    x, y = _toy(B.get_backend("numpy"), n=20)
+    model = models.mlp((8, 3))
+    cases = [
+        (dict(model=3), "model must be an nnopt_lab Module, got int"),
+        (dict(callbacks=3), "callbacks must be a sequence of Callback objects, got int"),
+        (dict(callbacks=[lambda state: None]), r"callbacks\[0\] must be a Callback .* got function"),
+        (dict(loss_fn=lambda z, y: 0.0), "loss_fn must be a loss object"),
+        (dict(optimizer="sgd"), "optimizer must be an nnopt_lab Optimizer, got str"),
+        (dict(epochs=2.5), None), (dict(epochs="2"), "epochs must be an int >= 1, got '2'"),
+        (dict(drop_last=1), "drop_last must be a bool, got 1"),
+        (dict(augment=3), "augment must be callable, got int"),
+        (dict(metrics=[1]), "metrics must be a dict"),
+    ]
+    for kwargs, match in cases:
+        args = dict(model=model, train=(x, y), epochs=1, progress=False)
+        args.update(kwargs)
+        with pytest.raises((TypeError, ValueError), match=match):
+            fit(args.pop("model"), args.pop("train"), **args)

@@ -125,6 +125,8 @@ def full_gradient(model: Module, data: tuple, loss_fn=None, chunk: int = 1024) -
     -------
     array, shape (P,) with P the number of trainable parameters
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     x, y = check_xy("data", data)
     loss_fn = loss_fn or CrossEntropyLoss()
     n = x.shape[0]

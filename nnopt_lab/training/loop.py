@@ -278,6 +278,28 @@ def _check_optimizer_for(model: Module, optimizer: Any) -> None:
                          f"model, so fit would train nothing; build it on this one, e.g. SGD(model, lr=0.1)")
 
 
+_HOOKS = ("on_train_begin", "on_epoch_begin", "on_after_backward", "on_step_end", "on_epoch_end", "on_train_end")
+
+
+def _check_callbacks(callbacks: Any) -> list:
+    """A list of callbacks, each a :class:`Callback` or an object with at least one of its hooks."""
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a sequence of Callback objects, got {type(callbacks).__name__}")
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback) and not any(callable(getattr(cb, h, None)) for h in _HOOKS):
+            raise TypeError(f"callbacks[{i}] must be a Callback (an object with on_epoch_end, on_step_end, ...), "
+                            f"got {type(cb).__name__}: it would never be called")
+    return callbacks
+
+
+def _check_loss_fn(loss_fn: Any) -> Any:
+    if not callable(loss_fn) or not callable(getattr(loss_fn, "backward", None)):
+        raise TypeError(f"loss_fn must be a loss object: loss_fn(logits, labels) and loss_fn.backward() "
+                        f"(e.g. CrossEntropyLoss() or a BatchLoss), got {type(loss_fn).__name__}")
+    return loss_fn
+
+
 def _check_metrics(metrics: Any) -> dict:
     if metrics is None:
         return {}
@@ -413,6 +435,8 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
 
     See: chapters/01_why_optimize.ipynb
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     x, y = check_xy("train", train)
     if val is not None:
         check_xy("val", val)
@@ -428,10 +452,10 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         raise ValueError(f"give lr or optimizer, not both: lr={lr!r} would be ignored by {optimizer!r}")
     if augment is not None:
         check_callable("augment", augment)
-    metrics = _check_metrics(metrics)
+    metrics, callbacks = _check_metrics(metrics), _check_callbacks(callbacks)
     optimizer = optimizer if optimizer is not None else SGD(model, lr=0.1 if lr is None else lr)
     _check_optimizer_for(model, optimizer)
-    loss_fn = loss_fn or CrossEntropyLoss()
+    loss_fn = _check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     if seed is not None:
         B.seed(seed)
     xp = B.namespace(x)
