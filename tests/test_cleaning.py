@@ -108,7 +108,7 @@ def test_integer_input_is_filtered_as_float():
 
 @pytest.mark.parametrize("call, match", [
     (lambda x: C.mean_filter(x, 3, mode="symmetric"), r"mode must be one of .*'reflect'.* got 'symmetric'"),
-    (lambda x: C.median_filter(x, 0), r"size must be an int in \[1, 4097\], got 0"),
+    (lambda x: C.median_filter(x, 0), r"size must be an int in \[1, 1025\], got 0"),
     (lambda x: C.median_filter(x, (3, 3, 3)), r"size must be a number or a sequence of 2 numbers"),
     (lambda x: C.gaussian_filter(x, -1.0), r"sigma must be a finite number in \[0, inf\), got -1.0"),
     (lambda x: C.gaussian_filter(x, float("nan")), r"sigma must be a finite number in \[0, inf\), got nan"),
@@ -329,3 +329,36 @@ def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
         ex.check_fill_missing(np.nan_to_num)
     with pytest.raises(AssertionError, match="counted the missing entries as 0"):
         ex.check_fill_missing(lambda x: np.where(np.isnan(x), np.nan_to_num(x).mean(), x))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # each of these hung or leaked another exception before
+    (lambda x: C.gaussian_filter(x, 1e300), ValueError, r"sigma \* truncate must give a kernel of at most"),
+    (lambda x: C.gaussian_kernel1d(2.0 ** 62), ValueError, r"sigma \* truncate must give a kernel"),
+    (lambda x: C.median_filter(x, 2 ** 40), ValueError, r"size must be an int in \[1, 1025\]"),
+    (lambda x: C.median_filter(x, 1000), ValueError, r"size must give a median window of at most 1024"),
+    (lambda x: C.pad_axis(x, 2 ** 62, 0, 0), ValueError, r"before must be an int in \[0, 65536\]"),
+    (lambda x: C.pad_axis(x, 1, 1, 2.5), ValueError, r"axis must be an int"),
+    (lambda x: C.pad_axis(x, 1, 1, 5), ValueError, r"axis must be an int in \[-2, 1\] for x of shape"),
+    (lambda x: C.mean_filter(3.0), TypeError, r"x must be a numpy array or torch tensor, got float"),
+    (lambda x: C.mean_filter(x, mode=np.zeros(3)), ValueError, r"mode must be one of"),
+    (lambda x: C.add_gaussian_noise(x, 0.1, generator=3), TypeError, r"generator must be a numpy random Generator"),
+    (lambda x: C.drop_at_random(x, 0.1, generator="seed"), TypeError, r"generator must be a numpy random Generator"),
+    (lambda x: C.StandardScaler().fit(np.array([[1.0, np.inf], [2.0, 3.0]])), ValueError, r"X contains inf"),
+    (lambda x: C.nan_euclidean_distances(np.array([[np.inf, 1.0]]), x), ValueError, r"X contains inf"),
+    (lambda x: C.nan_euclidean_distances(x, B.to_backend(x, "torch-cpu")), TypeError, r"X and Y must be on one"),
+    (lambda x: C.StandardScaler(with_mean="yes"), TypeError, r"with_mean must be a bool"),
+])
+def test_more_bad_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(np.random.default_rng(0).random((4, 2)))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    x = np.random.default_rng(0).random((6, 6))
+    compare(C.gaussian_filter(x, np.float32(1.5), truncate=np.float64(3.0)), C.gaussian_filter(x, 1.5, truncate=3.0),
+            "np.float32 sigma", rtol=0, atol=0, quiet=True)
+    compare(C.median_filter(x, np.int64(3)), C.median_filter(x, 3), "np.int64 size", rtol=0, atol=0, quiet=True)
+    compare(C.pad_axis(x, np.int64(1), np.int32(2), np.int64(-1)), C.pad_axis(x, 1, 2, -1), "np ints", rtol=0,
+            atol=0, quiet=True)
+    assert C.KNNImputer(np.int64(2)).n_neighbors == 2

@@ -40,7 +40,9 @@ __all__ = ["MODES", "pad_axis", "mean_filter", "median_filter", "gaussian_kernel
 
 MODES = ("reflect", "mirror", "nearest", "constant", "wrap")
 _EPS64 = 2.220446049250313e-16      # float64 machine epsilon, as scikit-learn uses it
-MAX_WINDOW = 4097                   # longest filter window / Gaussian kernel (taps per axis)
+MAX_WINDOW = 1025                   # longest filter window / Gaussian kernel (taps per axis)
+MAX_MEDIAN_WINDOW = 1024            # most samples in one median window (it is sorted at every output)
+MAX_PAD = 65536                     # most samples pad_axis adds on one side
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -117,10 +119,13 @@ def pad_axis(x: Any, before: int, after: int, axis: int, mode: str = "reflect", 
     """
     check_array("x", x)
     check_choice("mode", mode, MODES)
-    before, after = check_int("before", before, 0), check_int("after", after, 0)
+    before, after = check_int("before", before, 0, MAX_PAD), check_int("after", after, 0, MAX_PAD)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis to pad, got a 0-d array")
-    axis = check_int("axis", axis, -x.ndim, x.ndim - 1) % x.ndim
+    if check_int("axis", axis, None) not in range(-x.ndim, x.ndim):
+        raise ValueError(f"axis must be an int in [{-x.ndim}, {x.ndim - 1}] for x of shape {tuple(x.shape)}, "
+                         f"got {axis!r}")
+    axis = int(axis) % x.ndim
     cval = check_number("cval", cval)
     xp = B.namespace(x)
     n = x.shape[axis]
@@ -235,6 +240,8 @@ def median_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", 
     Seed §3.1.1.1. See: chapters/02_1_data_cleaning.ipynb
     """
     x, axes, sizes, cval = _window_filter_args(x, size, mode, cval, ndim)
+    if math.prod(sizes) > MAX_MEDIAN_WINDOW:
+        raise ValueError(f"size must give a median window of at most {MAX_MEDIAN_WINDOW} samples, got {size!r}")
     xp = B.namespace(x)
     xpad = x
     for axis, k in zip(axes, sizes):
@@ -318,8 +325,13 @@ def gaussian_filter(x: Any, sigma: float | Sequence[float] = 1.0, mode: str = "r
 
 
 # ----------------------------------------------------------------------------- tables: shared checks
-def _table(name: str, X: Any, allow_nan: bool = True) -> Any:
-    """``X`` as a floating 2-D table with at least one row and one column (NaN refused unless allowed)."""
+def _table(name: str, X: Any, allow_nan: bool = True, allow_inf: bool | None = None) -> Any:
+    """``X`` as a floating 2-D table with at least one row and one column.
+
+    NaN (a missing value) is refused unless ``allow_nan``; inf unless ``allow_inf`` (default:
+    as ``allow_nan``; a scaler cannot standardize an infinite column).
+    """
+    allow_inf = allow_nan if allow_inf is None else allow_inf
     X = _floating(name, X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D table (n_samples, n_features), got shape {tuple(X.shape)}")
@@ -328,6 +340,8 @@ def _table(name: str, X: Any, allow_nan: bool = True) -> Any:
     xp = B.namespace(X)
     if not allow_nan and B.float_of(xp.sum(xp.astype(xp.isnan(X), X.dtype))) > 0:
         raise ValueError(f"{name} contains NaN; fill the missing values first (SimpleImputer, KNNImputer)")
+    if not allow_inf and B.float_of(xp.sum(xp.astype(xp.isinf(X), X.dtype))) > 0:
+        raise ValueError(f"{name} contains inf: a distance to it is not a number (NaN marks a missing value)")
     return X
 
 
@@ -454,7 +468,10 @@ def nan_euclidean_distances(X: Any, Y: Any) -> Any:
 
     Seed §3.1.1.2 (the distance of nearest-neighbour filling). See: chapters/02_1_data_cleaning.ipynb
     """
-    X, Y = _table("X", X), _table("Y", Y)
+    X, Y = _table("X", X, allow_inf=False), _table("Y", Y, allow_inf=False)
+    if B.is_torch(X) != B.is_torch(Y) or B.device_of(X) != B.device_of(Y):
+        raise TypeError(f"X and Y must be on one backend and device, got {B.backend_of(X).name} and "
+                        f"{B.backend_of(Y).name}")
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"X and Y must have the same number of columns, got {X.shape[1]} and {Y.shape[1]}")
     xp = B.namespace(X, Y)
@@ -489,7 +506,7 @@ class KNNImputer(_Fitted):
 
     def fit(self, X: Any) -> "KNNImputer":
         """Remember the training table (the donors) and its column means."""
-        X = _table("X", X)
+        X = _table("X", X, allow_inf=False)
         _refuse_empty_columns(X, "KNNImputer")
         xp = B.namespace(X)
         self._fit_X = X
