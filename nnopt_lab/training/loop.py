@@ -345,9 +345,12 @@ class _Epoch:
 
     def __init__(self):
         self.t0, self.loss, self.correct, self.seen, self.parts = time.perf_counter(), 0.0, 0.0, 0, {}
+        self.first_loss = math.inf
 
     def add(self, loss_value: float, logits: Any, yb: Any, parts: dict) -> None:
         xp, n = B.namespace(logits), yb.shape[0]
+        if not self.seen:
+            self.first_loss = loss_value
         self.loss += loss_value * n
         self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=-1) == yb, logits.dtype))
         self.seen += n
@@ -460,50 +463,22 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
         B.seed(seed)
     xp = B.namespace(x)
     state = TrainState(model, optimizer, History(), epochs)
-    floor, warned = math.inf, False          # the lowest loss seen: first batch, then epoch means
+    floor, warned = math.inf, False          # the lowest loss seen: the first batch's, then epoch means
     _call(callbacks, "on_train_begin", state)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         state.epoch = epoch
         model.train()
         _call(callbacks, "on_epoch_begin", state)
-        run = _Epoch()
-        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, drop_last=drop_last)):
-            if augment is not None:
-                xb = augment(xb)
-            state.batch = (xb, yb)
-            logits = model.forward(xb)
-            loss = state.batch_loss = compute_loss(loss_fn, logits, yb, xb)
-            model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
-            _call(callbacks, "on_after_backward", state)
-            loss_value, bad = _read_loss(loss, model, xp)          # the step's one sync
-            if bad:
-                state.history.stopped = f"non-finite {bad} at epoch {epoch} step {i}"
-                state.stop = True
-                break
-            optimizer.step()
-            if floor == math.inf:
-                floor = loss_value                                  # the first batch's loss
-            run.add(loss_value, logits, yb, dict(getattr(loss_fn, "parts", None) or {}))
-            state.step += 1
-            _call(callbacks, "on_step_end", state)
-            if state.stop:
-                break
+        run = _train_epoch(state, batches(x, y, batch_size, shuffle=True, drop_last=drop_last), loss_fn, augment,
+                           callbacks, xp)
         h = state.history
         if run.seen:
             run.record(h, optimizer.lr)
-            if not warned and h["loss"][-1] > EXPLOSION_FACTOR * floor:
-                warned = True
-                warnings.warn(f"the training loss exploded: {h['loss'][-1]:.4g} in epoch {epoch}, more than "
-                              f"{EXPLOSION_FACTOR:g}x the lowest loss so far ({floor:.4g}); lower the learning "
-                              f"rate (lr={optimizer.lr})", DivergenceWarning, stacklevel=2)
+            floor = run.first_loss if floor == math.inf else floor   # the run's first batch, then epoch means
+            warned = warned or _warn_if_exploded(h, epoch, floor, optimizer.lr)
             floor = min(floor, h["loss"][-1])
-            if val is not None:
-                vl, va = evaluate(model, val, loss_fn)
-                h["val_loss"].append(vl)
-                h["val_acc"].append(va)
-            for name, fn in metrics.items():
-                h.setdefault(name, []).append(_metric_value(name, fn, model))
+            _end_of_epoch(state, val, loss_fn, metrics)
             bar.set_postfix({k: round(v, 4) for k, v in h.last().items() if k != "seconds"})
             _call(callbacks, "on_epoch_end", state)
         if h.stopped is not None:
@@ -512,6 +487,52 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
             break
     _call(callbacks, "on_train_end", state)
     return state.history
+
+
+def _train_epoch(state: TrainState, data_batches, loss_fn, augment, callbacks, xp) -> "_Epoch":
+    """One pass over ``data_batches``; stops before the update of a batch with a non-finite loss or gradient."""
+    model, run = state.model, _Epoch()
+    for i, (xb, yb) in enumerate(data_batches):
+        if augment is not None:
+            xb = augment(xb)
+        state.batch = (xb, yb)
+        logits = model.forward(xb)
+        loss = state.batch_loss = compute_loss(loss_fn, logits, yb, xb)
+        model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
+        _call(callbacks, "on_after_backward", state)
+        loss_value, bad = _read_loss(loss, model, xp)          # the step's one sync
+        if bad:
+            state.history.stopped = f"non-finite {bad} at epoch {state.epoch} step {i}"
+            state.stop = True
+            break
+        state.optimizer.step()
+        run.add(loss_value, logits, yb, dict(getattr(loss_fn, "parts", None) or {}))
+        state.step += 1
+        _call(callbacks, "on_step_end", state)
+        if state.stop:
+            break
+    return run
+
+
+def _warn_if_exploded(h: History, epoch: int, floor: float, lr: float) -> bool:
+    """Warn (and return True) when the epoch's loss exceeds EXPLOSION_FACTOR times the lowest loss seen."""
+    if not h["loss"][-1] > EXPLOSION_FACTOR * floor:
+        return False
+    warnings.warn(f"the training loss exploded: {h['loss'][-1]:.4g} in epoch {epoch}, more than "
+                  f"{EXPLOSION_FACTOR:g}x the lowest loss so far ({floor:.4g}); lower the learning rate (lr={lr})",
+                  DivergenceWarning, stacklevel=3)
+    return True
+
+
+def _end_of_epoch(state: TrainState, val: tuple | None, loss_fn, metrics: dict) -> None:
+    """Validation loss and accuracy, then the extra metrics, into the history."""
+    h = state.history
+    if val is not None:
+        vl, va = evaluate(state.model, val, loss_fn)
+        h["val_loss"].append(vl)
+        h["val_acc"].append(va)
+    for name, fn in metrics.items():
+        h.setdefault(name, []).append(_metric_value(name, fn, state.model))
 
 
 def _read_loss(loss: Any, model: Module, xp) -> tuple[float, str | None]:
