@@ -178,7 +178,7 @@ def test_fit_augments_every_batch_through_for_flat_batches():
 @pytest.mark.parametrize("call, error, match", [
     (lambda x: A.center_crop(x, 9), ValueError, r"size \(9, 9\) of the crop is larger than the image \(8, 8\)"),
     (lambda x: A.RandomCrop(10, padding=0)(x), ValueError, r"larger than the image \(8, 8\)"),
-    (lambda x: A.crop(x, 2, 0, 7, 8), ValueError, "does not fit in the image"),
+    (lambda x: A.crop(x, 2, 0, 7, 8), ValueError, r"top \+ height and left \+ width must fit in the images of x \(8, 8\)"),
     (lambda x: A.RandomCrop(6, p=0.5)(x), ValueError, "cannot be applied to only some images: use p=1"),
     (lambda x: A.RandomCrop(8, padding=1, mode="edge")(x), ValueError, r"mode must be one of .* got 'edge'"),
     (lambda x: A.HorizontalFlip(p=1.5), ValueError, r"p must be a finite number in \[0, 1\], got 1.5"),
@@ -233,3 +233,36 @@ def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
                                                (x.shape[3] - s) // 2:(x.shape[3] - s) // 2 + s])
     with pytest.raises(AssertionError, match="top-left corner"):
         ex.check_center_crop(lambda x, s: x[..., :s, :s])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # each leaked another exception, named no argument, or returned NaN before
+    (lambda x: A.rotate(x[None], 30.0), ValueError, r"x must be an image batch of shape \(N, C, H, W\)"),
+    (lambda x: A.resize(x[:0], 4), ValueError, r"x must not be empty"),
+    (lambda x: A.resize(np.where(x > 0.9, np.inf, x), 4), ValueError, r"x must be finite"),
+    (lambda x: A.rotate(np.where(x > 0.9, np.nan, x), 10.0), ValueError, r"x must be finite"),
+    (lambda x: A.hflip(3.0), TypeError, r"x must be a numpy array or torch tensor, got float"),
+    (lambda x: A.resized_crop(x, 3.0, 4), TypeError, r"boxes must be a list"),
+    (lambda x: A.resized_crop(x, [(0, 0, 2.5, 2)] * 2, 4), ValueError, r"boxes must hold \(top, left, height, width\)"),
+    (lambda x: A.resize(x, 2 ** 40), ValueError, r"size must be at most 4096 pixels"),
+    (lambda x: A.pad(x, 2 ** 62), ValueError, r"padding must be an int in \[0, 4096\]"),
+    (lambda x: A.RandomRotate90(ks=3), TypeError, r"ks must be a non-empty sequence"),
+    (lambda x: A.RandomResizedCrop(4, scale=0.5), TypeError, r"scale must be a pair"),
+    (lambda x: A.Compose(A.HorizontalFlip()), TypeError, r"transforms must be a list"),
+    (lambda x: A.for_flat_batches(A.HorizontalFlip(), 64), TypeError, r"image_shape must be a tuple"),
+    (lambda x: A.HorizontalFlip()(x, generator=3), TypeError, r"generator must be a numpy random Generator"),
+])
+def test_more_bad_augmentation_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(np.random.default_rng(0).random((2, 1, 8, 8)))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    x = np.random.default_rng(0).random((2, 1, 8, 8))
+    compare(A.rot90(x, np.int64(1)), A.rot90(x, 1), "np.int64 k", rtol=0, atol=0, quiet=True)
+    compare(A.crop(x, np.int64(1), np.int32(2), np.int64(3), 4), A.crop(x, 1, 2, 3, 4), "np ints", rtol=0, atol=0,
+            quiet=True)
+    compare(A.rotate(x, np.float32(30.0)), A.rotate(x, float(np.float32(30.0))), "np.float32 angle", rtol=0, atol=0,
+            quiet=True)
+    compare(A.resize(x, (np.int64(4), 5)), A.resize(x, (4, 5)), "np.int64 size", rtol=0, atol=0, quiet=True)
+    assert A.HorizontalFlip(p=np.float32(0.25)).p == pytest.approx(0.25)

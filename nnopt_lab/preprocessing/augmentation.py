@@ -42,16 +42,22 @@ __all__ = ["hflip", "vflip", "rot90", "rotate", "crop", "center_crop", "pad", "r
 MAX_SIZE = 4096      # largest output side (pixels) of a resize or crop: beyond it a typo, not a request
 
 
-def _images(x: Any, min_ndim: int = 2) -> Any:
-    """``x`` as a floating, non-empty image batch with at least ``min_ndim`` axes."""
+def _images(x: Any, min_ndim: int = 2, finite: bool = False) -> Any:
+    """``x`` as a floating, non-empty image batch: (..., H, W), or exactly (N, C, H, W) for ``min_ndim=4``.
+
+    ``finite``: refuse NaN and inf too (bilinear weights times inf give NaN).
+    """
     check_array("x", x)
-    if x.ndim < min_ndim:
+    if x.ndim < min_ndim or (min_ndim == 4 and x.ndim != 4):
         want = "(N, C, H, W)" if min_ndim == 4 else "(..., H, W)"
         raise ValueError(f"x must be an image batch of shape {want}, got shape {tuple(x.shape)}")
-    if 0 in tuple(x.shape[-2:]):
-        raise ValueError(f"x must hold images of at least 1 x 1 pixels, got shape {tuple(x.shape)}")
+    if 0 in tuple(x.shape):
+        raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
     xp = B.namespace(x)
-    return x if B.dtype_name(x).startswith(("float", "bfloat")) else xp.astype(x, xp.float64)
+    x = x if B.dtype_name(x).startswith(("float", "bfloat")) else xp.astype(x, xp.float64)
+    if finite and not B.float_of(xp.all(xp.isfinite(x))):
+        raise ValueError("x must be finite for a bilinear resampling (NaN or inf would spread to its neighbours)")
+    return x
 
 
 _check_images = _images    # old name, still used by widgets/augmentation.py (not this module's owner)
@@ -244,7 +250,7 @@ def rotate(x: Any, angle: float | Sequence[float], fill: float = 0.0) -> Any:
     wherever the source lies inside the image. Seed §3.1.2.2.
     See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _images(x, 4)
+    x = _images(x, 4, finite=True)
     fill = check_number("fill", fill)
     n, _, h, w = x.shape
     cos_sin = [_cos_sin_degrees(a) for a in _per_image("angle", angle, n)]
@@ -276,8 +282,8 @@ def crop(x: Any, top: int, left: int, height: int, width: int) -> Any:
     top, left = check_int("top", top, 0), check_int("left", left, 0)
     h, w = x.shape[-2:]
     if top + height > h or left + width > w:
-        raise ValueError(f"crop window rows {top}:{top + height}, cols {left}:{left + width} does not fit in "
-                         f"the image ({h}, {w})")
+        raise ValueError(f"top + height and left + width must fit in the images of x ({h}, {w}), got top={top}, "
+                         f"height={height}, left={left}, width={width}")
     return x[..., top:top + height, left:left + width]
 
 
@@ -351,7 +357,7 @@ def resized_crop(x: Any, boxes: Sequence[tuple[int, int, int, int]], size: int |
 
     Seed §3.1.2.3. See: chapters/02_2_data_augmentation.ipynb
     """
-    x = _images(x, 4)
+    x = _images(x, 4, finite=True)
     ho, wo = _size("size", size)
     n, _, height, width = x.shape
     if not isinstance(boxes, (tuple, list)):
