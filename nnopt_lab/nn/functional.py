@@ -346,6 +346,13 @@ def _swap_last(a: Any) -> Any:
     return B.namespace(a).permute_dims(a, (0, 2, 1))
 
 
+def _outer_or_matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for 3-D stacks; with an inner size of 1 (depthwise, one output per group) it is an
+    outer product, computed as a broadcast product (the same numbers; numpy's matmul is several
+    times slower there)."""
+    return a * b if a.shape[-1] == 1 else a @ b
+
+
 def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int | tuple = 1,
                    padding: int | tuple = 0, dilation: int | tuple = 1, groups: int = 1):
     r"""2-D convolution (cross-correlation, as in torch) by im2col and one matrix product.
@@ -422,7 +429,8 @@ def conv2d_backward(dout: Any, cache, need_dx: bool = True):
     else:
         d3, c3 = _grouped(d2, groups), _grouped(cols, groups)
         dweight = xp.reshape(d3 @ _swap_last(c3), weight.shape)
-        dcols = xp.reshape(_swap_last(_grouped(w2, groups)) @ d3, (cols.shape[0], -1)) if need_dx else None
+        dcols = xp.reshape(_outer_or_matmul(_swap_last(_grouped(w2, groups)), d3), (cols.shape[0], -1)) \
+            if need_dx else None
     dx = col2im(dcols, g) if need_dx else None
     return dx, dweight, dbias
 
