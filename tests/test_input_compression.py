@@ -367,3 +367,30 @@ def test_otsu_checker_accepts_right_and_names_mistakes():
         check_otsu_threshold(lambda x: float(B.to_numpy(x).mean()))
     with pytest.raises(AssertionError, match="SMALLEST between-class variance"):
         check_otsu_threshold(lambda x: float(np.unique(B.to_numpy(x))[0]))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # each leaked another exception (LinAlgError, numpy's), named an inner argument, or was silent before
+    (lambda x: IC.PCA(2).fit(np.where(x > 0.9, np.inf, x)), ValueError, r"x must be finite"),
+    (lambda x: IC.TopVarianceSelector(2).fit(np.where(x > 0.9, np.nan, x)), ValueError, r"x must be finite"),
+    (lambda x: IC.PCA(2).fit(3.0), TypeError, r"x must be a numpy array or torch tensor"),
+    (lambda x: IC.PCA(2).fit(x[:0]), ValueError, r"x must not be empty"),
+    (lambda x: IC.floyd_steinberg(np.where(x > 0.9, np.nan, x).reshape(2, 1, 4, 4), 1), ValueError,
+     r"images must be finite"),
+    (lambda x: IC.downsample((x * 10).astype(np.uint8).reshape(2, 1, 4, 4), 2), TypeError,
+     r"images must be a floating-point array to average"),
+    (lambda x: IC.upsample(x.reshape(2, 1, 4, 4), 2 ** 40), ValueError, r"factor must be an int in \[1, 1024\]"),
+    (lambda x: IC.from_patches(x.reshape(2, 4, 4), 16, 2), TypeError, r"image_shape must be a tuple"),
+    (lambda x: IC.binarize(x, float("nan")), ValueError, r"threshold must be a number"),
+    (lambda x: IC.otsu_threshold(np.where(x > 0.9, np.nan, x)), ValueError, r"x must be finite"),
+])
+def test_more_bad_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(np.random.default_rng(0).random((8, 4)))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    x = np.random.default_rng(0).random((8, 4))
+    assert IC.PCA(np.int64(2)).fit(x).components_.shape == (2, 4)
+    assert IC.bytes_per_sample("kbit", np.int64(64), bits=np.int32(4)) == 32.0
+    assert IC.upsample(x.reshape(2, 1, 4, 4), np.int64(2)).shape == (2, 1, 8, 8)

@@ -124,6 +124,8 @@ def floyd_steinberg(images: Any, bits: int, lo: float = 0.0, hi: float = 1.0) ->
         raise ValueError(f"lo must be < hi, got lo={lo!r}, hi={hi!r}")
     if not xp.isdtype(images.dtype, "real floating"):
         raise TypeError(f"images must be a floating-point array, got dtype {B.dtype_name(images)}")
+    if not B.float_of(xp.all(xp.isfinite(images))):
+        raise ValueError("images must be finite: NaN or inf has no k-bit code and would spread to its neighbours")
     h, w = images.shape[-2:]
     work = xp.asarray(images, copy=True)
     out = xp.zeros_like(images)
@@ -226,7 +228,9 @@ def downsample(images: Any, factor: int, method: str = "mean") -> Any:
     See: chapters/02_3_data_compression.ipynb
     """
     check_choice("method", method, ("mean", "stride"))
-    _array("images", images, 4, "(N, C, H, W)")
+    xp = _array("images", images, 4, "(N, C, H, W)")
+    if method == "mean" and not xp.isdtype(images.dtype, "real floating"):
+        raise TypeError(f"images must be a floating-point array to average, got dtype {B.dtype_name(images)}")
     factor = check_int("factor", factor, 1)
     h, w = images.shape[-2:]
     if h % factor or w % factor:
@@ -308,6 +312,9 @@ class _Fitted:
         xp = _array(name, x, 2, "(N, D)")
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"{name} must be a floating-point array, got dtype {B.dtype_name(x)}")
+        if not B.float_of(xp.all(xp.isfinite(x))):
+            raise ValueError(f"{name} must be finite: it holds NaN or inf (fill missing values first, "
+                             f"nnopt_lab.preprocessing.cleaning.SimpleImputer)")
         return xp
 
     def _check_fitted(self) -> None:
