@@ -321,10 +321,10 @@ def _metric_value(name: str, fn: Callable, model: Module) -> float:
     return value
 
 
-def _grad_sum(model: Module, xp) -> Any:
-    """The sum of every trainable gradient entry, a 0-d array: NaN or inf when any entry is."""
+def _grad_sum(params: list, xp) -> Any:
+    """The sum of every gradient entry the optimizer will apply, a 0-d array: NaN or inf when any entry is."""
     total = None
-    for p in model.parameters():
+    for p in params:
         if p.grad is not None and p.requires_grad:
             s = xp.sum(p.grad)
             total = s if total is None else total + s
@@ -500,7 +500,7 @@ def _train_epoch(state: TrainState, data_batches, loss_fn, augment, callbacks, x
         loss = state.batch_loss = compute_loss(loss_fn, logits, yb, xb)
         model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
         _call(callbacks, "on_after_backward", state)
-        loss_value, bad = _read_loss(loss, model, xp)          # the step's one sync
+        loss_value, bad = _read_loss(loss, state.optimizer.params, xp)   # the step's one sync
         if bad:
             state.history.stopped = f"non-finite {bad} at epoch {state.epoch} step {i}"
             state.stop = True
@@ -535,20 +535,20 @@ def _end_of_epoch(state: TrainState, val: tuple | None, loss_fn, metrics: dict) 
         h.setdefault(name, []).append(_metric_value(name, fn, state.model))
 
 
-def _read_loss(loss: Any, model: Module, xp) -> tuple[float, str | None]:
+def _read_loss(loss: Any, params: list, xp) -> tuple[float, str | None]:
     """The batch loss as a float, and ``"loss"`` / ``"gradient"`` when it or a gradient is NaN/inf.
 
-    Both numbers come in one transfer (one GPU sync per step); summing the gradients costs one
-    pass over the parameters, small next to the backward pass.
+    ``loss + 0 · (sum of all gradient entries)`` is finite exactly when the loss and every
+    gradient entry are (``0 · inf`` and ``0 · nan`` are NaN), so one number read per step checks
+    them all: one GPU sync; the sums cost one pass over the gradients, small next to backward.
     """
-    grads = _grad_sum(model, xp)
-    if grads is None or not hasattr(loss, "shape"):
-        value, grad_total = B.float_of(loss), 0.0 if grads is None else B.float_of(grads)
-    else:
-        value, grad_total = (float(v) for v in B.to_numpy(xp.stack([loss, xp.astype(grads, loss.dtype)])))
-    if not math.isfinite(value):
-        return value, "loss"
-    return value, None if math.isfinite(grad_total) else "gradient"
+    grads = _grad_sum(params, xp)
+    probe = loss if grads is None else loss + 0.0 * grads
+    finite = math.isfinite(B.float_of(probe))
+    value = B.float_of(loss)                      # already computed: no second wait on a GPU
+    if finite:
+        return value, None
+    return value, "loss" if not math.isfinite(value) else "gradient"
 
 
 def _stop_diverged(model: Module, h: History, optimizer: Optimizer, on_divergence: str) -> None:
