@@ -478,7 +478,7 @@ def load_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> Any
     if expected_sha256 is not None:
         actual = _sha256(raw)
         if actual.lower() != str(expected_sha256).lower():
-            raise ValueError(f"{path}: SHA-256 mismatch, expected {expected_sha256}, got {actual}")
+            raise ValueError(f"{path}: SHA-256 mismatch, expected_sha256 is {expected_sha256}, the file's is {actual}")
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

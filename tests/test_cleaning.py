@@ -362,3 +362,11 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
     compare(C.pad_axis(x, np.int64(1), np.int32(2), np.int64(-1)), C.pad_axis(x, 1, 2, -1), "np ints", rtol=0,
             atol=0, quiet=True)
     assert C.KNNImputer(np.int64(2)).n_neighbors == 2
+
+
+def test_transform_on_another_backend_than_fit_is_named():
+    """Before: AttributeError ('numpy.ndarray' object has no attribute 'to') deep in the arithmetic."""
+    table = np.random.default_rng(0).random((5, 3))
+    scaler = C.StandardScaler().fit(table)
+    with pytest.raises(TypeError, match=r"X must be on the backend and device StandardScaler was fitted on \(numpy\)"):
+        scaler.transform(B.to_backend(table, "torch-cpu"))

@@ -198,7 +198,7 @@ def test_idx_checksum_mismatch(tmp_path):
     path = tmp_path / "x.idx"
     path.write_bytes(_idx_bytes(np.zeros(3, np.uint8), 0x08))
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(ValueError, match=f"x.idx: SHA-256 mismatch, expected 00ff, got {actual}"):
+    with pytest.raises(ValueError, match=f"x.idx: SHA-256 mismatch, expected_sha256 is 00ff, the file's is {actual}"):
         D.load_idx(path, expected_sha256="00ff")
 
 

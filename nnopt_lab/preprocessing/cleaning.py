@@ -360,10 +360,17 @@ class _Fitted:
         """``fit(X)`` then ``transform(X)``."""
         return self.fit(X).transform(X)
 
+    def _remember(self, X: Any) -> None:
+        """Note the number of features and the backend/device of the training table."""
+        self.n_features_in_, self._fitted_like = X.shape[1], X[:0]
+
     def _check_fitted(self, X: Any, allow_nan: bool = True) -> Any:
         if self.n_features_in_ is None:
             raise ValueError(f"{type(self).__name__} is not fitted yet: call fit(X_train) first")
         X = _table("X", X, allow_nan)
+        if not B.same_kind(X, self._fitted_like):
+            raise TypeError(f"X must be on the backend and device {type(self).__name__} was fitted on "
+                            f"({B.backend_of(self._fitted_like).name}), got {B.backend_of(X).name}")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted with "
                              f"{self.n_features_in_}")
@@ -440,7 +447,7 @@ class SimpleImputer(_Fitted):
         else:
             _refuse_empty_columns(X, f"SimpleImputer(strategy={self.strategy!r})")
             self.statistics_ = _nan_mean(X) if self.strategy == "mean" else _nan_median(X)
-        self.n_features_in_ = X.shape[1]
+        self._remember(X)
         return self
 
     def transform(self, X: Any) -> Any:
@@ -513,7 +520,7 @@ class KNNImputer(_Fitted):
         self._observed = ~xp.isnan(X)
         self._fit_X0 = xp.where(self._observed, X, xp.zeros_like(X))
         self._col_mean = _nan_mean(X)
-        self.n_features_in_ = X.shape[1]
+        self._remember(X)
         return self
 
     def transform(self, X: Any) -> Any:
@@ -601,7 +608,7 @@ class StandardScaler(_Fitted):
         self.var_ = _corrected_two_pass_variance(X, self.mean_)
         constant = self.var_ <= n * _EPS64 * self.var_ + (n * self.mean_ * _EPS64) ** 2
         self.scale_ = _scale_or_one(xp.sqrt(self.var_), constant)
-        self.n_features_in_ = X.shape[1]
+        self._remember(X)
         return self
 
     def transform(self, X: Any) -> Any:
@@ -651,7 +658,7 @@ class MinMaxScaler(_Fitted):
         constant = self.data_range_ < 10 * _EPS64
         self.scale_ = (hi - lo) / _scale_or_one(self.data_range_, constant)
         self.min_ = lo - self.data_min_ * self.scale_
-        self.n_features_in_ = X.shape[1]
+        self._remember(X)
         return self
 
     def transform(self, X: Any) -> Any:
