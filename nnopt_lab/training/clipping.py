@@ -7,11 +7,12 @@ r"""Gradient clipping: bound the gradient before the optimizer uses it.
 * :class:`ClippedOptimizer` -- wraps any :class:`~nnopt_lab.training.optim.Optimizer` so that
   its ``step()`` clips first.
 
-Why a wrapper: clipping must happen *between* the backward pass and the update. The fit loop
-(:func:`nnopt_lab.training.fit`) calls ``optimizer.step()`` right after ``model.backward``, so an
-optimizer whose ``step`` clips and then delegates puts the clip exactly there -- for every
-optimizer, with learning-rate schedules still working (``lr`` is forwarded) and without a
-special case in the loop. A callback could not do it: ``on_step_end`` runs after the update.
+Why a wrapper: clipping must happen *between* the backward pass and the update. An optimizer
+whose ``step`` clips and then delegates puts the clip exactly there -- for every optimizer, in
+:func:`nnopt_lab.training.fit` and in any hand-written loop alike, with learning-rate schedules
+still working (``lr`` is forwarded). Inside ``fit`` a :class:`~nnopt_lab.training.Callback` with
+``on_after_backward`` could clip too (it runs at the same place); the wrapper keeps the clip
+with the optimizer, so a checkpoint or a loop that does not use ``fit`` clips the same way.
 
 See: chapters/04_3_optimizers.ipynb (seed §3.3.3)
 """
