@@ -42,7 +42,7 @@ from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 from .snapshot import preserved
 
-__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "Callback",
+__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "compute_loss", "Callback",
            "TrainState", "History", "BatchLoss", "DivergenceWarning", "TrainingDiverged", "EXPLOSION_FACTOR"]
 
 #: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
@@ -247,7 +247,10 @@ class BatchLoss:
 
 
 def compute_loss(loss_fn, logits: Any, labels: Any, inputs: Any) -> Any:
-    """``loss_fn(logits, labels, inputs)`` for a batch-aware loss, else ``loss_fn(logits, labels)``."""
+    """``loss_fn(logits, labels, inputs)`` for a batch-aware loss, else ``loss_fn(logits, labels)``.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     if getattr(loss_fn, "batch_aware", False):
         return loss_fn(logits, labels, inputs)
     return loss_fn(logits, labels)
