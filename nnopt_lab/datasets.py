@@ -446,6 +446,14 @@ def _sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _file_path(path: Any) -> Path:
+    """``path`` (checked) as a Path that is not a directory."""
+    path = Path(check_path("path", path))
+    if path.is_dir():
+        raise ValueError(f"path must name a file, got the directory {str(path)!r}")
+    return path
+
+
 def load_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> Any:
     """Read an IDX file (the MNIST format), raw or gzip-compressed.
 
@@ -471,7 +479,7 @@ def load_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> Any
         number, an unknown type code, a broken gzip stream, or a wrong byte count
         (says the expected and actual number of bytes).
     """
-    path = Path(check_path("path", path))
+    path = _file_path(path)
     if expected_sha256 is not None and not isinstance(expected_sha256, str):
         raise TypeError(f"expected_sha256 must be a hex str or None, got {type(expected_sha256).__name__}")
     raw = path.read_bytes()
@@ -504,7 +512,7 @@ def write_idx(path: str | os.PathLike, array: Any, compress: bool | None = None)
 
     Returns the file's SHA-256 (as stored), for :func:`load_idx`'s ``expected_sha256``.
     """
-    path = Path(check_path("path", path))
+    path = _file_path(path)
     check_array("array", array)
     if compress is not None:
         check_bool("compress", compress)

@@ -284,3 +284,12 @@ def test_stratified_split_refuses_bad_labels(y, error, match):
 def test_mnist_family_refuses_a_bad_sha256_table(tmp_path):
     with pytest.raises(TypeError, match="sha256 must be a dict"):
         D.load_mnist_family(tmp_path, sha256=3.0)     # was AttributeError: 'float' object has no 'get'
+
+
+def test_idx_paths_that_are_directories_are_named(tmp_path):
+    """Before: IsADirectoryError from the file system (write_idx: after writing a temporary file)."""
+    with pytest.raises(ValueError, match="path must name a file, got the directory"):
+        D.load_idx(tmp_path)
+    with pytest.raises(ValueError, match="path must name a file, got the directory"):
+        D.write_idx(tmp_path, np.arange(3, dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []
