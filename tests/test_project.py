@@ -99,3 +99,31 @@ def test_readme_quick_start_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python tasks.py lab" in readme and "python tasks.py test" in readme
     assert "tasks.py test" in ci
+
+
+SEE_LINE = re.compile(r"See:\s*(.*)")
+NOTEBOOK_REF = re.compile(r"chapters/[^\s,;:()`'\"]+")
+
+
+def _see_references():
+    """``(file:line, reference)`` for every ``chapters/...`` named on a "See:" line in nnopt_lab/."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            match = SEE_LINE.search(line)
+            if match:
+                refs = NOTEBOOK_REF.findall(match.group(1))
+                where = f"{path.relative_to(ROOT)}:{number}"
+                found += [(where, ref.rstrip(".")) for ref in refs] or [(where, match.group(1).strip())]
+    return found
+
+
+def test_every_see_line_names_a_notebook_that_exists():
+    """The "See: chapters/<slug>.ipynb" lines are how a reader finds where a function is taught."""
+    assert NOTEBOOK_REF.findall("See: chapters/99_gone.ipynb (seed §1), chapters/x.ipynb") == [
+        "chapters/99_gone.ipynb", "chapters/x.ipynb"]
+    references = _see_references()
+    assert len(references) > 20, "the scan found (almost) no See: lines: is the pattern still right?"
+    existing = {f"chapters/{nb.name}" for nb in NOTEBOOKS}
+    broken = [f"{where}: {ref}" for where, ref in references if ref not in existing]
+    assert not broken, "See: lines naming no existing notebook (chapters/*.ipynb):\n" + "\n".join(broken)
