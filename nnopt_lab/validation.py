@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 __all__ = ["check_int", "check_number", "check_probability", "check_choice", "check_bool",
            "check_shape", "check_path", "check_callable", "as_int", "as_float", "check_array",
-           "check_generator"]
+           "check_generator", "check_sequence"]
 
 
 def _is_bool(value: Any) -> bool:
@@ -211,3 +211,15 @@ def check_generator(name: str, value: Any) -> Any:
         raise TypeError(f"{name} must be a numpy random Generator (nnopt_lab.backend.generator(seed)) or None, "
                         f"got {type(value).__name__}")
     return value
+
+
+def check_sequence(name: str, value: Any) -> list:
+    """``value`` must be a sequence (list, tuple, range, ...; not a str): returned as a list.
+
+    >>> check_sequence("milestones", 3)
+    Traceback (most recent call last):
+    TypeError: milestones must be a sequence (a list or tuple), got int
+    """
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__") or hasattr(value, "shape"):
+        raise TypeError(f"{name} must be a sequence (a list or tuple), got {type(value).__name__}")
+    return list(value)
