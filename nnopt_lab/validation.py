@@ -220,6 +220,9 @@ def check_sequence(name: str, value: Any) -> list:
     Traceback (most recent call last):
     TypeError: milestones must be a sequence (a list or tuple), got int
     """
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__") or hasattr(value, "shape"):
-        raise TypeError(f"{name} must be a sequence (a list or tuple), got {type(value).__name__}")
-    return list(value)
+    try:
+        if isinstance(value, (str, bytes, dict)):
+            raise TypeError
+        return list(value)
+    except TypeError:                     # not iterable (a number, a 0-d array, ...)
+        raise TypeError(f"{name} must be a sequence (a list or tuple), got {type(value).__name__}") from None
