@@ -14,6 +14,7 @@ See: chapters/01_why_optimize.ipynb (seed §1.1)
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import statistics
 import time
@@ -421,7 +422,24 @@ class LatencyResult:
                 f"{len(self.samples)} runs)")
 
 
-def latency(fn: Callable, *args: Any, warmup: int = 3, repeats: int = 20, sync: bool = True) -> LatencyResult:
+def _check_fits(fn: Callable, args: tuple) -> None:
+    """``fn(*args)`` must be a valid call (checked on the signature, before any timing)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):       # some builtins have none: the call itself will tell
+        return
+    try:
+        signature.bind(*args)
+    except TypeError as error:
+        raise TypeError(f"args {_short(args)} do not fit fn{signature}: {error}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def latency(fn: Callable, /, *args: Any, warmup: int = 3, repeats: int = 20, sync: bool = True) -> LatencyResult:
     r"""Time ``fn(*args)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
 
     Each timed call is bracketed by ``time.perf_counter()``; with ``sync`` the GPU queue is
@@ -432,13 +450,15 @@ def latency(fn: Callable, *args: Any, warmup: int = 3, repeats: int = 20, sync: 
     Raises
     ------
     TypeError
-        When ``fn`` is not callable, ``sync`` not a bool, ``warmup``/``repeats`` not numbers.
+        When ``fn`` is not callable or ``args`` do not fit its signature, ``sync`` is not a
+        bool, ``warmup``/``repeats`` not numbers.
     ValueError
         When ``warmup`` is not an int in [0, 10**6] or ``repeats`` not an int in [1, 10**6].
 
     See: chapters/01_why_optimize.ipynb (seed §1.1)
     """
     check_callable("fn", fn)
+    _check_fits(fn, args)
     warmup = check_int("warmup", warmup, 0, MAX_REPEATS)
     repeats = check_int("repeats", repeats, 1, MAX_REPEATS)
     sync = check_bool("sync", sync)

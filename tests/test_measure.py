@@ -265,6 +265,8 @@ def test_numpy_numbers_accepted():
     (lambda m: M.activation_memory(m, (8,), batch_size=1.5), ValueError, "batch_size must be an int >= 1"),
     (lambda m: M.summary("model", (8,)), TypeError, "model must be an nnopt_lab.nn Module, got str"),
     (lambda m: M.latency(lambda: None, sync=1), TypeError, "sync must be a bool, got 1"),
+    (lambda m: M.latency(lambda a: None, 1, 2), TypeError, r"args \(1, 2\) do not fit fn\(a\): too many"),
+    (lambda m: M.latency(lambda a, b: None, 1), TypeError, r"args \(1,\) do not fit fn\(a, b\)"),
     (lambda m: M.latency(lambda: None, warmup="3"), TypeError, "warmup must be an int in"),
     (lambda m: M.measure_model_latency(m, (8,), repeats=0), ValueError, "repeats must be an int in .*, got 0"),
     (lambda m: M.measure_model_latency(m, (8,), warmup=2 ** 62), ValueError, "warmup must be an int in"),
