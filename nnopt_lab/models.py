@@ -17,16 +17,14 @@ from typing import Any, Iterator
 from . import backend as B
 from .nn.layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
                         Sequential)
-from .validation import check_bool, check_int, check_probability
+from .validation import check_bool, check_int, check_probability, check_sequence
 
 __all__ = ["mlp", "small_cnn"]
 
 
 def _int_sequence(name: str, value: Any, min_length: int) -> tuple[int, ...]:
     """``value`` as a tuple of ints >= 1 with at least ``min_length`` entries; each named ``name[i]``."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name} must be a sequence of ints, got {value!r}")
-    items = tuple(value)
+    items = check_sequence(name, value)
     if len(items) < min_length:
         raise ValueError(f"{name} must have at least {min_length} entr{'y' if min_length == 1 else 'ies'}, "
                          f"got {value!r}")
