@@ -370,3 +370,14 @@ def test_transform_on_another_backend_than_fit_is_named():
     scaler = C.StandardScaler().fit(table)
     with pytest.raises(TypeError, match=r"X must be on the backend and device StandardScaler was fitted on \(numpy\)"):
         scaler.transform(B.to_backend(table, "torch-cpu"))
+
+
+def test_nan_euclidean_distances_of_float32_and_float64(be64):
+    """Before: torch raised 'expected m1 and m2 to have the same dtype' for a float32 X and a float64 Y."""
+    g = np.random.default_rng(1)
+    x, y = g.random((3, 4)), g.random((5, 4))
+    x[0, 1] = np.nan
+    ours = C.nan_euclidean_distances(B.to_backend(x, B.Backend(be64.name, "float32")), be64.asarray(y))
+    assert B.dtype_name(ours) == "float64"
+    compare(ours, sk_nan_euclidean(x.astype(np.float32).astype(np.float64), y), "mixed float32/float64",
+            rtol=1e-9, atol=1e-12, quiet=True)

@@ -482,6 +482,8 @@ def nan_euclidean_distances(X: Any, Y: Any) -> Any:
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"X and Y must have the same number of columns, got {X.shape[1]} and {Y.shape[1]}")
     xp = B.namespace(X, Y)
+    dtype = xp.result_type(X.dtype, Y.dtype)                  # float32 with float64: both in float64
+    X, Y = xp.astype(X, dtype), xp.astype(Y, dtype)
     mx, my = xp.astype(~xp.isnan(X), X.dtype), xp.astype(~xp.isnan(Y), X.dtype)
     x0, y0 = xp.where(mx > 0, X, xp.zeros_like(X)), xp.where(my > 0, Y, xp.zeros_like(Y))
     # sum over shared coordinates of x^2 - 2xy + y^2, as three matrix products
