@@ -29,7 +29,8 @@ CASES = {
     "groups and channels": (lambda: F.conv2d_forward(X, np.ones((4, 1, 3, 3)), groups=2), ValueError,
                             r"x must have shape \(N, 2, H, W\) for weight \(4, 1, 3, 3\) and groups=2"),
     "kernel larger than input": (lambda: F.conv2d_forward(np.ones((1, 3, 2, 2)), W), ValueError,
-                                 r"kernel_size \(3, 3\) spans \(3, 3\), more than the input \(2, 2\)"),
+                                 r"weight's kernel \(kh, kw\) \(3, 3\) spans \(3, 3\), more than x's height and "
+                                 r"width \(2, 2\)"),
     "dilated kernel too large": (lambda: F.conv2d_forward(X, W, dilation=3), ValueError,
                                  r"with dilation \(3, 3\) spans \(7, 7\)"),
     "x 3-D": (lambda: F.conv2d_forward(np.ones((3, 5, 5)), W), ValueError, r"x must have 4 axes \(N, C, H, W\)"),
@@ -42,8 +43,8 @@ CASES = {
     "weight empty kernel": (lambda: F.conv2d_forward(X, np.ones((4, 3, 0, 3))), ValueError,
                             r"weight must have at least one entry on every axis"),
     "bias shape": (lambda: F.conv2d_forward(X, W, np.ones(3)), ValueError, r"bias must have shape \(4,\), got \(3,\)"),
-    "conv_output_size too large": (lambda: F.conv_output_size(3, 5, 1, 0), ValueError, r"kernel_size 5 spans 5, more "
-                                   r"than the input 3 padded by 0 to 3"),
+    "conv_output_size too large": (lambda: F.conv_output_size(3, 5, 1, 0), ValueError, r"kernel 5 spans 5, more "
+                                   r"than size 3 padded by 0 to 3"),
     "conv_output_size stride 0": (lambda: F.conv_output_size(5, 3, 0, 0), ValueError, r"stride must be an int >= 1"),
     "conv_output_size padding -1": (lambda: F.conv_output_size(5, 3, 1, -1), ValueError, r"padding must be an int >= 0"),
     "im2col kh 0": (lambda: F.im2col(X, 0, 3), ValueError, r"kh must be an int >= 1, got 0"),
@@ -51,8 +52,14 @@ CASES = {
     "col2im dcols shape": (lambda: F.col2im(np.ones((27, 49)), F.im2col(X, 3, 3)[1]), ValueError,
                            r"dcols must have shape \(27, 30\)"),
     # pooling
-    "pool kernel too large": (lambda: F.maxpool2d_forward(X, 6), ValueError, r"kernel_size 6 spans 6, more than"
-                              r"|kernel_size \(6, 6\)"),
+    "pool kernel too large": (lambda: F.maxpool2d_forward(X, 6), ValueError, r"kernel \(6, 6\) spans \(6, 6\), more "
+                              r"than x's height and width \(5, 5\)"),
+    "pool on an empty axis": (lambda: F.avgpool2d_forward(np.ones((2, 3, 4, 0)), 2), ValueError,
+                              r"more than x's height and width \(4, 0\)"),
+    "im2col kernel too large": (lambda: F.im2col(X, 2, 7), ValueError, r"kernel \(kh, kw\) \(2, 7\) spans"),
+    "huge padding": (lambda: F.conv2d_forward(X, W, padding=2 ** 40), ValueError,
+                     r"padding \(1099511627776, 1099511627776\) pads x to .* more than 1099511627776"),
+    "huge kernel": (lambda: F.maxpool2d_forward(X, 2 ** 62), ValueError, r"kernel \(4611686018427387904, "),
     "pool stride 0": (lambda: F.avgpool2d_forward(X, 2, 0), ValueError, r"stride must be an int >= 1"),
     "pool kernel 0": (lambda: F.maxpool2d_forward(X, (2, 0)), ValueError, r"kernel must be an int >= 1"),
     "pool int x": (lambda: F.avgpool2d_forward(X.astype(np.uint8), 2), TypeError, r"x must be a float array"),
@@ -119,6 +126,48 @@ def test_labels_are_checked_on_torch_too():
         F.cross_entropy_forward(logits, torch.tensor([0, 4, 1]))
     with pytest.raises(TypeError, match="logits must be a float array, got dtype uint8"):
         F.cross_entropy_forward(torch.full((3, 4), 200, dtype=torch.uint8), torch.tensor([0, 1, 2]))
+
+
+def test_a_huge_stride_along_an_axis_with_one_output_is_torchs_answer():
+    """Only one output position: the stride reads nothing (it used to widen the flat rows to 2**62)."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 2))
+    out, cache = F.conv2d_forward(x, w, None, (2 ** 62, 2))
+    ref = torch.nn.functional.conv2d(torch.as_tensor(x), torch.as_tensor(w), None, (2 ** 31, 2))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-12, atol=1e-12)
+    assert F.conv2d_backward(out, cache)[0].shape == x.shape
+    pooled, _ = F.maxpool2d_forward(x, (5, 2), (2 ** 62, 2))
+    np.testing.assert_array_equal(pooled, torch.nn.functional.max_pool2d(torch.as_tensor(x), (5, 2), (5, 2)).numpy())
+
+
+def test_huge_layer_sizes_are_refused_before_allocating():
+    with pytest.raises(ValueError, match=r"in_features × out_features = \d+ parameters is more than"):
+        nn.Linear(2 ** 31, 2 ** 31)
+    with pytest.raises(ValueError, match=r"out_channels × in_channels/groups × kernel_size = \d+ parameters"):
+        nn.Conv2d(4, 4, 2 ** 40)
+    with pytest.raises(ValueError, match=r"num_features = \d+ parameters is more than"):
+        nn.BatchNorm1d(2 ** 62)
+
+
+def test_max_pool_gradient_of_inf_goes_to_the_maximum_only():
+    """An infinite upstream gradient reaches the window's maximum, never 0 * inf = NaN elsewhere (as torch)."""
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    _, cache = F.maxpool2d_forward(x, 2)
+    dout = np.array([[[[np.inf, 1.0], [2.0, -np.inf]]]])
+    dx = F.maxpool2d_backward(dout, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, 2).backward(torch.as_tensor(dout))
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+    assert not np.isnan(dx).any()
+
+
+def test_dropout_zeroes_dropped_infinities_instead_of_making_nan():
+    x = np.full((50, 40), np.inf)
+    out, cache = F.dropout_forward(x, 0.5, True)
+    dx = F.dropout_backward(x, cache)
+    for a in (out, dx):
+        assert not np.isnan(a).any() and set(np.unique(a)) == {0.0, np.inf}
+    np.testing.assert_array_equal(out == 0, dx == 0)                     # the same mask
 
 
 def test_valid_pairs_give_the_right_answer_not_an_error():

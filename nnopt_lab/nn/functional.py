@@ -54,6 +54,7 @@ def _check_array(name: str, x: Any, ndim: int | None = None, layout: str = "", l
                         f"one of them (numpy would silently upcast, torch refuses)")
 
 
+MAX_ELEMENTS = 2 ** 40        # more values than any array here may hold (a clear error before allocating)
 _ARRAY_TYPES: set = set()     # types B.namespace accepted (numpy array, torch tensor, ...)
 _FLOAT_DTYPES: dict = {}      # dtype -> is it a float dtype (memoized: dtype_name builds a string)
 _INTEGER_DTYPES: dict = {}    # dtype -> is it a (signed or unsigned) integer dtype
@@ -126,13 +127,18 @@ def _show(pair: tuple) -> str:
     return str(pair[0]) if len(pair) == 1 else str(tuple(pair))
 
 
-def _output_shape(size: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple) -> tuple:
-    """Output lengths ``(size + 2p - d(k-1) - 1) // s + 1`` per axis; ValueError where none fits."""
+def _output_shape(size: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
+                  kernel_name: str = "kernel", input_name: str = "x") -> tuple:
+    """Output lengths ``(size + 2p - d(k-1) - 1) // s + 1`` per axis; ValueError where none fits.
+
+    ``kernel_name`` and ``input_name`` are the caller's names for the two sizes compared.
+    """
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     padded = tuple(n + 2 * p for n, p in zip(size, padding))
     if any(span > n for span, n in zip(spans, padded)):
         dilated = "" if set(dilation) == {1} else f" with dilation {_show(dilation)}"
-        raise ValueError(f"kernel_size {_show(kernel)}{dilated} spans {_show(spans)}, more than the input "
+        sizes = f"{input_name}'s height and width" if len(size) == 2 else input_name
+        raise ValueError(f"{kernel_name} {_show(kernel)}{dilated} spans {_show(spans)}, more than {sizes} "
                          f"{_show(size)} padded by {_show(padding)} to {_show(padded)}: no output position fits")
     return tuple((n - span) // s + 1 for n, span, s in zip(padded, spans, stride))
 
@@ -151,7 +157,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
     """
     args = (check_int("size", size, low=1), check_int("kernel", kernel, low=1), check_int("stride", stride, low=1),
             check_int("padding", padding, low=0), check_int("dilation", dilation, low=1))
-    return _output_shape(*((a,) for a in args))[0]
+    return _output_shape(*((a,) for a in args), input_name="size")[0]
 
 
 def _zeros(shape: tuple, like: Any) -> Any:
@@ -177,6 +183,8 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None):
     """
     _check_array("x", x, 2, "(N, in)")
     _check_array("weight", weight, 2, "(out, in)", like=x)
+    if 0 in weight.shape:
+        raise ValueError(f"weight must have at least one entry on every axis (out, in), got shape {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"x must have shape (N, {weight.shape[1]}) for weight {tuple(weight.shape)}, "
                          f"got {tuple(x.shape)}")
@@ -211,18 +219,25 @@ def linear_backward(dout: Any, cache, need_dx: bool = True):
 
 
 # ----------------------------------------------------------------------------- im2col
-def _flat_geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple) -> dict:
+def _flat_geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
+                   kernel_name: str = "kernel (kh, kw)") -> dict:
     """Sizes of the padded image laid out as one flat row per channel (see :func:`im2col`).
 
     ``row`` is the width of one image row in the flat layout: the padded width, widened (with
     zero columns on the right) until one output-row step ``sh·row`` is a whole number of
     column steps ``sw``; ``wq = sh·row / sw`` is then the width of the wide output grid.
-    Square strides need no widening (``row = wp``, ``wq = wp``).
+    Square strides need no widening (``row = wp``, ``wq = wp``). Along an axis with a single
+    output position the stride reads nothing and counts as 1 (a huge stride widens nothing).
     """
     n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    ho, wo = _output_shape((h, w), kernel, stride, padding, dilation)
+    (kh, kw), (ph, pw), (dh, dw) = kernel, padding, dilation
+    ho, wo = _output_shape((h, w), kernel, stride, padding, dilation, kernel_name)
+    sh, sw = (stride[0] if ho > 1 else 1), (stride[1] if wo > 1 else 1)
+    stride = (sh, sw)
     hp, wp = h + 2 * ph, w + 2 * pw
+    if n * c * hp * wp > MAX_ELEMENTS:
+        raise ValueError(f"padding {_show(padding)} pads x to {hp}×{wp} per channel, {n * c * hp * wp} values "
+                         f"in all: more than {MAX_ELEMENTS} (2**40)")
     step = sw // math.gcd(sh, sw)                      # row must be a multiple of this
     row = -(-wp // step) * step
     wq = sh * row // sw                                # columns of the wide output grid, >= wo
@@ -264,8 +279,14 @@ def im2col(x: Any, kh: int, kw: int, stride: int | tuple = 1, padding: int | tup
     """
     _check_array("x", x, 4, "(N, C, H, W)", floating=False)
     kernel = (_int("kh", kh, 1), _int("kw", kw, 1))
-    g = _flat_geometry(tuple(x.shape), kernel, _pair("stride", stride, 1), _pair("padding", padding, 0),
-                       _pair("dilation", dilation, 1))
+    return _im2col(x, kernel, _pair("stride", stride, 1), _pair("padding", padding, 0),
+                   _pair("dilation", dilation, 1), "kernel (kh, kw)")
+
+
+def _im2col(x: Any, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, kernel_name: str):
+    """:func:`im2col` on checked arguments (pairs); ``kernel_name`` names the kernel in errors."""
+    kh, kw = kernel
+    g = _flat_geometry(tuple(x.shape), kernel, stride, padding, dilation, kernel_name)
     xp = B.namespace(x)
     (ph, pw), sw = g["padding"], g["stride"][1]
     rows = _zeros((g["c"], g["n"], g["length"]), x)                      # (C, N, flat padded image)
@@ -384,7 +405,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int | t
     groups = _check_conv(x, weight, bias, groups)
     xp = B.namespace(x)
     cout, cin_g, kh, kw = weight.shape
-    cols, g = im2col(x, kh, kw, stride, padding, dilation)               # (C*kh*kw, N*Ho*Wq)
+    cols, g = _im2col(x, (kh, kw), _pair("stride", stride, 1), _pair("padding", padding, 0),
+                      _pair("dilation", dilation, 1), "weight's kernel (kh, kw)")   # (C*kh*kw, N*Ho*Wq)
     w2 = xp.reshape(weight, (cout, cin_g * kh * kw))
     if groups == 1:
         out = w2 @ cols                                                   # (Cout, N*Ho*Wq)
@@ -441,7 +463,8 @@ def _check_pool(x: Any, kernel: Any, stride: Any) -> tuple:
     _check_array("x", x, 4, "(N, C, H, W)")
     kernel = _pair("kernel", kernel, 1)
     stride = kernel if stride is None else _pair("stride", stride, 1)
-    out_hw = _output_shape(tuple(x.shape[2:]), kernel, stride, (0, 0), (1, 1))
+    out_hw = _output_shape(tuple(x.shape[2:]), kernel, stride, (0, 0), (1, 1), "kernel")
+    stride = tuple(s if n > 1 else 1 for s, n in zip(stride, out_hw))    # one window: the stride reads nothing
     return kernel, stride, out_hw
 
 
@@ -496,16 +519,18 @@ def maxpool2d_backward(dout: Any, cache) -> Any:
     """
     x, out, kernel, stride = _open_cache(cache, "maxpool2d", 4)
     _check_dout(dout, tuple(out.shape), x)
+    xp = B.namespace(dout)
     dx = _zeros(tuple(x.shape), dout)
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]     # windows share pixels: accumulate
     remaining = dout
     for (rows, cols), view in _pool_slices(x, kernel, stride, tuple(out.shape[2:])):
-        routed = remaining * (view == out)
+        first = view == out
+        routed = xp.where(first, remaining, 0.0)       # a select, not remaining * mask: inf * 0 is NaN
         if overlapping:
             dx[:, :, rows, cols] += routed
         else:
             dx[:, :, rows, cols] = routed
-        remaining = remaining - routed
+        remaining = xp.where(first, 0.0, remaining)
     return dx
 
 
@@ -567,8 +592,8 @@ def relu_backward(dout: Any, cache) -> Any:
 # ----------------------------------------------------------------------------- batch norm
 def _check_batchnorm(x, gamma, beta, running_mean, running_var) -> None:
     _check_array("x", x)
-    if x.ndim not in (2, 4):
-        raise ValueError(f"x must have shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.ndim not in (2, 4) or x.shape[1] == 0:
+        raise ValueError(f"x must have shape (N, C) or (N, C, H, W) with C >= 1, got {tuple(x.shape)}")
     c = (x.shape[1],)
     for name, value in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
                         ("running_var", running_var)):
@@ -681,7 +706,12 @@ def dropout_forward(x: Any, p: float, training: bool):
     if not training or p == 0.0:
         return x, ("dropout", None, tuple(x.shape), _zeros((0,), x))
     keep = B.asarray(B.rng().random(tuple(x.shape)) >= p, x) * (1.0 / (1.0 - p))
-    return x * keep, ("dropout", keep, tuple(x.shape), keep)
+    return _times_mask(x, keep), ("dropout", keep, tuple(x.shape), keep)
+
+
+def _times_mask(a: Any, keep: Any) -> Any:
+    """``a * keep`` with exact zeros where ``keep`` is 0 (a product would turn an inf there into NaN)."""
+    return B.namespace(a).where(keep != 0, a, 0.0) * keep
 
 
 def dropout_backward(dout: Any, cache) -> Any:
@@ -691,7 +721,7 @@ def dropout_backward(dout: Any, cache) -> Any:
     """
     keep, shape, like = _open_cache(cache, "dropout", 3)
     _check_dout(dout, shape, like)
-    return dout if keep is None else dout * keep
+    return dout if keep is None else _times_mask(dout, keep)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -797,6 +827,9 @@ def cross_entropy_backward(cache, dloss: float = 1.0) -> Any:
     r""":math:`\partial L/\partial z = \partial L \cdot (\mathrm{softmax}(z) - \mathrm{onehot}(y)) / N`.
 
     ``dloss`` is the upstream gradient of the (scalar) loss, a finite number.
+
+    Non-finite logits (a diverged network) give a non-finite loss and gradient, as in torch:
+    :func:`nnopt_lab.training.fit` stops on exactly that, so it is not an error here.
 
     See: chapters/01_why_optimize.ipynb
     """

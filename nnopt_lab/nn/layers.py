@@ -416,6 +416,12 @@ def _check_state_value(key: str, value: Any, like: Any) -> None:
                         f"replaces, got dtype {kind} (a float would be truncated)")
 
 
+def _check_count(what: str, count: int) -> None:
+    """A layer's parameter count must fit in memory at all (a clear error before allocating)."""
+    if count > F.MAX_ELEMENTS:
+        raise ValueError(f"{what} = {count} parameters is more than {F.MAX_ELEMENTS} (2**40): too large to allocate")
+
+
 def _uniform_init(shape: tuple, bound: float, backend: B.Backend) -> Any:
     """U(-bound, bound) from the project's generator: torch's default for Linear and Conv2d."""
     return B.uniform(-bound, bound, shape, backend=backend)
@@ -433,6 +439,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = check_int("in_features", in_features)
         self.out_features = check_int("out_features", out_features)
+        _check_count("in_features × out_features", self.in_features * self.out_features)
         bias = check_bool("bias", bias)
         b = B.active() if backend is None else B.get_backend(backend)
         bound = 1.0 / math.sqrt(self.in_features)
@@ -504,6 +511,7 @@ class Conv2d(Module):
         bias = check_bool("bias", bias)
         b = B.active() if backend is None else B.get_backend(backend)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        _check_count("out_channels × in_channels/groups × kernel_size", math.prod(shape))
         bound = 1.0 / math.sqrt(math.prod(shape[1:]))
         self._params["weight"] = Parameter(_uniform_init(shape, bound, b))
         if bias:
@@ -514,6 +522,8 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expects x of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         _check_dtype(self, x, self._params["weight"].data)
+        F._output_shape(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
+                        "kernel_size")                  # the error in the layer's own words
         bias = self._params.get("bias")
         out, self._cache = F.conv2d_forward(x, self._params["weight"].data, bias and bias.data,
                                             self.stride, self.padding, self.dilation, self.groups)
@@ -561,6 +571,9 @@ class _Pool2d(Module):
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__}(kernel_size={self.kernel_size}) expects x of shape "
                              f"(N, C, H, W), got {tuple(x.shape)}")
+        pair = lambda v: (v, v) if isinstance(v, int) else v
+        F._output_shape(tuple(x.shape[2:]), pair(self.kernel_size), pair(self.stride), (0, 0), (1, 1),
+                        "kernel_size")                  # the error in the layer's own words
         out, self._cache = type(self)._forward(x, self.kernel_size, self.stride)
         return out
 
@@ -610,13 +623,14 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend=None):
         super().__init__()
         self.num_features = check_int("num_features", num_features)
+        _check_count("num_features", self.num_features)
         self.eps = check_number("eps", eps, 0.0, low_open=True)
         self.momentum = check_probability("momentum", momentum)
         b = B.active() if backend is None else B.get_backend(backend)
-        self._params["weight"] = Parameter(b.asarray([1.0] * self.num_features))
+        self._params["weight"] = Parameter(b.zeros((self.num_features,)) + 1.0)
         self._params["bias"] = Parameter(b.zeros((self.num_features,)))
         self._buffers["running_mean"] = b.zeros((self.num_features,))
-        self._buffers["running_var"] = b.asarray([1.0] * self.num_features)
+        self._buffers["running_var"] = b.zeros((self.num_features,)) + 1.0
         self._buffers["num_batches_tracked"] = b.asarray(0, dtype="int64")   # 0-d, as in torch
 
     def forward(self, x):
@@ -712,7 +726,7 @@ class Sequential(Module):
         super().__init__()
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
-                raise TypeError(f"layer {i} must be a Module, got {type(layer).__name__}")
+                raise TypeError(f"layers[{i}] must be a Module, got {type(layer).__name__}")
             self._modules[str(i)] = layer
 
     def __getitem__(self, i: int) -> Module:
