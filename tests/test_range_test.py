@@ -46,7 +46,11 @@ def test_range_test_finds_a_rate_below_divergence_and_leaves_the_model_alone(bac
 def test_range_test_bad_arguments():
     x, y = tiny_data(B.get_backend("numpy", "float64"))
     factory = lambda: models.mlp((6, 4, 3))  # noqa: E731
-    bad(ValueError, r"lr_max must be .* got 0.001", lambda: lr_range_test(factory, (x, y), 0.01, 0.001))
+    bad(ValueError, r"lr_min must be < lr_max, got lr_min=0.01 and lr_max=0.001",
+        lambda: lr_range_test(factory, (x, y), 0.01, 0.001))
+    bad(ValueError, r"steps must be an int in \[2, 1000000\]", lambda: lr_range_test(factory, (x, y), steps=2 ** 62))
+    bad(TypeError, r"loss_fn must be a loss object", lambda: lr_range_test(factory, (x, y), loss_fn="ce"))
+    bad(TypeError, r"optimizer must be callable", lambda: lr_range_test(factory, (x, y), optimizer=3))
     bad(ValueError, r"rule must be one of \('steepest', 'min/10'\), got 'valley'",
         lambda: lr_range_test(factory, (x, y), rule="valley"))
     bad(ValueError, r"smooth must be .* got 1.0", lambda: lr_range_test(factory, (x, y), smooth=1.0))

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from .. import backend as B
 from ..nn.layers import Module, Parameter
-from ..validation import as_float, check_number
+from ..validation import as_float, check_array, check_number, check_sequence
 from .optim import Optimizer
 
 __all__ = ["clip_grad_norm", "clip_grad_value", "total_grad_norm", "ClippedOptimizer"]
@@ -35,6 +35,8 @@ def _with_grads(params: Module | Parameter | Iterable[Parameter]) -> list[Parame
         params = params.parameters()
     elif isinstance(params, Parameter):
         params = [params]
+    else:
+        params = check_sequence("params", params)
     out = []
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):
@@ -64,8 +66,11 @@ def total_grad_norm(grads: list, norm_type: float = 2.0) -> Any:
     See: chapters/04_3_optimizers.ipynb (not in the seed; a guard for §3.3.3's optimizers)
     """
     norm_type = _check_norm_type(norm_type)
+    grads = check_sequence("grads", grads)
     if not grads:
         raise ValueError("grads is empty: there is no gradient to measure")
+    for i, g in enumerate(grads):
+        check_array(f"grads[{i}]", g)
     xp = B.namespace(grads[0])
     norms = xp.stack([xp.linalg.vector_norm(g, ord=norm_type) for g in grads])
     return xp.linalg.vector_norm(norms, ord=norm_type)

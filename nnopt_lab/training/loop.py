@@ -37,12 +37,15 @@ from typing import Any, Callable, Iterator
 from tqdm.auto import tqdm
 
 from .. import backend as B
-from ..validation import as_float, check_bool, check_callable, check_choice, check_int
+from ..validation import as_float, check_array, check_bool, check_callable, check_choice, check_generator, check_int
+
+#: Upper bound of ``epochs`` (a typo such as 10**9 fails at once instead of running for days).
+MAX_EPOCHS = 1_000_000
 from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 from .snapshot import preserved
 
-__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "compute_loss", "Callback",
+__all__ = ["check_xy", "check_loss_fn", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "compute_loss", "Callback",
            "TrainState", "History", "BatchLoss", "DivergenceWarning", "TrainingDiverged", "EXPLOSION_FACTOR"]
 
 #: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
@@ -95,8 +98,13 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
 
     See: chapters/01_why_optimize.ipynb
     """
-    check_xy("(x, y)", (x, y))
+    check_array("x", x, ndim=range(1, 33))
+    check_array("y", y, ndim=range(1, 33))
+    B.namespace(x, y)                                  # raises on a numpy/torch mix
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"y must have one row per row of x: x has {x.shape[0]} samples but y has {y.shape[0]}")
     batch_size = check_int("batch_size", batch_size)
+    check_generator("generator", generator)
     shuffle, drop_last = check_bool("shuffle", shuffle), check_bool("drop_last", drop_last)
     n = x.shape[0]
     if shuffle:
@@ -111,6 +119,8 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
 
 
 def _check_logits_labels(logits: Any, labels: Any) -> None:
+    check_array("logits", logits)
+    check_array("labels", labels)
     B.namespace(logits, labels)
     if logits.ndim < 1 or tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])} (one class index per row of "
@@ -140,8 +150,10 @@ def predict(model: Module, x: Any, batch_size: int = 1024) -> Any:
 
     See: chapters/01_why_optimize.ipynb
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     batch_size = check_int("batch_size", batch_size)
-    B.namespace(x)
+    check_array("x", x, ndim=range(1, 33))
     if x.shape[0] == 0:
         raise ValueError("x has no rows: there is nothing to predict")
     with preserved(model, weights=False, grads=False):
@@ -158,8 +170,9 @@ def evaluate(model: Module, data: tuple, loss_fn=None, batch_size: int = 1024) -
     See: chapters/01_why_optimize.ipynb
     """
     x, y = check_xy("data", data)
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     logits = predict(model, x, batch_size)
-    loss = compute_loss(loss_fn or CrossEntropyLoss(), logits, y, x)
+    loss = compute_loss(loss_fn, logits, y, x)
     return B.float_of(loss), accuracy(logits, y)
 
 
@@ -202,6 +215,19 @@ class TrainState:
     batch_loss: Any = None
     stop: bool = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.model, Module):
+            raise TypeError(f"model must be an nnopt_lab Module, got {type(self.model).__name__}")
+        if not isinstance(self.optimizer, Optimizer):
+            raise TypeError(f"optimizer must be an nnopt_lab Optimizer, got {type(self.optimizer).__name__}")
+        if not isinstance(self.history, History):
+            raise TypeError(f"history must be a History, got {type(self.history).__name__}")
+        self.epochs = check_int("epochs", self.epochs, 0)
+        self.epoch, self.step = check_int("epoch", self.epoch, 0), check_int("step", self.step, 0)
+        self.stop = check_bool("stop", self.stop)
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
 
 
 class Callback:
@@ -261,6 +287,13 @@ def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
 
     See: chapters/01_why_optimize.ipynb
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an nnopt_lab Optimizer, got {type(optimizer).__name__}")
+    check_loss_fn(loss_fn)
+    check_array("xb", xb)
+    check_array("yb", yb)
     logits = model.forward(xb)
     loss = compute_loss(loss_fn, logits, yb, xb)
     model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
@@ -296,7 +329,11 @@ def _check_callbacks(callbacks: Any) -> list:
     return callbacks
 
 
-def _check_loss_fn(loss_fn: Any) -> Any:
+def check_loss_fn(loss_fn: Any) -> Any:
+    """``loss_fn`` must be a loss object: callable on (logits, labels) and with a ``backward()``.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     if not callable(loss_fn) or not callable(getattr(loss_fn, "backward", None)):
         raise TypeError(f"loss_fn must be a loss object: loss_fn(logits, labels) and loss_fn.backward() "
                         f"(e.g. CrossEntropyLoss() or a BatchLoss), got {type(loss_fn).__name__}")
@@ -446,7 +483,7 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     x, y = check_xy("train", train)
     if val is not None:
         check_xy("val", val)
-    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    epochs, batch_size = check_int("epochs", epochs, 1, MAX_EPOCHS), check_int("batch_size", batch_size)
     drop_last, progress = check_bool("drop_last", drop_last), check_bool("progress", progress)
     on_divergence = check_choice("on_divergence", on_divergence, ("raise", "stop"))
     if x.shape[0] == 0:
@@ -461,7 +498,7 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     metrics, callbacks = _check_metrics(metrics), _check_callbacks(callbacks)
     optimizer = optimizer if optimizer is not None else SGD(model, lr=0.1 if lr is None else lr)
     _check_optimizer_for(model, optimizer)
-    loss_fn = _check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     if seed is not None:
         B.seed(seed)
     xp = B.namespace(x)

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from .. import backend as B
 from ..nn.layers import Module, Parameter
-from ..validation import check_bool, check_number
+from ..validation import check_bool, check_number, check_sequence
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "check_lr", "OPTIMIZERS"]
 
@@ -67,7 +67,10 @@ class Optimizer:
     """
 
     def __init__(self, params: Module | Iterable[Parameter], lr: float):
-        self.params = params.parameters() if isinstance(params, Module) else list(params)
+        if isinstance(params, Parameter):
+            raise TypeError("params must be a Module or an iterable of Parameter, got one Parameter: "
+                            "wrap it in a list, [p]")
+        self.params = params.parameters() if isinstance(params, Module) else check_sequence("params", params)
         if not self.params:
             raise ValueError("params is empty: the optimizer has nothing to update")
         for i, p in enumerate(self.params):

@@ -17,12 +17,15 @@ from tqdm.auto import tqdm
 
 from .. import backend as B
 from ..nn.layers import CrossEntropyLoss, Module
-from ..validation import check_choice, check_int, check_number
-from .loop import batches, check_xy, train_step
+from ..validation import check_callable, check_choice, check_int, check_number
+from .loop import batches, check_loss_fn, check_xy, train_step
 from .optim import SGD
 from .snapshot import preserved
 
 __all__ = ["RangeTestResult", "lr_range_test"]
+
+#: Upper bound of ``steps`` (the test is a few hundred steps; a typo must not run for days).
+MAX_STEPS = 1_000_000
 
 
 @dataclass
@@ -124,8 +127,15 @@ def lr_range_test(model: Module | Callable[[], Module], data: tuple, lr_min: flo
     See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
     lr_min = check_number("lr_min", lr_min, 0.0, low_open=True)
-    lr_max = check_number("lr_max", lr_max, lr_min, low_open=True)
-    steps = check_int("steps", steps, 2)
+    lr_max = check_number("lr_max", lr_max, 0.0, low_open=True)
+    if lr_max <= lr_min:
+        raise ValueError(f"lr_min must be < lr_max, got lr_min={lr_min!r} and lr_max={lr_max!r}")
+    steps = check_int("steps", steps, 2, MAX_STEPS)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, 0)
+    if optimizer is not None:
+        check_callable("optimizer", optimizer)
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     smooth = check_number("smooth", smooth, 0.0, 1.0, high_open=True)
     diverge = check_number("diverge", diverge, 1.0, low_open=True)
     rule = check_choice("rule", rule, ("steepest", "min/10"))
@@ -140,7 +150,7 @@ def lr_range_test(model: Module | Callable[[], Module], data: tuple, lr_min: flo
         raise TypeError(f"model must be a Module or a callable returning one, got {type(model).__name__}")
     with preserved(net):          # a fresh model from a factory needs no restoring, but it costs little
         lrs, raw, smoothed, diverged = _sweep(net, x, y, lr_min, lr_max, steps, batch_size, smooth, diverge,
-                                              optimizer, loss_fn or CrossEntropyLoss(), seed, progress)
+                                              optimizer, loss_fn, seed, progress)
     if len(lrs) < 3:
         raise ValueError(f"the loss diverged after {len(lrs)} steps: lower lr_min (got {lr_min})")
     i_min = min(range(len(smoothed)), key=smoothed.__getitem__)

@@ -41,7 +41,10 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from ..validation import as_float, check_choice, check_int, check_number
+from ..validation import as_float, check_callable, check_choice, check_int, check_number, check_sequence
+
+#: Upper bound of :func:`lr_curve`'s ``steps`` (a curve for a plot, not a training run).
+MAX_CURVE_STEPS = 10_000_000
 from .loop import Callback, TrainState
 from .optim import check_lr
 
@@ -225,7 +228,7 @@ class MultiStepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1):
-        milestones = list(milestones)
+        milestones = check_sequence("milestones", milestones)
         for i, m in enumerate(milestones):
             check_int(f"milestones[{i}]", m)
         if milestones != sorted(milestones):
@@ -535,7 +538,7 @@ class SequentialLR(LRScheduler):
 
     def __init__(self, optimizer: Any, schedulers: Sequence[LRScheduler], milestones: Sequence[int]):
         _check_optimizer(optimizer)
-        schedulers, milestones = list(schedulers), list(milestones)
+        schedulers, milestones = check_sequence("schedulers", schedulers), check_sequence("milestones", milestones)
         if not schedulers:
             raise ValueError("schedulers must hold at least one schedule, got none")
         for i, s in enumerate(schedulers):
@@ -723,7 +726,8 @@ def lr_curve(build: Callable[[Any], LRScheduler], steps: int, lr: float = 1.0,
 
     See: chapters/04_1_learning_rate.ipynb (seed §2.3.1, §3.3.1)
     """
-    steps = check_int("steps", steps, 0)
+    steps = check_int("steps", steps, 0, MAX_CURVE_STEPS)
+    check_callable("build", build)
     probe = LRProbe(lr)
     schedule = build(probe)
     if not isinstance(schedule, LRScheduler):
