@@ -43,6 +43,8 @@ def _count_nonzero(x: Any) -> int:
 def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
     """Inputs must be on the parameters' backend, with their float dtype (numpy would silently
     upcast, torch refuses)."""
+    if x.dtype == weight.dtype and (not B.is_torch(x) or x.device == weight.device):
+        return                                          # the common case, quickly (numpy and torch dtypes differ)
     if not B.same_kind(x, weight):
         raise TypeError(f"{type(layer).__name__} got x on {B.backend_of(x).name} ({B.device_of(x)}) but its "
                         f"parameters are on {B.backend_of(weight).name} ({B.device_of(weight)}); move x with "
@@ -448,14 +450,21 @@ class Linear(Module):
             self._params["bias"] = Parameter(_uniform_init((self.out_features,), bound, b))
 
     def forward(self, x):
+        bias = self._params.get("bias")
+        try:                                  # linear_forward checks x; on a refusal, say it for the layer
+            out, self._cache = F.linear_forward(x, self._params["weight"].data, bias and bias.data)
+        except (TypeError, ValueError):
+            self._explain(x)
+            raise
+        return out
+
+    def _explain(self, x):
+        """Raise the layer's own message for an input it cannot take."""
         _check_input(self, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects x of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
         _check_dtype(self, x, self._params["weight"].data)
-        bias = self._params.get("bias")
-        out, self._cache = F.linear_forward(x, self._params["weight"].data, bias and bias.data)
-        return out
 
     def backward(self, dout, need_dx=True):
         dx, dw, db = F.linear_backward(dout, self._saved(), need_dx)
@@ -518,16 +527,23 @@ class Conv2d(Module):
             self._params["bias"] = Parameter(_uniform_init((self.out_channels,), bound, b))
 
     def forward(self, x):
+        bias = self._params.get("bias")
+        try:                                  # conv2d_forward checks x; on a refusal, say it for the layer
+            out, self._cache = F.conv2d_forward(x, self._params["weight"].data, bias and bias.data,
+                                                self.stride, self.padding, self.dilation, self.groups)
+        except (TypeError, ValueError):
+            self._explain(x)
+            raise
+        return out
+
+    def _explain(self, x):
+        """Raise the layer's own message for an input it cannot take."""
         _check_input(self, x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expects x of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         _check_dtype(self, x, self._params["weight"].data)
         F._output_shape(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
-                        "kernel_size")                  # the error in the layer's own words
-        bias = self._params.get("bias")
-        out, self._cache = F.conv2d_forward(x, self._params["weight"].data, bias and bias.data,
-                                            self.stride, self.padding, self.dilation, self.groups)
-        return out
+                        "kernel_size")
 
     def backward(self, dout, need_dx=True):
         dx, dw, db = F.conv2d_backward(dout, self._saved(), need_dx)
@@ -752,7 +768,8 @@ class Sequential(Module):
         compute its input gradient, and the result is None.
         """
         self._saved()
-        need_dx = check_bool("need_dx", need_dx)
+        if not (need_dx is True or need_dx is False):
+            need_dx = check_bool("need_dx", need_dx)
         layers = list(self._modules.values())
         first = 0 if need_dx else next((i for i, m in enumerate(layers) if m.parameters()), len(layers))
         for i in range(len(layers) - 1, first - 1, -1):
