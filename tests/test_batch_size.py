@@ -32,8 +32,12 @@ def test_linear_scaling_rule_arithmetic():
     assert BS.linear_scaling_rule(0.1, 256, 8192) == pytest.approx(3.2, rel=1e-15)
     assert BS.linear_scaling_rule(0.05, 32, 16) == pytest.approx(0.025, rel=1e-15)
     assert BS.linear_scaling_rule(0.2, 64, 64) == 0.2
-    with pytest.raises(ValueError, match=r"lr must be a finite number in \[0, inf\), got -0.1"):
+    with pytest.raises(ValueError, match=r"^base_lr must be a finite number in \[0, inf\), got -0.1"):
         BS.linear_scaling_rule(-0.1, 32, 64)
+    with pytest.raises(TypeError, match=r"optimizer must have a float attribute 'lr'"):
+        BS.linear_scaling_warmup(None, 0.1, 32, 64, 10)
+    with pytest.raises(TypeError, match=r"milestones must be a sequence"):
+        BS.BatchSizeSchedule(8, milestones=3)
     with pytest.raises(ValueError, match=r"base_batch must be an int >= 1, got 0"):
         BS.linear_scaling_rule(0.1, 0, 64)
     with pytest.raises(ValueError, match=r"batch must be an int >= 1, got 12.5"):
@@ -112,7 +116,7 @@ def test_gradient_noise_bad_arguments():
     model = models.mlp((8, 4, 4), backend=be)
     with pytest.raises(ValueError, match=r"batch_sizes\[1\] must be <= the number of samples 50, got 64"):
         BS.gradient_noise(model, (x, y), [8, 64])
-    with pytest.raises(ValueError, match=r"repeats must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match=r"repeats must be an int in \[2, 1000000\], got 1"):
         BS.gradient_noise(model, (x, y), [8], repeats=1)
     with pytest.raises(ValueError, match=r"batch_sizes\[0\] must be an int >= 1, got 0"):
         BS.gradient_noise(model, (x, y), [0])
@@ -126,7 +130,7 @@ def test_throughput_returns_positive_rates_per_batch_size(backend_name):
                         steps=2, warmup=1)
     assert list(out) == [4, 32, 256]
     assert all(math.isfinite(v) and v > 0 for v in out.values())
-    with pytest.raises(ValueError, match=r"steps must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 1000000\], got 0"):
         BS.throughput(lambda: models.mlp((8, 4, 4)), (x, y), [4], steps=0)
 
 

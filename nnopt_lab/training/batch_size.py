@@ -24,18 +24,22 @@ from typing import Any, Callable, Sequence
 from .. import backend as B
 from ..measure import latency
 from ..nn.layers import CrossEntropyLoss, Module
-from .loop import History, check_xy, compute_loss, fit, train_step
+from .loop import MAX_EPOCHS, History, check_loss_fn, check_xy, compute_loss, fit, train_step
 from .optim import SGD, check_lr
 from .schedules import LinearWarmup
 from .snapshot import preserved
-from ..validation import check_int, check_number
+from ..validation import check_callable, check_int, check_number, check_sequence
 
 __all__ = ["throughput", "GradientNoise", "full_gradient", "gradient_noise", "linear_scaling_rule",
            "linear_scaling_warmup", "updates_per_epoch", "BatchSizeSchedule", "fit_with_batch_schedule"]
 
 
+#: Upper bound of step and repeat counts (a typo such as 10**9 fails at once instead of running for days).
+MAX_REPEATS = 1_000_000
+
+
 def _check_batch_sizes(batch_sizes: Sequence[int], limit: int | None = None) -> list[int]:
-    sizes = list(batch_sizes)
+    sizes = check_sequence("batch_sizes", batch_sizes)
     if not sizes:
         raise ValueError("batch_sizes must hold at least one batch size, got none")
     for i, b in enumerate(sizes):
@@ -78,13 +82,14 @@ def throughput(model_factory: Callable[[], Module], data: tuple, batch_sizes: Se
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
+    check_callable("model_factory", model_factory)
     x, y = check_xy("data", data)
     sizes = _check_batch_sizes(batch_sizes)
-    steps = check_int("steps", steps)
-    warmup = check_int("warmup", warmup, 0)
+    steps = check_int("steps", steps, 1, MAX_REPEATS)
+    warmup = check_int("warmup", warmup, 0, MAX_REPEATS)
     lr = check_lr(lr)
     be = B.active() if backend is None else B.get_backend(backend)
-    loss_fn = loss_fn or CrossEntropyLoss()
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     x, y = B.to_backend(x, be), B.to_backend(y, be)
     n = x.shape[0]
     xp = B.namespace(x)
@@ -128,7 +133,7 @@ def full_gradient(model: Module, data: tuple, loss_fn=None, chunk: int = 1024) -
     if not isinstance(model, Module):
         raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     x, y = check_xy("data", data)
-    loss_fn = loss_fn or CrossEntropyLoss()
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     n = x.shape[0]
     total = None
     for start in range(0, n, check_int("chunk", chunk)):
@@ -234,11 +239,14 @@ def gradient_noise(model: Module, data: tuple, batch_sizes: Sequence[int], repea
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     x, y = check_xy("data", data)
     n = x.shape[0]
     sizes = _check_batch_sizes(batch_sizes, limit=n)
-    repeats = check_int("repeats", repeats, 2)
-    loss_fn = loss_fn or CrossEntropyLoss()
+    repeats = check_int("repeats", repeats, 2, MAX_REPEATS)
+    seed = check_int("seed", seed, 0)
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
     with preserved(model, weights=False):
         model.eval()
         g_full = full_gradient(model, (x, y), loss_fn)
@@ -264,7 +272,7 @@ def linear_scaling_rule(base_lr: float, base_batch: int, batch: int) -> float:
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
-    base_lr = check_lr(base_lr)
+    base_lr = check_number("base_lr", base_lr, 0.0)
     return base_lr * check_int("batch", batch) / check_int("base_batch", base_batch)
 
 
@@ -283,6 +291,9 @@ def linear_scaling_warmup(optimizer: Any, base_lr: float, base_batch: int, batch
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
+    if not hasattr(optimizer, "lr"):
+        raise TypeError(f"optimizer must have a float attribute 'lr' (an nnopt_lab Optimizer), "
+                        f"got {type(optimizer).__name__}")
     lr = linear_scaling_rule(base_lr, base_batch, batch)
     optimizer.lr = lr
     optimizer.initial_lr = lr
@@ -321,7 +332,7 @@ class BatchSizeSchedule:
     def __init__(self, batch_size: int, milestones: Sequence[int] = (), factor: float = 2.0,
                  max_batch_size: int | None = None):
         self.batch_size = check_int("batch_size", batch_size)
-        self.milestones = [check_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)]
+        self.milestones = [check_int(f"milestones[{i}]", m) for i, m in enumerate(check_sequence("milestones", milestones))]
         if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
             raise ValueError(f"milestones must be strictly increasing, got {list(milestones)!r}")
         self.factor = check_number("factor", factor, 1.0)
@@ -342,7 +353,7 @@ class BatchSizeSchedule:
     def phases(self, epochs: int) -> list[tuple[int, int]]:
         """``[(batch size, number of epochs), ...]`` covering ``epochs`` epochs, equal sizes merged."""
         out: list[list[int]] = []
-        for e in range(check_int("epochs", epochs)):
+        for e in range(check_int("epochs", epochs, 1, MAX_EPOCHS)):
             b = self.batch_size_at(e)
             if out and out[-1][0] == b:
                 out[-1][1] += 1
@@ -377,6 +388,8 @@ def fit_with_batch_schedule(model: Module, train: tuple, schedule: BatchSizeSche
 
     See: chapters/04_2_batch_size.ipynb (seed §2.3.2, §3.3.2)
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
     x, _ = check_xy("train", train)
     if not isinstance(schedule, BatchSizeSchedule):
         raise TypeError(f"schedule must be a BatchSizeSchedule, got {type(schedule).__name__}")
