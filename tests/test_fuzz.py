@@ -18,7 +18,8 @@ Anything else is a failure: another exception type (ZeroDivisionError, IndexErro
 RuntimeError from torch, MemoryError, ...), a NaN in a result, a numpy scalar refused where the
 Python number is accepted, or a call running past the time guard.
 
-Skipped, and said so in the summary: ``nnopt_lab.widgets`` (they need a display) and
+Only the ``value`` of the checks in ``nnopt_lab.validation`` is fuzzed (their bounds and choices
+are the programmer's constants). Skipped, and said so in the summary: ``nnopt_lab.widgets`` (they need a display) and
 ``nnopt_lab.exercises`` (checkers of a learner's function: their failures are AssertionErrors
 by design); the result records (dataclasses built by the library, not by users).
 
@@ -54,6 +55,9 @@ import nnopt_lab
 from nnopt_lab import backend as B
 
 SKIPPED_PACKAGES = ("nnopt_lab.widgets", "nnopt_lab.exercises")
+# Parameters fuzzed where not all are: the checkers' bounds and choices are the programmer's constants,
+# the value is what a user passes.
+ONLY_PARAMS = {"nnopt_lab.validation.": ("value",)}
 # NaN that a callable returns by design, documented in its docstring: {callable: parameters, "*" = any}
 NAN_BY_DESIGN = {
     "nnopt_lab.preprocessing.cleaning.drop_at_random": "*",            # marks entries missing (MCAR)
@@ -350,6 +354,9 @@ def _examples():
         "training.loop.evaluate": lambda: dict(model=_model(), data=_train()),
         "training.loop.predict": lambda: dict(model=_model(), x=rand(5, 3)),
         "training.loop.accuracy": lambda: dict(logits=rand(4, 3), labels=labels()),
+        "training.loop.check_loss_fn": lambda: dict(loss_fn=importlib.import_module("nnopt_lab.nn.layers").CrossEntropyLoss()),
+        "training.loop.compute_loss": lambda: dict(loss_fn=importlib.import_module("nnopt_lab.nn.layers").CrossEntropyLoss(),
+                                                   logits=rand(4, 3), labels=labels(), inputs=rand(4, 3)),
         "training.loop.train_step": _train_step_args,
         "training.loop.TrainState": lambda: dict(model=_model(), optimizer=_optimizer(),
                                                  history=importlib.import_module("nnopt_lab.training.loop").History(),
@@ -385,6 +392,7 @@ def _examples():
         ex["validation." + check] = (lambda c: lambda: dict(name="arg", value=_VALID_VALUE[c]))(check)
     ex["validation.check_choice"] = lambda: dict(name="arg", value="a", choices=("a", "b"))
     ex["validation.check_shape"] = lambda: dict(name="arg", value=(2, 3))
+    ex["validation.check_sequence"] = lambda: dict(name="arg", value=[1, 2])
     ex["validation.check_array"] = lambda: dict(name="arg", value=rand(2, 3), ndim=2)
     ex["validation.check_generator"] = lambda: dict(name="arg", value=np.random.default_rng(0))
     ex["validation.as_int"] = lambda: dict(value=3)
@@ -536,8 +544,10 @@ def array_bad_values(valid):
 
 
 def scalar_twins(valid):
-    """The numpy scalar of a valid Python number: must be accepted."""
-    if isinstance(valid, bool) or not isinstance(valid, (int, float)):
+    """The numpy scalar of a valid Python number (or bool): must be accepted."""
+    if isinstance(valid, bool):
+        return [Bad("np.bool_", np.bool_(valid), must_accept=True)]
+    if not isinstance(valid, (int, float)):
         return []
     if isinstance(valid, int):
         return [Bad("np.int64", np.int64(valid), must_accept=True), Bad("np.int32", np.int32(valid), must_accept=True)]
@@ -633,7 +643,7 @@ def judge(qualname, param, bad, call, default_is_none=False):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         B.set_backend("numpy")
-    by_design = NAN_BY_DESIGN.get(qualname, ())
+    by_design = NAN_BY_DESIGN.get(qualname.replace("[torch]", ""), ())
     if has_nan(result) and not bad.has_nan and not (by_design == "*" or param in by_design):
         return Outcome("fail", "silent NaN in the result")
     if time.perf_counter() - start > TIME_GUARD_S:
@@ -671,7 +681,7 @@ def _bound_method(factory, method):
 # ----------------------------------------------------------------------------- the whole run
 class Report:
     def __init__(self):
-        self.callables = 0
+        self.callables = self.torch_callables = 0
         self.cases = self.errors = self.results = 0
         self.failures = []
         self.no_example = []
@@ -689,7 +699,7 @@ class Report:
             self.failures.append(f"{qualname}({param}={bad.label}): {outcome.detail}")
 
     def summary(self):
-        return (f"fuzz: {self.callables} callables, {self.cases} cases, {self.errors} clear errors, "
+        return (f"fuzz: {self.callables} callables ({self.torch_callables} also on torch), {self.cases} cases, {self.errors} clear errors, "
                 f"{self.results} results, {len(self.failures)} failures; {len(self.no_example)} without an "
                 f"example, {len(self.skipped)} skipped, {len(self.bad_examples)} invalid examples")
 
@@ -730,8 +740,9 @@ def fuzz_target(report, qualname, obj, sig, factory, values_for=bad_values):
     check = _example_is_valid(report, qualname, obj, sig, factory)
     if not check:
         return
+    only = next((names for prefix, names in ONLY_PARAMS.items() if qualname.startswith(prefix)), None)
     for name, param in sig.parameters.items():
-        if param.kind == param.VAR_KEYWORD:
+        if param.kind == param.VAR_KEYWORD or (only is not None and name not in only):
             continue
         valid = _value_of(name, factory(), sig)
         for bad in values_for(valid):
@@ -740,6 +751,49 @@ def fuzz_target(report, qualname, obj, sig, factory, values_for=bad_values):
                 kwargs[name] = bad.value
                 return _call(obj, kwargs, sig)
             report.add(qualname, name, bad, judge(qualname, name, bad, call, param.default is None))
+
+
+def _to_torch(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, tuple) and any(isinstance(v, np.ndarray) for v in value):
+        return tuple(_to_torch(v) for v in value)
+    return value
+
+
+def _on_torch(factory):
+    """The example with its numpy arrays as torch tensors; None when it has no array."""
+    kwargs = factory()
+    if not any(isinstance(v, np.ndarray) or (isinstance(v, tuple) and any(isinstance(i, np.ndarray) for i in v))
+               for v in kwargs.values()):
+        return None
+    return lambda: {k: _to_torch(v) for k, v in factory().items()}
+
+
+def _runs(obj, sig, factory):
+    """True when the example runs as it is (a torch version of a numpy example may not: models are numpy)."""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            _call(obj, factory(), sig)
+        return True
+    except Exception:   # noqa: BLE001 -- not a torch example then
+        return False
+
+
+def _array_bad_values_only(valid):
+    """The array variants, as torch tensors when ``valid`` is one (the numpy one becomes the mix)."""
+    if not _is_array(valid):
+        return []
+    values = array_bad_values(valid)
+    if isinstance(valid, torch.Tensor):
+        for bad in values:
+            if bad.label == "torch tensor":
+                bad.label = "numpy array"
+            elif isinstance(bad.value, (np.ndarray, np.generic)):
+                bad.value = torch.from_numpy(np.ascontiguousarray(bad.value))
+    return values
 
 
 def _example_is_valid(report, qualname, obj, sig, factory):
@@ -796,6 +850,11 @@ def test_every_public_callable_refuses_bad_arguments_clearly(memory_guard, sandb
         t0 = time.perf_counter()
         fuzz_target(report, qualname, obj, sig, factory)
         report.seconds[qualname] = time.perf_counter() - t0
+    for qualname, obj, sig, factory in all_targets:      # the same with the example's arrays on torch
+        torch_factory = _on_torch(factory)
+        if torch_factory is not None and _runs(obj, sig, torch_factory):
+            report.torch_callables += 1
+            fuzz_target(report, qualname + "[torch]", obj, sig, torch_factory, values_for=_array_bad_values_only)
     _run_hypothesis(report, all_targets)
     seconds = time.perf_counter() - start
     with capsys.disabled():
@@ -833,8 +892,12 @@ def _make_array(spec):
 
 
 def _run_hypothesis(report, all_targets):
+    def fuzzed(qualname, name):
+        only = next((names for prefix, names in ONLY_PARAMS.items() if qualname.startswith(prefix)), None)
+        return only is None or name in only
+
     cases = [(q, o, s, f, n) for q, o, s, f in all_targets for n, p in s.parameters.items()
-             if p.kind != p.VAR_KEYWORD and not _fails_example(report, q)]
+             if p.kind != p.VAR_KEYWORD and not _fails_example(report, q) and fuzzed(q, n)]
 
     @settings(max_examples=300, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
