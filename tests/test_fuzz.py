@@ -62,6 +62,7 @@ ONLY_PARAMS = {"nnopt_lab.validation.": ("value",)}
 NAN_BY_DESIGN = {
     "nnopt_lab.preprocessing.cleaning.drop_at_random": "*",            # marks entries missing (MCAR)
     "nnopt_lab.functions2d.run_optimizer": ("escape",),                # rows after a divergence
+    "nnopt_lab.validation.as_float": "*",                              # a conversion: nan stays nan
 }
 TIME_GUARD_S = 3          # per call
 MEMORY_GUARD_BYTES = 3 * 2 ** 30   # extra address space a call may take (a bigger allocation is a failure)
