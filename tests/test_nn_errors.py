@@ -170,6 +170,19 @@ def test_dropout_zeroes_dropped_infinities_instead_of_making_nan():
     np.testing.assert_array_equal(out == 0, dx == 0)                     # the same mask
 
 
+def test_array_subclasses_are_the_same_backend():
+    """A torch Parameter with a plain tensor, a numpy memmap-like subclass with an array: not a mix."""
+    x = torch.randn(2, 5, dtype=torch.float64)
+    w = torch.nn.Parameter(torch.randn(3, 5, dtype=torch.float64))
+    out, _ = F.linear_forward(x, w)
+    np.testing.assert_allclose(out.detach().numpy(), (x @ w.T).detach().numpy(), rtol=1e-12)
+
+    class Sub(np.ndarray):
+        pass
+    a = np.ones((2, 5)).view(Sub)
+    F.linear_forward(a, np.ones((3, 5)))
+
+
 def test_valid_pairs_give_the_right_answer_not_an_error():
     """A tuple stride was a TypeError; now it is torch's answer."""
     rng = np.random.default_rng(0)

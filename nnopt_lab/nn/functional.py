@@ -43,7 +43,8 @@ def _check_array(name: str, x: Any, ndim: int | None = None, layout: str = "", l
     if type(x) not in _ARRAY_TYPES or (ndim is not None and x.ndim != ndim):   # cheap checks first
         check_array(name, x, ndim, layout)             # the shared wording of both errors
         _ARRAY_TYPES.add(type(x))
-    if like is not None and (type(x) is not type(like) or (B.is_torch(x) and x.device != like.device)):
+    if like is not None and (type(x) is not type(like) or (B.is_torch(x) and x.device != like.device)) \
+            and not B.same_kind(x, like):                # (a subclass, a torch Parameter, is the same kind)
         raise TypeError(f"{name} is on {B.backend_of(x).name} ({B.device_of(x)}) but {like_name} is on "
                         f"{B.backend_of(like).name} ({B.device_of(like)}): backends mixed in one call; move "
                         f"the arrays to one backend with nnopt_lab.backend.to_backend(...)")
@@ -219,8 +220,7 @@ def linear_backward(dout: Any, cache, need_dx: bool = True):
 
 
 # ----------------------------------------------------------------------------- im2col
-def _flat_geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
-                   kernel_name: str = "kernel (kh, kw)") -> dict:
+def _flat_geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple) -> dict:
     """Sizes of the padded image laid out as one flat row per channel (see :func:`im2col`).
 
     ``row`` is the width of one image row in the flat layout: the padded width, widened (with
@@ -231,7 +231,7 @@ def _flat_geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
     """
     n, c, h, w = x_shape
     (kh, kw), (ph, pw), (dh, dw) = kernel, padding, dilation
-    ho, wo = _output_shape((h, w), kernel, stride, padding, dilation, kernel_name)
+    ho, wo = _output_shape((h, w), kernel, stride, padding, dilation, "kernel (kh, kw)")
     sh, sw = (stride[0] if ho > 1 else 1), (stride[1] if wo > 1 else 1)
     stride = (sh, sw)
     hp, wp = h + 2 * ph, w + 2 * pw
@@ -279,14 +279,8 @@ def im2col(x: Any, kh: int, kw: int, stride: int | tuple = 1, padding: int | tup
     """
     _check_array("x", x, 4, "(N, C, H, W)", floating=False)
     kernel = (_int("kh", kh, 1), _int("kw", kw, 1))
-    return _im2col(x, kernel, _pair("stride", stride, 1), _pair("padding", padding, 0),
-                   _pair("dilation", dilation, 1), "kernel (kh, kw)")
-
-
-def _im2col(x: Any, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, kernel_name: str):
-    """:func:`im2col` on checked arguments (pairs); ``kernel_name`` names the kernel in errors."""
-    kh, kw = kernel
-    g = _flat_geometry(tuple(x.shape), kernel, stride, padding, dilation, kernel_name)
+    g = _flat_geometry(tuple(x.shape), kernel, _pair("stride", stride, 1), _pair("padding", padding, 0),
+                       _pair("dilation", dilation, 1))
     xp = B.namespace(x)
     (ph, pw), sw = g["padding"], g["stride"][1]
     rows = _zeros((g["c"], g["n"], g["length"]), x)                      # (C, N, flat padded image)
@@ -339,8 +333,9 @@ def col2im(dcols: Any, geometry: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------- conv2d
-def _check_conv(x: Any, weight: Any, bias: Any, groups: Any) -> int:
-    """Shapes of a (grouped) convolution; returns groups as an int."""
+def _check_conv(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any):
+    """Shapes and settings of a (grouped) convolution; returns stride, padding, dilation as pairs
+    and groups as an int."""
     _check_array("x", x, 4, "(N, C, H, W)")
     _check_array("weight", weight, 4, "(Cout, Cin/groups, kh, kw)", like=x)
     groups = _int("groups", groups, 1)
@@ -354,7 +349,9 @@ def _check_conv(x: Any, weight: Any, bias: Any, groups: Any) -> int:
         raise ValueError(f"x must have shape (N, {cin_per_group * groups}, H, W) for weight {tuple(weight.shape)} "
                          f"and groups={groups}, got {tuple(x.shape)}")
     _check_optional("bias", bias, (cout,), x)
-    return groups
+    stride, padding, dilation = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    _output_shape(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation, "weight's kernel (kh, kw)")
+    return stride, padding, dilation, groups
 
 
 def _grouped(a: Any, groups: int) -> Any:
@@ -402,11 +399,10 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None = None, stride: int | t
 
     See: chapters/01_why_optimize.ipynb
     """
-    groups = _check_conv(x, weight, bias, groups)
+    stride, padding, dilation, groups = _check_conv(x, weight, bias, stride, padding, dilation, groups)
     xp = B.namespace(x)
     cout, cin_g, kh, kw = weight.shape
-    cols, g = _im2col(x, (kh, kw), _pair("stride", stride, 1), _pair("padding", padding, 0),
-                      _pair("dilation", dilation, 1), "weight's kernel (kh, kw)")   # (C*kh*kw, N*Ho*Wq)
+    cols, g = im2col(x, kh, kw, stride, padding, dilation)               # (C*kh*kw, N*Ho*Wq)
     w2 = xp.reshape(weight, (cout, cin_g * kh * kw))
     if groups == 1:
         out = w2 @ cols                                                   # (Cout, N*Ho*Wq)
