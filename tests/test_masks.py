@@ -67,6 +67,17 @@ def test_setting_a_mask_does_not_touch_the_data_until_apply_mask(be64):
     np.testing.assert_array_equal(B.to_numpy(p.data), before * _mask())
 
 
+def test_a_stale_mask_never_broadcasts():
+    p = nn.Parameter(np.ones(6))
+    p.mask = np.array([1.0, 0, 1, 0, 1, 1])
+    p.data = np.ones((4, 6))                               # replaced (say, by trimming) after the mask was set
+    with pytest.raises(ValueError, match=r"the mask has shape \(6,\) but the array has \(4, 6\)"):
+        p.apply_mask()
+    with pytest.raises(ValueError, match=r"set p.mask again"):
+        p.masked(np.ones((4, 6)))
+    assert p.masked(None) is None
+
+
 # ----------------------------------------------------------------------------- state_dict
 def test_masks_live_in_state_dict_under_torch_prune_keys(backend_name):
     model = _linear(backend_name)

@@ -129,15 +129,25 @@ class Parameter:
     def apply_mask(self) -> None:
         """Zero the pruned weights in place: ``data *= mask`` (nothing without a mask)."""
         if self._mask is not None:
+            self._check_mask_fits(self.data)
             self.data *= self._mask
 
     def masked(self, array: Any) -> Any:
-        """``array * mask`` (a new array), or ``array`` itself when there is no mask.
+        """``array * mask`` (a new array), or ``array`` itself when there is no mask (or it is None).
 
         For gradients and optimizer state: ``p.masked(p.grad)`` is the gradient a pruned
         weight sees.
         """
-        return array if self._mask is None else array * self._mask
+        if self._mask is None or array is None:
+            return array
+        self._check_mask_fits(array)
+        return array * self._mask
+
+    def _check_mask_fits(self, array: Any) -> None:
+        """A mask of another shape would broadcast silently (data replaced after the mask was set)."""
+        if array.shape != self._mask.shape:
+            raise ValueError(f"the mask has shape {tuple(self._mask.shape)} but the array has {tuple(array.shape)}; "
+                             f"set p.mask again after changing the parameter's shape")
 
     def __repr__(self) -> str:
         masked = "" if self._mask is None else ", masked"
