@@ -14,7 +14,7 @@ from nnopt_lab.reference import torch_twin, train_torch_twin
 from nnopt_lab.testing import compare
 from nnopt_lab.nn.layers import CrossEntropyLoss
 from nnopt_lab.training import (SGD, BatchLoss, Callback, DivergenceWarning, TrainingDiverged, accuracy, batches,
-                                evaluate, fit, predict)
+                                evaluate, fit, predict, train_step)
 
 
 def _toy(b, n=96, d=8, classes=3):
@@ -425,3 +425,28 @@ def test_fit_names_the_argument_of_the_wrong_kind():
         args.update(kwargs)
         with pytest.raises((TypeError, ValueError), match=match):
             fit(args.pop("model"), args.pop("train"), **args)
+
+
+def test_data_with_nan_is_refused_before_training_and_errors_name_the_argument(backend_name):
+    b = B.get_backend(backend_name, "float64")
+    x, y = _toy(b, n=20)
+    model = models.mlp((8, 3), backend=b)
+    holed = B.copy(x)
+    holed[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="train's X holds 1 NaN or inf entries"):
+        fit(model, (holed, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="x holds 1 NaN or inf entries"):
+        predict(model, holed)
+    other = B.to_backend(B.to_numpy(y), "numpy" if backend_name != "numpy" else "torch-cpu")
+    with pytest.raises(TypeError, match="labels is on .* but logits is on"):
+        accuracy(model(x), other)
+    with pytest.raises(TypeError, match="y is on .* but x is on"):
+        next(batches(x, other, 4))
+    with pytest.raises(ValueError, match="logits must have at least one class"):
+        accuracy(B.namespace(x).zeros((4, 0), dtype=x.dtype), y[:4])
+    int_logits = B.to_backend(np.array([[0, 3], [5, 1]]), b)
+    assert accuracy(int_logits, B.to_backend(np.array([1, 1]), b)) == 0.5      # torch: mean() of ints failed
+    with pytest.raises(ValueError, match="xb does not fit the model"):
+        train_step(model, CrossEntropyLoss(), SGD(model, lr=0.1), x[:, :5], y)
+    with pytest.raises(TypeError, match="yb .*labels must be integer"):
+        train_step(model, CrossEntropyLoss(), SGD(model, lr=0.1), x, B.namespace(x).astype(y, x.dtype))

@@ -45,7 +45,7 @@ from ..nn.layers import CrossEntropyLoss, Module
 from .optim import SGD, Optimizer
 from .snapshot import preserved
 
-__all__ = ["check_xy", "check_loss_fn", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "compute_loss", "Callback",
+__all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "Callback",
            "TrainState", "History", "BatchLoss", "DivergenceWarning", "TrainingDiverged", "EXPLOSION_FACTOR"]
 
 #: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
@@ -98,9 +98,7 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
 
     See: chapters/01_why_optimize.ipynb
     """
-    check_array("x", x, ndim=range(1, 33))
-    check_array("y", y, ndim=range(1, 33))
-    B.namespace(x, y)                                  # raises on a numpy/torch mix
+    _check_same_backend(("x", check_array("x", x, ndim=range(1, 33))), ("y", check_array("y", y, ndim=range(1, 33))))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must have one row per row of x: x has {x.shape[0]} samples but y has {y.shape[0]}")
     batch_size = check_int("batch_size", batch_size)
@@ -118,11 +116,20 @@ def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, drop_last: bo
             yield x[start:start + batch_size], y[start:start + batch_size]
 
 
+def _check_same_backend(*named: tuple[str, Any]) -> None:
+    """All arrays on one backend (numpy, or torch on one device); the error names them."""
+    (first, a), rest = named[0], named[1:]
+    for name, b in rest:
+        if not B.same_kind(a, b):
+            raise TypeError(f"{name} is on {B.backend_of(b).name} but {first} is on {B.backend_of(a).name}: "
+                            f"move both to one backend with nnopt_lab.backend.to_backend")
+
+
 def _check_logits_labels(logits: Any, labels: Any) -> None:
-    check_array("logits", logits)
-    check_array("labels", labels)
-    B.namespace(logits, labels)
-    if logits.ndim < 1 or tuple(labels.shape) != tuple(logits.shape[:-1]):
+    _check_same_backend(("logits", check_array("logits", logits, ndim=range(1, 33))), ("labels", check_array("labels", labels)))
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits must have at least one class (its last axis), got shape {tuple(logits.shape)}")
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])} (one class index per row of "
                          f"logits {tuple(logits.shape)}), got {tuple(labels.shape)}")
 
@@ -142,7 +149,8 @@ def accuracy(logits: Any, labels: Any) -> float:
     if labels.shape[0] == 0:
         raise ValueError("logits and labels are empty: the accuracy of no sample is undefined")
     xp = B.namespace(logits)
-    return B.float_of(xp.mean(xp.astype(xp.argmax(logits, axis=-1) == labels, logits.dtype)))
+    correct = xp.sum(xp.astype(xp.argmax(logits, axis=-1) == labels, xp.int64))
+    return B.float_of(correct) / math.prod(labels.shape)
 
 
 def predict(model: Module, x: Any, batch_size: int = 1024) -> Any:
@@ -156,6 +164,7 @@ def predict(model: Module, x: Any, batch_size: int = 1024) -> Any:
     check_array("x", x, ndim=range(1, 33))
     if x.shape[0] == 0:
         raise ValueError("x has no rows: there is nothing to predict")
+    _check_finite("x", x)
     with preserved(model, weights=False, grads=False):
         model.eval()
         outs = [model.forward(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
@@ -226,6 +235,8 @@ class TrainState:
         self.epochs = check_int("epochs", self.epochs, 0)
         self.epoch, self.step = check_int("epoch", self.epoch, 0), check_int("step", self.step, 0)
         self.stop = check_bool("stop", self.stop)
+        if self.batch is not None and not (isinstance(self.batch, tuple) and len(self.batch) == 2):
+            raise TypeError(f"batch must be None or a pair (X_batch, y_batch), got {type(self.batch).__name__}")
         if not isinstance(self.extra, dict):
             raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
 
@@ -292,16 +303,31 @@ def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be an nnopt_lab Optimizer, got {type(optimizer).__name__}")
     check_loss_fn(loss_fn)
-    check_array("xb", xb)
+    check_array("xb", xb, ndim=range(1, 33))
     check_array("yb", yb)
-    logits = model.forward(xb)
-    loss = compute_loss(loss_fn, logits, yb, xb)
+    try:
+        logits = model.forward(xb)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"xb does not fit the model: {error}") from None
+    try:
+        loss = compute_loss(loss_fn, logits, yb, xb)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"yb (the labels of xb) or loss_fn: {error}") from None
     model.backward(loss_fn.backward(), need_dx=False)     # the data needs no gradient
     optimizer.step()
     return loss, logits
 
 
 # ----------------------------------------------------------------------------- fit's checks
+def _check_finite(name: str, x: Any) -> None:
+    """Data must not hold NaN or inf (a missing value would surface later as a 'diverged' loss)."""
+    xp = B.namespace(x)
+    if B.dtype_name(x).startswith(("float", "complex", "bfloat")) and not B.float_of(xp.all(xp.isfinite(x))):
+        bad = int(B.float_of(xp.sum(xp.astype(~xp.isfinite(x), xp.int64))))
+        raise ValueError(f"{name} holds {bad} NaN or inf entries; clean the data first (e.g. fill missing values, "
+                         f"chapters/02_1_data_cleaning.ipynb)")
+
+
 def _check_optimizer_for(model: Module, optimizer: Any) -> None:
     """The optimizer must update this model's own Parameter objects (a subset is fine)."""
     if not isinstance(optimizer, Optimizer):
@@ -488,6 +514,9 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
     on_divergence = check_choice("on_divergence", on_divergence, ("raise", "stop"))
     if x.shape[0] == 0:
         raise ValueError("train has no samples: there is nothing to fit")
+    _check_finite("train's X", x)
+    if val is not None:
+        _check_finite("val's X", val[0])
     if drop_last and batch_size > x.shape[0]:
         raise ValueError(f"batch_size must be <= the number of training samples {x.shape[0]} with "
                          f"drop_last=True (else every batch is dropped and nothing is trained), got {batch_size}")
