@@ -206,7 +206,7 @@ def test_fit_rejects_bad_arguments():
         fit(model, (x, y), epochs=0)
     with pytest.raises(ValueError, match="X has 96 samples but y has 95"):
         fit(model, (x, y[:95]), epochs=1)
-    with pytest.raises(TypeError, match="mixed"):
+    with pytest.raises(TypeError, match="train.s y is on torch-cpu but train.s X is on numpy"):
         fit(model, (x, torch.as_tensor(y)), epochs=1)
     with pytest.raises(ValueError, match=r"lr must be a finite number in \[0, inf\), got -0.1"):
         SGD(model, lr=-0.1)

@@ -72,11 +72,16 @@ class TrainingDiverged(FloatingPointError):
 
 
 def check_xy(name: str, data: Any) -> tuple[Any, Any]:
-    """Validate a data pair ``(X, y)``: one backend, the same number of samples; return it."""
+    """Validate a data pair ``(X, y)`` passed as the argument ``name``: arrays with at least one axis,
+    on one backend, with the same number of samples; return it.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
     x, y = data
-    B.namespace(x, y)  # raises on a numpy/torch mix
+    _check_same_backend((f"{name}'s X", check_array(f"{name}'s X", x, ndim=range(1, 33))),
+                        (f"{name}'s y", check_array(f"{name}'s y", y, ndim=range(1, 33))))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: X has {x.shape[0]} samples but y has {y.shape[0]}")
     return x, y
