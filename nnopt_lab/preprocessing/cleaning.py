@@ -103,7 +103,7 @@ def pad_axis(x: Any, before: int, after: int, axis: int, mode: str = "reflect", 
     Parameters
     ----------
     x : array, any shape
-    before, after : int >= 0
+    before, after : int in [0, 65536]
         Samples added in front of and behind the axis (may exceed its length: the rule repeats).
     axis : int
     mode : {"reflect", "mirror", "nearest", "constant", "wrap"}
@@ -189,7 +189,7 @@ def mean_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", cv
     Parameters
     ----------
     x : array, shape (..., L) or (..., H, W)
-    size : int or sequence of ints, >= 1
+    size : int or sequence of ints in [1, 1025]
         Window length per filtered axis.
     mode : {"reflect", "mirror", "nearest", "constant", "wrap"}
     cval : float
@@ -229,7 +229,8 @@ def median_filter(x: Any, size: int | Sequence[int] = 3, mode: str = "reflect", 
     Parameters
     ----------
     x : array, shape (..., L) or (..., H, W)
-    size : int or sequence of ints, >= 1
+    size : int or sequence of ints in [1, 1025]
+        At most 1024 samples in the whole window (it is sorted for every output).
     mode, cval, ndim :
         As in :func:`mean_filter`.
 
@@ -264,6 +265,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> list[float]:
     Parameters
     ----------
     sigma : float > 0
+        With ``truncate``, at most a 1025-tap kernel (``truncate * sigma <= 512``).
     truncate : float >= 0
         Radius in standard deviations.
     """
