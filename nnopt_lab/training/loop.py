@@ -37,16 +37,16 @@ from typing import Any, Callable, Iterator
 from tqdm.auto import tqdm
 
 from .. import backend as B
-from ..validation import as_float, check_array, check_bool, check_callable, check_choice, check_generator, check_int
-
-#: Upper bound of ``epochs`` (a typo such as 10**9 fails at once instead of running for days).
-MAX_EPOCHS = 1_000_000
 from ..nn.layers import CrossEntropyLoss, Module
+from ..validation import as_float, check_array, check_bool, check_callable, check_choice, check_generator, check_int
 from .optim import SGD, Optimizer
 from .snapshot import preserved
 
 __all__ = ["check_xy", "batches", "fit", "evaluate", "predict", "accuracy", "train_step", "Callback",
            "TrainState", "History", "BatchLoss", "DivergenceWarning", "TrainingDiverged", "EXPLOSION_FACTOR"]
+
+#: Upper bound of ``epochs`` (a typo such as 10**9 fails at once instead of running for days).
+MAX_EPOCHS = 1_000_000
 
 #: ``fit`` warns once when an epoch's mean loss exceeds this multiple of the lowest loss seen
 #: (the first batch's, or an earlier epoch's).
@@ -131,7 +131,8 @@ def _check_same_backend(*named: tuple[str, Any]) -> None:
 
 
 def _check_logits_labels(logits: Any, labels: Any) -> None:
-    _check_same_backend(("logits", check_array("logits", logits, ndim=range(1, 33))), ("labels", check_array("labels", labels)))
+    _check_same_backend(("logits", check_array("logits", logits, ndim=range(1, 33))),
+                        ("labels", check_array("labels", labels)))
     if logits.shape[-1] == 0:
         raise ValueError(f"logits must have at least one class (its last axis), got shape {tuple(logits.shape)}")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
@@ -151,7 +152,7 @@ def accuracy(logits: Any, labels: Any) -> float:
     See: chapters/01_why_optimize.ipynb
     """
     _check_logits_labels(logits, labels)
-    if labels.shape[0] == 0:
+    if math.prod(labels.shape) == 0:
         raise ValueError("logits and labels are empty: the accuracy of no sample is undefined")
     xp = B.namespace(logits)
     correct = xp.sum(xp.astype(xp.argmax(logits, axis=-1) == labels, xp.int64))
