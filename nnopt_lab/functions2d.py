@@ -30,6 +30,16 @@ __all__ = ["Function2D", "Rosenbrock", "Beale", "Saddle", "IllConditionedQuadrat
 MAX_STEPS = 100_000   # longest path run_optimizer draws (about a few seconds)
 
 
+def _window(name: str, value: Any, default: tuple) -> tuple[float, float]:
+    """``value`` (default ``default``) as a (low, high) pair of finite Python floats with low < high."""
+    if value is None:
+        return default
+    pair = tuple(map(as_float, value)) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or None in pair or not all(math.isfinite(v) for v in pair) or not pair[0] < pair[1]:
+        raise ValueError(f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}")
+    return pair
+
+
 def _start(start: Any) -> tuple[float, float]:
     """``start`` as two finite Python floats (x, y)."""
     values = tuple(map(as_float, start)) if isinstance(start, (tuple, list)) else ()
@@ -79,9 +89,14 @@ class Function2D:
         return self.value(x, y)
 
     def grid(self, n: int = 200, xlim=None, ylim=None):
-        """(X, Y, Z) numpy float64 grids of shape (n, n) over the window, for contour plots."""
+        """(X, Y, Z) numpy float64 grids of shape (n, n) over the window, for contour plots.
+
+        ``n`` in [2, 4096]; ``xlim``, ``ylim``: (low, high) pairs of finite numbers, default the
+        function's window.
+        """
+        n = check_int("n", n, 2, 4096)
+        (x0, x1), (y0, y1) = _window("xlim", xlim, self.xlim), _window("ylim", ylim, self.ylim)
         xp = B.get_backend("numpy", "float64").xp
-        (x0, x1), (y0, y1) = xlim or self.xlim, ylim or self.ylim
         xs = xp.linspace(x0, x1, n, dtype=xp.float64)
         ys = xp.linspace(y0, y1, n, dtype=xp.float64)
         gx, gy = xp.meshgrid(xs, ys)

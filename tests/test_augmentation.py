@@ -167,7 +167,7 @@ def test_fit_augments_every_batch_through_for_flat_batches():
     assert first[0] == again[0]
     np.testing.assert_array_equal(first[1], again[1])          # same seed: same augmented training
     assert first[0] != trained(None)[0]
-    with pytest.raises(ValueError, match=r"expected a flat batch \(N, 16\)"):
+    with pytest.raises(ValueError, match=r"xb must be a non-empty flat batch \(N, 16\)"):
         pipeline(np.zeros((2, 15)))
     with pytest.raises(ValueError, match=r"transform changed the image shape"):
         A.for_flat_batches(lambda im: im[..., :3, :3], (1, 4, 4))(np.zeros((2, 16)))

@@ -381,3 +381,13 @@ def test_nan_euclidean_distances_of_float32_and_float64(be64):
     assert B.dtype_name(ours) == "float64"
     compare(ours, sk_nan_euclidean(x.astype(np.float32).astype(np.float64), y), "mixed float32/float64",
             rtol=1e-9, atol=1e-12, quiet=True)
+
+
+def test_inverse_transform_names_its_argument_z():
+    """Before: the messages of inverse_transform(Z) said 'X must ...'."""
+    table = np.random.default_rng(0).random((5, 3))
+    for scaler in (C.StandardScaler().fit(table), C.MinMaxScaler().fit(table)):
+        with pytest.raises(TypeError, match=r"Z must be a numpy array or torch tensor"):
+            scaler.inverse_transform(None)
+        with pytest.raises(ValueError, match=r"Z has 2 features"):
+            scaler.inverse_transform(table[:, :2])

@@ -154,3 +154,20 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
     assert (fn.a, fn.b) == (1.0, 100.0)
     path = run_optimizer(lambda p: SGD(p, lr=1e-3), fn, (np.float64(-1.0), np.float32(1.0)), np.int64(3))
     np.testing.assert_array_equal(path, run_optimizer(lambda p: SGD(p, lr=1e-3), Rosenbrock(), (-1.0, 1.0), 3))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=None), r"n must be an int in \[2, 4096\]"),          # was "'NoneType' object cannot be interpreted"
+    (dict(n=2 ** 62), r"n must be an int in \[2, 4096\]"),       # was numpy's "array is too big"
+    (dict(xlim=2.5), r"xlim must be a pair \(low, high\)"),      # was "cannot unpack non-iterable float"
+    (dict(ylim=(1.0, float("nan"))), r"ylim must be a pair"),
+    (dict(xlim=(3.0, 1.0)), r"xlim must be a pair \(low, high\) of finite numbers with low < high"),
+])
+def test_grid_checks_its_arguments(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        Rosenbrock().grid(**kwargs)
+
+
+def test_grid_accepts_numpy_scalars():
+    gx, gy, gz = Rosenbrock().grid(np.int64(5), xlim=(np.float32(-1.0), 1.0))
+    assert gx.shape == (5, 5) and gx[0, 0] == -1.0

@@ -450,6 +450,7 @@ def _methods():
     from nnopt_lab.preprocessing import cleaning as C
     from nnopt_lab.preprocessing import input_compression as IC
     from nnopt_lab.preprocessing import augmentation as A
+    from nnopt_lab.functions2d import Rosenbrock
     table = rand(6, 3)
     return {
         "StandardScaler.fit": (C.StandardScaler, "fit", lambda: dict(X=table)),
@@ -471,6 +472,26 @@ def _methods():
         "Sequential.load_state_dict": (_model, "load_state_dict", lambda: dict(state=_model().state_dict())),
         "RandomCrop.__call__": (lambda: A.RandomCrop(2, padding=1), "__call__", lambda: dict(x=rand(2, 1, 4, 4))),
         "RandomRotation.__call__": (A.RandomRotation, "__call__", lambda: dict(x=rand(2, 1, 4, 4))),
+        "RandomResizedCrop.__call__": (lambda: A.RandomResizedCrop(4), "__call__", lambda: dict(x=rand(2, 1, 4, 4))),
+        "RandomRotate90.__call__": (A.RandomRotate90, "__call__", lambda: dict(x=rand(2, 1, 4, 4))),
+        "Compose.__call__": (lambda: A.Compose([A.HorizontalFlip(), A.RandomCrop(4, padding=1)]), "__call__",
+                             lambda: dict(x=rand(2, 1, 4, 4))),
+        "for_flat_batches(...)": (lambda: types.SimpleNamespace(augment=A.for_flat_batches(A.HorizontalFlip(1.0),
+                                                                                           (1, 4, 4))),
+                                  "augment", lambda: dict(xb=rand(2, 16))),
+        "SimpleImputer.transform": (lambda: C.SimpleImputer().fit(table), "transform", lambda: dict(X=table)),
+        "MinMaxScaler.transform": (lambda: C.MinMaxScaler().fit(table), "transform", lambda: dict(X=table)),
+        "MinMaxScaler.inverse_transform": (lambda: C.MinMaxScaler().fit(table), "inverse_transform",
+                                           lambda: dict(Z=table)),
+        "StandardScaler.inverse_transform": (lambda: C.StandardScaler().fit(table), "inverse_transform",
+                                             lambda: dict(Z=table)),
+        "PCA.inverse_transform": (lambda: IC.PCA(2).fit(table), "inverse_transform", lambda: dict(z=rand(6, 2))),
+        "PCA.reconstruct": (lambda: IC.PCA(2).fit(table), "reconstruct", lambda: dict(x=table)),
+        "TopVarianceSelector.transform": (lambda: IC.TopVarianceSelector(2).fit(table), "transform",
+                                          lambda: dict(x=table)),
+        "TopVarianceSelector.inverse_transform": (lambda: IC.TopVarianceSelector(2).fit(table), "inverse_transform",
+                                                  lambda: dict(z=rand(6, 2))),
+        "Function2D.grid": (Rosenbrock, "grid", lambda: dict(n=5)),
     }
 
 

@@ -394,3 +394,16 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
     assert IC.PCA(np.int64(2)).fit(x).components_.shape == (2, 4)
     assert IC.bytes_per_sample("kbit", np.int64(64), bits=np.int32(4)) == 32.0
     assert IC.upsample(x.reshape(2, 1, 4, 4), np.int64(2)).shape == (2, 1, 8, 8)
+
+
+def test_transform_on_another_backend_than_fit_is_named():
+    """Before: torch's 'where() received an invalid combination of arguments' or a numpy * Tensor TypeError."""
+    x = np.random.default_rng(0).random((8, 4))
+    selector, pca = IC.TopVarianceSelector(2).fit(x), IC.PCA(2).fit(x)
+    for model, call in ((selector, selector.transform), (pca, pca.transform)):
+        with pytest.raises(TypeError, match=r"x must be on the backend and device .* was fitted on \(numpy\)"):
+            call(B.to_backend(x, "torch-cpu"))
+    with pytest.raises(TypeError, match=r"z must be on the backend"):
+        selector.inverse_transform(B.to_backend(x[:, :2], "torch-cpu"))
+    refit = IC.PCA(2).fit(x).fit(B.to_backend(x, "torch-cpu"))      # fitting again elsewhere is fine
+    assert B.is_torch(refit.components_)

@@ -671,9 +671,9 @@ def for_flat_batches(transform: Any, image_shape: tuple[int, int, int]) -> Calla
     def augment(xb: Any) -> Any:
         check_array("xb", xb)
         xp = B.namespace(xb)
-        if xb.ndim != 2 or xb.shape[1] != math.prod(shape):
-            raise ValueError(f"expected a flat batch (N, {math.prod(shape)}) for image_shape {shape}, "
-                             f"got {tuple(xb.shape)}")
+        if xb.ndim != 2 or xb.shape[1] != math.prod(shape) or xb.shape[0] == 0:
+            raise ValueError(f"xb must be a non-empty flat batch (N, {math.prod(shape)}) for image_shape {shape}, "
+                             f"got shape {tuple(xb.shape)}")
         images = xp.reshape(xb, (xb.shape[0],) + shape)
         out = transform(images)
         if tuple(out.shape) != tuple(images.shape):

@@ -366,15 +366,15 @@ class _Fitted:
         """Note the number of features and the backend/device of the training table."""
         self.n_features_in_, self._fitted_like = X.shape[1], X[:0]
 
-    def _check_fitted(self, X: Any, allow_nan: bool = True) -> Any:
+    def _check_fitted(self, X: Any, allow_nan: bool = True, name: str = "X") -> Any:
         if self.n_features_in_ is None:
             raise ValueError(f"{type(self).__name__} is not fitted yet: call fit(X_train) first")
-        X = _table("X", X, allow_nan)
+        X = _table(name, X, allow_nan)
         if not B.same_kind(X, self._fitted_like):
-            raise TypeError(f"X must be on the backend and device {type(self).__name__} was fitted on "
+            raise TypeError(f"{name} must be on the backend and device {type(self).__name__} was fitted on "
                             f"({B.backend_of(self._fitted_like).name}), got {B.backend_of(X).name}")
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted with "
+            raise ValueError(f"{name} has {X.shape[1]} features but {type(self).__name__} was fitted with "
                              f"{self.n_features_in_}")
         return X
 
@@ -625,7 +625,7 @@ class StandardScaler(_Fitted):
 
     def inverse_transform(self, Z: Any) -> Any:
         """Undo :meth:`transform`: Z * scale_ + mean_."""
-        Z = self._check_fitted(Z, allow_nan=False)
+        Z = self._check_fitted(Z, allow_nan=False, name="Z")
         xp = B.namespace(Z)
         if self.with_std:
             Z = Z * xp.astype(self.scale_, Z.dtype)
@@ -674,7 +674,7 @@ class MinMaxScaler(_Fitted):
 
     def inverse_transform(self, Z: Any) -> Any:
         """Undo :meth:`transform`: (Z - min_) / scale_."""
-        Z = self._check_fitted(Z, allow_nan=False)
+        Z = self._check_fitted(Z, allow_nan=False, name="Z")
         xp = B.namespace(Z)
         return (Z - xp.astype(self.min_, Z.dtype)) / xp.astype(self.scale_, Z.dtype)
 

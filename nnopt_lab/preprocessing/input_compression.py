@@ -308,8 +308,12 @@ class _Fitted:
 
     _fitted_attr = "mean_"
 
-    def _check_x(self, x: Any, name: str = "x") -> Any:
+    def _check_x(self, x: Any, name: str = "x", fitting: bool = False) -> Any:
         xp = _array(name, x, 2, "(N, D)")
+        fitted = getattr(self, "mean_", None)
+        if not fitting and fitted is not None and not B.same_kind(x, fitted):
+            raise TypeError(f"{name} must be on the backend and device {type(self).__name__} was fitted on "
+                            f"({B.backend_of(fitted).name}), got {B.backend_of(x).name}")
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"{name} must be a floating-point array, got dtype {B.dtype_name(x)}")
         if not B.float_of(xp.all(xp.isfinite(x))):
@@ -353,7 +357,7 @@ class TopVarianceSelector(_Fitted):
 
     def fit(self, x: Any) -> "TopVarianceSelector":
         """Compute the variances of ``x`` (N, D) and pick the top ``k``; returns self."""
-        xp = self._check_x(x)
+        xp = self._check_x(x, fitting=True)
         if self.k > x.shape[1]:
             raise ValueError(f"k must be <= the number of features {x.shape[1]}, got {self.k}")
         self.mean_ = xp.mean(x, axis=0)
@@ -412,7 +416,7 @@ class PCA(_Fitted):
 
     def fit(self, x: Any) -> "PCA":
         """Centre ``x`` (N, D), take its thin SVD and keep the first ``n_components``; returns self."""
-        xp = self._check_x(x)
+        xp = self._check_x(x, fitting=True)
         n, d = x.shape
         if self.n_components > min(n, d):
             raise ValueError(f"n_components must be <= min(N, D) = {min(n, d)}, got {self.n_components}")
