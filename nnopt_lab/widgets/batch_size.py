@@ -35,6 +35,8 @@ def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float,
     Returns
     -------
     dict with keys updates_per_epoch, total_updates, noise, snr, noise_scale, sgd_temperature.
+
+    See: chapters/04_2_batch_size.ipynb
     """
     B_ = check_int("batch_size", batch_size)
     N = check_int("n_samples", n_samples)
@@ -52,7 +54,10 @@ def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float,
 
 
 def batch_explorer(n_samples: int, trace_cov: float, grad_norm2: float, epochs: int = 10) -> Any:
-    """An ipywidgets explorer of :func:`batch_tradeoff`: batch size and lr → updates and noise."""
+    """An ipywidgets explorer of :func:`batch_tradeoff`: batch size and lr → updates and noise.
+
+    See: chapters/04_2_batch_size.ipynb
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 

@@ -38,6 +38,8 @@ def build_schedule(kind: str, optimizer: Any, total_steps: int, warmup_steps: in
         Floor of "cosine" and "warm restarts"; end value (as a fraction of lr, <= 1) of "linear".
     cycles : int
         Number of cycles of "warm restarts" (T_mult = 2).
+
+    See: chapters/04_1_learning_rate.ipynb
     """
     check_choice("kind", kind, SCHEDULE_KINDS)
     total_steps = check_int("total_steps", total_steps, 2)
@@ -64,13 +66,19 @@ def build_schedule(kind: str, optimizer: Any, total_steps: int, warmup_steps: in
 
 
 def schedule_curve(kind: str, total_steps: int = 100, lr: float = 0.1, warmup_steps: int = 0, **options) -> list[float]:
-    """The learning rate in force at each of ``total_steps`` steps of :func:`build_schedule`'s schedule."""
+    """The learning rate in force at each of ``total_steps`` steps of :func:`build_schedule`'s schedule.
+
+    See: chapters/04_1_learning_rate.ipynb
+    """
     return S.lr_curve(lambda opt: build_schedule(kind, opt, total_steps, warmup_steps, **options), total_steps, lr)
 
 
 def plot_schedule_curves(curves: dict, ax: Any = None, log: bool = False, title: str = "Learning-rate schedules",
                          xlabel: str = "step") -> Any:
-    """Draw ``{label: list of lr}`` on one axis; returns the axis."""
+    """Draw ``{label: list of lr}`` on one axis; returns the axis.
+
+    See: chapters/04_1_learning_rate.ipynb
+    """
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
     for label, values in curves.items():
@@ -83,7 +91,10 @@ def plot_schedule_curves(curves: dict, ax: Any = None, log: bool = False, title:
 
 
 def schedule_explorer(total_steps: int = 200, lr: float = 0.1) -> Any:
-    """An ipywidgets designer: pick a schedule, warm-up, floor; the curve redraws live."""
+    """An ipywidgets designer: pick a schedule, warm-up, floor; the curve redraws live.
+
+    See: chapters/04_1_learning_rate.ipynb
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
