@@ -509,24 +509,24 @@ def maxpool2d_backward(dout: Any, cache) -> Any:
 
     Walk the window offsets in order; at each, the gradient not yet routed goes to the
     positions that hold the maximum, so a tie (common after ReLU: a window of zeros) gives
-    it to the first one only. Returns dx (N, C, H, W).
+    it to the first one only. Returns dx (N, C, H, W). An infinite upstream gradient (a
+    diverged step, which :func:`nnopt_lab.training.fit` stops on) gives NaN beside the
+    maxima (inf·0), as in :func:`relu_backward`.
 
     See: chapters/01_why_optimize.ipynb
     """
     x, out, kernel, stride = _open_cache(cache, "maxpool2d", 4)
     _check_dout(dout, tuple(out.shape), x)
-    xp = B.namespace(dout)
     dx = _zeros(tuple(x.shape), dout)
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]     # windows share pixels: accumulate
     remaining = dout
     for (rows, cols), view in _pool_slices(x, kernel, stride, tuple(out.shape[2:])):
-        first = view == out
-        routed = xp.where(first, remaining, 0.0)       # a select, not remaining * mask: inf * 0 is NaN
+        routed = remaining * (view == out)      # a product, not a select: numpy's where is ~5x slower
         if overlapping:
             dx[:, :, rows, cols] += routed
         else:
             dx[:, :, rows, cols] = routed
-        remaining = xp.where(first, 0.0, remaining)
+        remaining = remaining - routed
     return dx
 
 
