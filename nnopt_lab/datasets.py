@@ -80,23 +80,30 @@ class Dataset:
 
     def split(self, name: str) -> tuple:
         """The (X, y) pair of ``"train"``, ``"val"`` or ``"test"``."""
-        if name not in SPLIT_NAMES:
-            raise ValueError(f"split name must be one of {SPLIT_NAMES}, got {name!r}")
-        return getattr(self, name)
+        return getattr(self, check_choice("name", name, SPLIT_NAMES))
 
     def images(self, x: Any) -> Any:
         """``X`` (or a split name) reshaped to ``(N,) + image_shape``, e.g. (N, 1, 8, 8)."""
-        x = self.split(x)[0] if isinstance(x, str) else x
+        x = self._samples(x)
         return B.namespace(x).reshape(x, (x.shape[0],) + tuple(self.image_shape))
 
     def flat(self, x: Any) -> Any:
-        """``X`` (or a split name) reshaped to (N, D)."""
-        x = self.split(x)[0] if isinstance(x, str) else x
-        return B.namespace(x).reshape(x, (x.shape[0], -1))
+        """``X`` (or a split name) reshaped to (N, D), D = prod(image_shape)."""
+        x = self._samples(x)
+        return B.namespace(x).reshape(x, (x.shape[0], math.prod(self.image_shape)))
+
+    def _samples(self, x: Any) -> Any:
+        """A split's X (for a split name) or ``x``, checked to hold samples of this data set."""
+        x = self.split(check_choice("x", x, SPLIT_NAMES))[0] if isinstance(x, str) else check_array("x", x)
+        size = math.prod(self.image_shape)
+        if x.ndim < 1 or math.prod(tuple(x.shape[1:])) != size:
+            raise ValueError(f"x must hold samples of {size} values (image_shape {tuple(self.image_shape)}), "
+                             f"got shape {tuple(x.shape)}")
+        return x
 
     def to(self, backend: str | B.Backend) -> "Dataset":
         """A copy with every array moved to ``backend`` (floats take its dtype, labels stay int64)."""
-        b = B.get_backend(backend)
+        b = _backend(backend)
         move = (lambda a: None if a is None else B.to_backend(a, b))
         return replace(self, train=_move_pair(self.train, b), val=_move_pair(self.val, b),
                        test=_move_pair(self.test, b), mean=move(self.mean), std=move(self.std))

@@ -105,7 +105,7 @@ def test_bad_backend_and_seed_raise():
         D.load_digits(3)
     with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
         D.load_digits("numpy", seed=-1)
-    with pytest.raises(ValueError, match="split name must be one of"):
+    with pytest.raises(ValueError, match="name must be one of"):
         D.load_digits("numpy").split("validation")
 
 
@@ -293,3 +293,17 @@ def test_idx_paths_that_are_directories_are_named(tmp_path):
     with pytest.raises(ValueError, match="path must name a file, got the directory"):
         D.write_idx(tmp_path, np.arange(3, dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_methods_check_their_arguments(tmp_path):
+    """Before: numpy's 'truth value of an array is ambiguous' (split), reshape errors (flat of an empty X)."""
+    ds = D.load_mnist1d(num_samples=30, cache_dir=tmp_path, backend="numpy")
+    with pytest.raises(ValueError, match=r"name must be one of \('train', 'val', 'test'\)"):
+        ds.split(np.zeros(3))
+    with pytest.raises(ValueError, match=r"x must be one of \('train', 'val', 'test'\), got 'abc'"):
+        ds.images("abc")
+    with pytest.raises(ValueError, match=r"x must hold samples of 40 values"):
+        ds.flat(np.zeros((2, 39)))
+    assert ds.flat(np.zeros((0, 1, 40))).shape == (0, 40)
+    with pytest.raises(TypeError, match="backend must be"):
+        ds.to(3)

@@ -445,6 +445,24 @@ def _sequential_args():
 
 
 # Methods users call on the objects (constructor example, method, its valid arguments).
+def _linear_after_forward():
+    from nnopt_lab.nn import layers as L
+    layer = L.Linear(3, 2, backend=B.Backend("numpy", "float64"))
+    layer.forward(rand(4, 3))
+    return layer
+
+
+def _model_after_forward():
+    model = _model()
+    model.forward(rand(4, 3))
+    return model
+
+
+def _dataset():
+    from nnopt_lab import datasets
+    return datasets.load_mnist1d(num_samples=30, cache_dir=_tmp(), backend="numpy")
+
+
 def _methods():
     from nnopt_lab.nn import layers as L
     from nnopt_lab.preprocessing import cleaning as C
@@ -492,6 +510,16 @@ def _methods():
         "TopVarianceSelector.inverse_transform": (lambda: IC.TopVarianceSelector(2).fit(table), "inverse_transform",
                                                   lambda: dict(z=rand(6, 2))),
         "Function2D.grid": (Rosenbrock, "grid", lambda: dict(n=5)),
+        "Module.to": (_model, "to", lambda: dict(backend="torch-cpu")),
+        "Module.train": (_model, "train", lambda: dict(mode=False)),
+        "Linear.backward": (_linear_after_forward, "backward", lambda: dict(dout=rand(4, 2))),
+        "Sequential.backward": (_model_after_forward, "backward", lambda: dict(dout=rand(4, 3))),
+        "ReduceLROnPlateau.step": (lambda: importlib.import_module("nnopt_lab.training.schedules").ReduceLROnPlateau(
+            _optimizer()), "step", lambda: dict(metrics=0.5)),
+        "Dataset.split": (_dataset, "split", lambda: dict(name="val")),
+        "Dataset.to": (_dataset, "to", lambda: dict(backend="torch-cpu")),
+        "Dataset.images": (_dataset, "images", lambda: dict(x=rand(3, 40))),
+        "Dataset.flat": (_dataset, "flat", lambda: dict(x=rand(3, 1, 40))),
     }
 
 
