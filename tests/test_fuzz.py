@@ -89,6 +89,11 @@ def _cnn():
                             backend=B.Backend("numpy", "float64"))
 
 
+def _conv():
+    from nnopt_lab.nn import layers as L
+    return L.Conv2d(2, 3, 3, backend=B.Backend("numpy", "float64"))
+
+
 def _train(n=8):
     return rand(n, 3, seed=1), labels(n)
 
@@ -220,6 +225,14 @@ def _examples():
         "compression.quantization.fake_quantize": lambda: dict(x=rand(5), scale=0.01, zero_point=0, qmin=-128,
                                                                qmax=127),
         "compression.quantization.quantize_uniform": lambda: dict(x=rand(5), bits=4, lo=0.0, hi=1.0),
+        "compression.factorization.rank_for_energy": lambda: dict(singular_values=np.array([3.0, 2.0, 1.0]),
+                                                                 energy=0.9),
+        "compression.factorization.truncation_error": lambda: dict(singular_values=np.array([3.0, 2.0, 1.0]), rank=2),
+        "compression.factorization.low_rank_linear": lambda: dict(layer=_model()[0], rank=2),
+        "compression.factorization.spatially_separable": lambda: dict(conv=_conv(), rank=1),
+        "compression.factorization.depthwise_separable": lambda: dict(in_channels=2, out_channels=3, kernel_size=3),
+        "compression.factorization.to_depthwise_separable": lambda: dict(conv=_conv()),
+        "compression.factorization.savings": lambda: dict(before=_model(), after=_model(), input_shape=(3,)),
         # datasets
         "datasets.load_mnist1d": lambda: dict(num_samples=60, cache_dir=_tmp()),
         "datasets.make_moons": lambda: dict(n=10),
