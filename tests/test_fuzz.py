@@ -1,30 +1,38 @@
 """Fuzz test of the public API: every public callable x bad arguments, one parameter at a time.
 
-Every name in the ``__all__`` of every module of ``nnopt_lab`` that is callable is called with
-valid example arguments (a small table below) except for ONE parameter, which gets a bad value:
-None, a str, a bool, -1, 0, 2.5, nan, inf, a huge int, an empty array, an array with NaN, an
-array of the wrong ndim, an integer array, a torch tensor among numpy arrays ... and, as a value
-that must be ACCEPTED, the numpy scalar (np.int64 / np.float32) of a valid Python number.
+Every callable name in the ``__all__`` of every module of ``nnopt_lab`` (functions and class
+constructors), and the methods users call on the objects (``fit``, ``transform``, ``forward``,
+``__call__`` of a transform, ...), is called with valid example arguments (the tables below)
+except for ONE parameter, which gets a bad value: None, a str, a bool, -1, 0, 2.5, nan, inf,
+huge ints, an empty array, an array with NaN or inf, an array of the wrong ndim, integer and
+float32 arrays, a torch tensor among numpy arrays ... and, as values that must be ACCEPTED, the
+numpy scalars (np.int64 / np.float32 / np.bool_) of valid Python values. Every example whose
+arrays can move to torch is fuzzed again there (``[torch]``: the mix is then a numpy array).
+hypothesis adds random values (derandomized, so a CI run is reproducible).
 
 Allowed outcomes:
 
 * ``ValueError`` / ``TypeError`` whose message names the parameter (a whole word);
-* a result with no NaN in it (NaN may come out only where an array with NaN went in);
+* a result with no NaN in it (NaN may come out only where an array with NaN went in, or where
+  a callable returns NaN by design: ``NAN_BY_DESIGN``);
 * ``AssertionError`` from the checking helpers of ``nnopt_lab.testing`` (their way to fail);
 * ``FileNotFoundError`` naming the missing path, for a path that does not exist (or, for None,
   when the default place holds no such file).
 
 Anything else is a failure: another exception type (ZeroDivisionError, IndexError, a
 RuntimeError from torch, MemoryError, ...), a NaN in a result, a numpy scalar refused where the
-Python number is accepted, or a call running past the time guard.
+Python value is accepted, or a call running past the time guard (``TIME_GUARD_S``); a public
+callable without an example is a failure too (add one to ``_examples``).
 
 Only the ``value`` of the checks in ``nnopt_lab.validation`` is fuzzed (their bounds and choices
-are the programmer's constants). Skipped, and said so in the summary: ``nnopt_lab.widgets`` (they need a display) and
-``nnopt_lab.exercises`` (checkers of a learner's function: their failures are AssertionErrors
-by design); the result records (dataclasses built by the library, not by users).
+are the programmer's constants). Skipped, and listed in the summary: ``nnopt_lab.widgets`` (they
+need a display), ``nnopt_lab.exercises`` (checkers of a learner's function: their failures are
+AssertionErrors by design), the result records (dataclasses built by the library, not by users)
+and abstract base classes.
 
 All failures are collected and asserted at once, one line each; ``pytest -s`` prints the figures.
-Random extra cases come from hypothesis (derandomized, so a CI run is reproducible).
+The calls run in a temporary folder (fuzzed paths such as "abc" are written there) under a
+memory guard (an allocation of several GiB is a failure, not a swapping machine).
 """
 from __future__ import annotations
 
