@@ -185,7 +185,8 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None):
     _check_array("x", x, 2, "(N, in)")
     _check_array("weight", weight, 2, "(out, in)", like=x)
     if 0 in weight.shape:
-        raise ValueError(f"weight must have at least one entry on every axis (out, in), got shape {tuple(weight.shape)}")
+        raise ValueError(f"weight must have at least one entry on every axis (out, in), "
+                         f"got shape {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"x must have shape (N, {weight.shape[1]}) for weight {tuple(weight.shape)}, "
                          f"got {tuple(x.shape)}")
