@@ -185,3 +185,14 @@ def test_compare_accepts_numpy_scalar_tolerances_and_reports(capsys):
     assert capsys.readouterr().out.startswith("✓ matches torch.ones")
     with pytest.raises(AssertionError, match="1 of 3 entries off"):
         T.compare(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.1, 3.0]), "ref", quiet=True)
+
+
+def test_gradcheck_refuses_an_empty_x():
+    x = np.zeros((0, 3))
+    with pytest.raises(ValueError, match="x must not be empty"):
+        T.gradcheck(square, square_backward(x), x)
+
+
+def test_gradcheck_of_a_0d_x():
+    x = np.array(0.7)
+    assert T.gradcheck(square, square_backward(x), x) < 1e-8
