@@ -302,6 +302,10 @@ def compute_loss(loss_fn, logits: Any, labels: Any, inputs: Any) -> Any:
 def train_step(model: Module, loss_fn, optimizer: Optimizer, xb: Any, yb: Any):
     """One forward, backward and update; returns (loss, logits) as arrays (no GPU sync).
 
+    The hot path of the benchmarks: the kinds of the arguments are checked, their values are not
+    read (that would sync a GPU), so NaN/inf in ``xb`` comes back as a NaN loss. :func:`fit`
+    checks its data once and each step's loss and gradients.
+
     See: chapters/01_why_optimize.ipynb
     """
     if not isinstance(model, Module):
