@@ -502,6 +502,9 @@ def fit(model: Module, train: tuple, *, epochs: int, batch_size: int = 64,
 
     Raises
     ------
+    ValueError
+        Before training, when the data hold NaN/inf, ``drop_last`` would drop every batch, or the
+        optimizer updates another model's parameters.
     TrainingDiverged
         A ``FloatingPointError`` at a non-finite loss or gradient (``on_divergence="raise"``); its
         ``history`` holds the epochs trained and ``history.stopped``.
