@@ -391,3 +391,11 @@ def test_inverse_transform_names_its_argument_z():
             scaler.inverse_transform(None)
         with pytest.raises(ValueError, match=r"Z has 2 features"):
             scaler.inverse_transform(table[:, :2])
+
+
+def test_torch_scalars_are_accepted_like_python_numbers():
+    import torch
+    x = np.random.default_rng(0).random((6, 6))
+    compare(C.gaussian_filter(x, torch.tensor(1.5, dtype=torch.float64)), C.gaussian_filter(x, 1.5),
+            "0-d tensor sigma", rtol=0, atol=0, quiet=True)
+    compare(C.mean_filter(x, torch.tensor(3)), C.mean_filter(x, 3), "0-d tensor size", rtol=0, atol=0, quiet=True)
