@@ -674,8 +674,50 @@ def names_parameter(message, param):
 
 
 class Outcome:
-    def __init__(self, kind, detail=""):
-        self.kind, self.detail = kind, detail   # "error", "result", "fail"
+    def __init__(self, kind, detail="", result=None):
+        self.kind, self.detail, self.result = kind, detail, result   # kind: "error", "result", "fail"
+
+
+# Results that differ from call to call by nature (clocks), so a numpy scalar's result is not compared.
+TIMED = ("nnopt_lab.measure.latency", "nnopt_lab.measure.measure_model_latency",
+         "nnopt_lab.training.batch_size.throughput")
+EXACT_TWINS = ("np.int64", "np.int32", "np.float64", "np.bool_")   # must give exactly the Python value's result
+
+
+def digest(value, depth=0, loose=False):
+    """A comparable summary of a result: arrays as (dtype, shape, values), objects by their state.
+
+    ``loose``: numpy scalars count as the Python numbers they hold.
+    """
+    if depth > 5:
+        return "..."
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if loose and isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (np.ndarray, np.generic)):
+        return ("array", str(value.dtype), value.shape, value.tobytes())
+    if isinstance(value, float):
+        return ("float", value if value == value else "nan")
+    if isinstance(value, (bool, int, bytes, type(None))):
+        return value
+    if isinstance(value, str):
+        return re.sub(r"nnopt_fuzz_\w+", "<tmp>", value)
+    if isinstance(value, dict):
+        return tuple((str(k), digest(v, depth + 1, loose)) for k, v in value.items()
+                     if not any(w in str(k) for w in ("second", "time")))
+    if isinstance(value, (list, tuple)):
+        return tuple(digest(v, depth + 1, loose) for v in list(value)[:1000])
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return digest({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, depth + 1, loose)
+    if hasattr(value, "state_dict") and callable(value.state_dict):
+        try:
+            return (type(value).__name__, digest(dict(value.state_dict()), depth + 1, loose))
+        except Exception:   # noqa: BLE001 -- a state that cannot be read is compared by type only
+            return type(value).__name__
+    if hasattr(value, "__dict__") and not callable(value):
+        return (type(value).__name__, digest(vars(value), depth + 1, loose))
+    return type(value).__name__
 
 
 def judge(qualname, param, bad, call, default_is_none=False):
@@ -683,6 +725,8 @@ def judge(qualname, param, bad, call, default_is_none=False):
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(TIME_GUARD_S)
     start = time.perf_counter()
+    B.seed(0)                                     # the same random draws for every call
+    torch.manual_seed(0)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
@@ -719,7 +763,7 @@ def judge(qualname, param, bad, call, default_is_none=False):
         return Outcome("fail", "silent NaN in the result")
     if time.perf_counter() - start > TIME_GUARD_S:
         return Outcome("fail", "slow")
-    return Outcome("result")
+    return Outcome("result", result=result)
 
 
 def _short(text, n=110):
@@ -816,12 +860,28 @@ def fuzz_target(report, qualname, obj, sig, factory, values_for=bad_values):
         if param.kind == param.VAR_KEYWORD or (only is not None and name not in only):
             continue
         valid = _value_of(name, factory(), sig)
+        expected = None
         for bad in values_for(valid):
-            def call(name=name, bad=bad):
+            def call(name=name, value=bad.value):
                 kwargs = factory()
-                kwargs[name] = bad.value
+                kwargs[name] = value
                 return _call(obj, kwargs, sig)
-            report.add(qualname, name, bad, judge(qualname, name, bad, call, param.default is None))
+            outcome = judge(qualname, name, bad, call, param.default is None)
+            if outcome.kind == "result" and bad.label in EXACT_TWINS and qualname not in TIMED:
+                if expected is None:
+                    expected = judge(qualname, name, Bad("valid", valid), lambda: call(value=valid)).result
+                outcome = _same_as_python(outcome, bad, valid, expected)
+            report.add(qualname, name, bad, outcome)
+
+
+def _same_as_python(outcome, bad, valid, expected):
+    """A numpy scalar must give what its Python value gives, holding no numpy scalar that it would not."""
+    if digest(outcome.result, loose=True) != digest(expected, loose=True):
+        return Outcome("fail", f"{bad.label} gives another result than the Python value {valid!r}")
+    if digest(outcome.result) != digest(expected):
+        return Outcome("fail", f"keeps the {bad.label} in its result/state where {valid!r} gives a Python "
+                               f"number (numpy scalars upcast float32 arrays)")
+    return outcome
 
 
 def _to_torch(value):

@@ -392,7 +392,8 @@ def test_more_bad_arguments_are_named(call, error, match):
 def test_numpy_scalars_are_accepted_like_python_numbers():
     x = np.random.default_rng(0).random((8, 4))
     assert IC.PCA(np.int64(2)).fit(x).components_.shape == (2, 4)
-    assert IC.bytes_per_sample("kbit", np.int64(64), bits=np.int32(4)) == 32.0
+    size = IC.bytes_per_sample("kbit", np.int64(64), bits=np.int32(4))
+    assert size == 32.0 and type(size) is float          # was a numpy float64 from the np.int32 bits
     assert IC.upsample(x.reshape(2, 1, 4, 4), np.int64(2)).shape == (2, 1, 8, 8)
 
 

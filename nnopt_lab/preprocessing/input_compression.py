@@ -504,7 +504,7 @@ def bytes_per_sample(method: str, n_features: int, *, bits: int | None = None, f
     elif method == "kbit":
         if bits is None:
             raise ValueError("bits must be given for method 'kbit' (an int in [1, 16]), got None")
-        check_int("bits", bits, 1, 16)
+        bits = check_int("bits", bits, 1, 16)
     else:
         bits = 32 if bits is None else check_int("bits", bits, 1, 32)
     values = n_features
