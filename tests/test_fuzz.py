@@ -97,6 +97,26 @@ def _cnn():
                             backend=B.Backend("numpy", "float64"))
 
 
+def _linear(n_in, n_out):
+    from nnopt_lab.nn import layers as L
+    return L.Linear(n_in, n_out, backend=B.Backend("numpy", "float64"))
+
+
+def _bn1d(n):
+    from nnopt_lab.nn import layers as L
+    return L.BatchNorm1d(n, backend=B.Backend("numpy", "float64"))
+
+
+def _bn_model():
+    from nnopt_lab import models
+    return models.mlp((3, 4, 3), batchnorm=True, backend=B.Backend("numpy", "float64"))
+
+
+def _deep_model():
+    from nnopt_lab import models
+    return models.mlp((3, 3, 3, 3), backend=B.Backend("numpy", "float64"))
+
+
 def _conv():
     from nnopt_lab.nn import layers as L
     return L.Conv2d(2, 3, 3, backend=B.Backend("numpy", "float64"))
@@ -241,6 +261,24 @@ def _examples():
         "compression.factorization.depthwise_separable": lambda: dict(in_channels=2, out_channels=3, kernel_size=3),
         "compression.factorization.to_depthwise_separable": lambda: dict(conv=_conv()),
         "compression.factorization.savings": lambda: dict(before=_model(), after=_model(), input_shape=(3,)),
+        "compression.trimming.fold_batchnorm": lambda: dict(layer=_model()[0], bn=_bn1d(4)),
+        "compression.trimming.fold_batchnorms": lambda: dict(model=_bn_model()),
+        "compression.trimming.fuse_linear": lambda: dict(first=_model()[0], second=_linear(4, 2)),
+        "compression.trimming.fuse_linears": lambda: dict(model=_model()),
+        "compression.trimming.duplicate_groups": lambda: dict(weight=np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]]),
+                                                              bias=np.array([0.5, 0.5, 0.0])),
+        "compression.trimming.merge_duplicate_neurons": lambda: dict(model=_model(), layer=0),
+        "compression.trimming.remove_layers": lambda: dict(model=_deep_model(), start=1, stop=3, input_shape=(3,)),
+        "compression.trimming.removal_damage": lambda: dict(model=_deep_model(), start=1, stop=3, data=_train()),
+        "compression.trimming.dead_units": lambda: dict(layer=_model()[0]),
+        "compression.trimming.remove_units": lambda: dict(model=_model(), layer=0, indices=[1]),
+        "compression.weight_sharing.init_centroids": lambda: dict(w=rand(4, 3), k=3),
+        "compression.weight_sharing.kmeans": lambda: dict(w=rand(4, 3), k=3),
+        "compression.weight_sharing.index_dtype": lambda: dict(k=16),
+        "compression.weight_sharing.index_bits": lambda: dict(k=16),
+        "compression.weight_sharing.share_weights": lambda: dict(w=rand(4, 3), k=3),
+        "compression.weight_sharing.compression_ratio": lambda: dict(n=1000, k=16),
+        "compression.weight_sharing.SharedLayer": lambda: dict(layer=_model()[0], k=3),
         # datasets
         "datasets.load_mnist1d": lambda: dict(num_samples=60, cache_dir=_tmp()),
         "datasets.make_moons": lambda: dict(n=10),
