@@ -232,8 +232,8 @@ def _update(x: Any, labels: Any, old: Any) -> Any:
 
     Each empty cluster takes one of the values farthest from their (old) centroid -- the
     farthest to the lowest-numbered empty cluster -- and that value leaves its cluster.
-    A cluster left empty by that (it gave its only value away) takes the centroid of the
-    largest cluster, as in scikit-learn's ``_average_centers``.
+    A cluster left empty by that (it gave all its values away) takes the mean of the largest
+    cluster (the first of the largest), what scikit-learn's ``_average_centers`` intends.
     """
     xp = B.namespace(x)
     sums = B.scatter_add(xp.zeros_like(old), labels, x)
@@ -268,11 +268,15 @@ def kmeans(w: Any, k: int, init: Any = "linear", max_iter: int = 300, tol: float
     (``tol`` is relative to the variance of the data), or after ``max_iter`` iterations; unless
     the labels converged strictly, they are then recomputed from the final centroids.
 
-    **Empty clusters** are relocated as scikit-learn relocates them: each empty cluster takes one
-    of the values farthest from their centroid (the value leaves its cluster). With one empty
-    cluster at a time the result equals scikit-learn's exactly; with several at once
-    scikit-learn hands out its farthest values in ``argpartition`` order (unspecified), this
-    function the farthest to the lowest-numbered empty cluster, so the two may then differ.
+    **Empty clusters** (a centroid no weight is nearest to, frequent with ``"linear"`` on
+    heavy-tailed weights) are relocated as scikit-learn relocates them: with m clusters empty,
+    the m weights farthest from their centroid leave their clusters, the farthest to the
+    lowest-numbered empty cluster, and each becomes the centroid of its new cluster.
+    scikit-learn picks them with ``argpartition`` (its order among the m is not specified; in
+    the tests it is this one). Where a cluster gives ALL its weights away and is left empty,
+    it takes the centroid (the mean) of the largest cluster; scikit-learn means to do the same
+    (``_average_centers``) but, when the largest cluster has a higher number, copies its
+    not-yet-averaged SUM, so only in that case the two differ.
 
     Parameters
     ----------
