@@ -26,6 +26,7 @@ import torch
 import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mask)
 
 from . import backend as B
+from .compression.weight_sharing import SharedLayer
 from .nn import layers as L
 from .training.loop import batches
 from .validation import check_bool, check_callable, check_choice, check_int, check_number
@@ -221,6 +222,18 @@ def _flatten(layer: L.Flatten) -> torch.nn.Module:
 @register_twin(L.Dropout)
 def _dropout(layer: L.Dropout) -> torch.nn.Module:
     return torch.nn.Dropout(layer.p)
+
+
+@register_twin(SharedLayer, copy_state=False)
+def _shared(layer: SharedLayer) -> torch.nn.Module:
+    """The wrapped layer's twin holding the dense weight ``codebook[indices]`` (for outputs;
+    torch.nn has no shared-weight layer, so training the twin does not keep the sharing)."""
+    twin = torch_module(layer.layer)
+    with torch.no_grad():
+        twin.weight.copy_(torch.as_tensor(B.to_numpy(layer.weight())))
+        if "bias" in layer._params:
+            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
+    return twin
 
 
 # ----------------------------------------------------------------------------- training

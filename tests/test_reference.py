@@ -203,11 +203,34 @@ def test_twin_of_a_pruned_model_uses_torch_prune(be64):
     assert back[0]._params["weight"].mask is not None
 
 
+def test_twin_of_a_shared_weight_layer(be64):
+    from nnopt_lab.compression.weight_sharing import SharedLayer
+    for layer, shape in [(nn.Linear(6, 4, backend=be64), (3, 6)), (nn.Conv2d(2, 3, 3, padding=1, backend=be64),
+                                                                     (2, 2, 5, 5))]:
+        shared = SharedLayer(layer, 4)
+        shared.codebook.data = shared.codebook.data * 1.5           # changed since the last forward
+        twin = torch_twin(nn.Sequential(shared, nn.ReLU()))
+        x = B.randn(*shape, backend=be64)
+        compare(nn.Sequential(shared, nn.ReLU())(x), twin(torch.as_tensor(B.to_numpy(x))).detach(),
+                f"shared {type(layer).__name__} twin", rtol=1e-12, atol=1e-12, quiet=True)
+        assert len(torch.unique(twin[0].weight)) <= 4
+
+
 def test_every_exported_layer_type_has_a_twin():
+    import importlib
+    import pkgutil
+
+    import nnopt_lab
     from nnopt_lab import reference
-    from nnopt_lab.nn import layers
-    kinds = [getattr(layers, n) for n in layers.__all__]
-    kinds = [k for k in kinds if isinstance(k, type) and issubclass(k, nn.Module) and k is not nn.Module]
-    assert len(kinds) >= 10
+    kinds = []
+    for info in pkgutil.walk_packages(nnopt_lab.__path__, "nnopt_lab."):
+        if info.name.startswith(("nnopt_lab.widgets", "nnopt_lab.exercises")):
+            continue
+        module = importlib.import_module(info.name)
+        kinds += [getattr(module, n) for n in getattr(module, "__all__", ())]
+    not_layers = {"Param2D"}         # a point on a 2-D function (chapter 4.3), not a layer of a network
+    kinds = {k for k in kinds if isinstance(k, type) and issubclass(k, nn.Module) and k is not nn.Module
+             and k.__name__ not in not_layers}
+    assert len(kinds) >= 11
     missing = [k.__name__ for k in kinds if not any(c in reference._TWINS for c in k.__mro__)]
     assert not missing, f"layer types without a torch.nn twin (add @register_twin): {missing}"
