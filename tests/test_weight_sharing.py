@@ -132,6 +132,17 @@ def test_relocation_takes_the_farthest_weight():
     assert r.labels.tolist() == [0, 0, 0, 0, 1]
 
 
+def test_a_cluster_that_gives_all_its_weights_away_takes_the_mean_of_the_largest():
+    w = np.array([0.0, 0.1, 0.2, 10.0, 10.2])
+    c0 = np.array([7.0, 0.1, 20.0, 30.0])        # clusters 2 and 3 empty; 0 gives both its weights away
+    r = W.kmeans(w, 4, init=c0, max_iter=1, tol=0.0)
+    assert r.centroids.tolist() == pytest.approx([0.1, 0.1, 10.2, 10.0], abs=1e-15)
+    ref = sklearn_fit(w, c0, max_iter=1, tol=0.0)
+    # scikit-learn 1.9 copies the largest cluster's centred, not yet averaged sum (+ the data mean):
+    # 0.3 - 3 * 4.1 + 4.1 = -7.9; the other three centroids agree
+    assert ref.cluster_centers_[:, 0].tolist() == pytest.approx([-7.9, 0.1, 10.2, 10.0], abs=1e-12)
+
+
 def test_several_empty_clusters_at_once_are_all_filled(backend_name, monkeypatch):
     b = B.get_backend(backend_name, "float64")
     w = weights(200, seed=2)
