@@ -96,6 +96,27 @@ def test_rank_chosen_by_energy(be64, energy, rank):
     assert Fz.rank_for_energy(np.array([4.0, 2.0, 1.0, 0.5]), energy) == rank
 
 
+@pytest.mark.parametrize("values, words", [
+    (np.array([1.0, 2.0]), "decreasing order"),
+    (np.array([2.0, -1.0]), "finite and >= 0"),
+    (np.array([2.0, np.nan]), "finite and >= 0"),
+    (np.zeros(0), "at least one value"),
+])
+def test_singular_values_are_checked(values, words):
+    for call in (lambda: Fz.rank_for_energy(values, 0.5), lambda: Fz.truncation_error(values, 1)):
+        with pytest.raises(ValueError, match=words):
+            call()
+    with pytest.raises(TypeError, match="singular_values must be a numpy array or torch tensor"):
+        Fz.rank_for_energy([3.0, 1.0], 0.5)
+
+
+def test_truncation_error_of_huge_values_does_not_overflow():
+    assert Fz.truncation_error(np.array([1e300, 1e300, 1e300]), 1) == pytest.approx(math.sqrt(2) * 1e300)
+    assert Fz.truncation_error(np.array([[3.0, 1.0], [2.0, 2.0]]), 1) == pytest.approx(math.sqrt(5))
+    with pytest.raises(ValueError, match="rank must be an int in \\[1, 2\\] \\(the number of singular_values\\)"):
+        Fz.truncation_error(np.array([3.0, 1.0]), 3)
+
+
 def test_energy_one_on_a_rank_deficient_matrix_gives_its_rank():
     assert Fz.rank_for_energy(np.array([3.0, 1.0, 0.0, 0.0]), 1.0) == 2
 
@@ -274,6 +295,8 @@ def test_to_depthwise_separable_refuses():
         Fz.depthwise_separable(2, 3, 3, depth_multiplier=0)
     with pytest.raises(TypeError, match="bias"):
         Fz.depthwise_separable(2, 3, 3, bias=1)
+    with pytest.raises(ValueError, match="depth_multiplier=75115985 make .* parameters, more than"):
+        Fz.depthwise_separable(2, 3, 3, depth_multiplier=75115985)
 
 
 # ----------------------------------------------------------------------------- savings

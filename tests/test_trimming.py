@@ -177,6 +177,18 @@ def test_duplicate_groups():
     assert T.duplicate_groups(weight, bias, tol=1e-6) == [[0, 1, 3], [2, 5]]
     with pytest.raises(ValueError, match="tol must be a finite number in \\[0, inf\\), got -1"):
         T.duplicate_groups(weight, bias, tol=-1)
+    with pytest.raises(ValueError, match="bias must have shape \\(6,\\)"):
+        T.duplicate_groups(weight, bias[:3])
+    with pytest.raises(TypeError, match="bias must be on weight's backend"):
+        T.duplicate_groups(weight, torch.as_tensor(bias))
+    with pytest.raises(ValueError, match="weight must have at least one unit"):
+        T.duplicate_groups(weight[:0], bias[:0])
+
+
+def test_duplicate_groups_on_torch_equal_numpy():
+    model = _mlp_with_duplicates(B.get_backend("torch-cpu", "float64"), noise=1e-7)
+    assert T.duplicate_groups(model[0]._params["weight"].data, model[0]._params["bias"].data, 1e-6) == \
+        [[0, 1, 3], [2, 5]]
 
 
 def test_merging_exact_duplicates_keeps_the_outputs(be64):
@@ -234,12 +246,18 @@ def test_remove_layers(be64):
     (4, None, "removing model[4:5] changes the output shape from (1, 4) to (1, 16)"),
     (0, 5, "would leave no layer"),
     (5, None, "start must be an int in [0, 4], got 5"),
-    (2, 2, "stop must be an int in [3, 5], got 2"),
+    (2, 2, "stop must be greater than start=2 (and at most 5), got 2"),
+    (2, 6, "stop must be an int in [3, 5], got 6"),
 ])
 def test_remove_layers_refuses(start, stop, words):
     with pytest.raises(ValueError) as info:
         T.remove_layers(_mlp(B.active()), start, stop, input_shape=(8,))
     assert words in str(info.value)
+
+
+def test_remove_layers_refuses_a_huge_input_shape():
+    with pytest.raises(ValueError, match="input_shape"):
+        T.remove_layers(_mlp(B.active()), 2, input_shape=(2 ** 21, 2 ** 21))
 
 
 def test_removal_damage_is_the_torch_loss_before_and_after(be64):

@@ -30,10 +30,13 @@ from typing import Any, Callable
 from .. import backend as B
 from .. import measure
 from ..nn.layers import Conv2d, Linear, Module, Sequential
-from ..validation import check_bool, check_int, check_number, check_shape
+from ..validation import as_int, check_array, check_bool, check_int, check_number, check_shape
 
 __all__ = ["rank_for_energy", "truncation_error", "low_rank_linear", "spatially_separable",
            "depthwise_separable", "to_depthwise_separable", "Savings", "savings"]
+
+MAX_BLOCK_PARAMETERS = 2 ** 28
+"""Largest depthwise-separable block :func:`depthwise_separable` builds (1 GiB of float32): more is a typo."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -103,6 +106,29 @@ def _choose_rank(s: Any, rank: Any, energy: Any, max_rank: int) -> int:
 
 
 # ----------------------------------------------------------------------------- rank
+def _singular_values(values: Any) -> list[list[float]]:
+    """``values`` (k,) or a stack (..., k) as rows of Python floats: finite, >= 0, decreasing, k >= 1."""
+    check_array("singular_values", values, ndim=range(1, 33), layout="(k,) or (..., k)")
+    if not B.dtype_name(values).startswith(("float", "int", "uint")):
+        raise TypeError(f"singular_values must be real numbers, got dtype {B.dtype_name(values)}")
+    array = B.to_numpy(values)
+    if array.shape[-1] == 0 or 0 in array.shape:
+        raise ValueError(f"singular_values must hold at least one value per row, got shape {tuple(array.shape)}")
+    rows = [[float(v) for v in row] for row in array.reshape(-1, array.shape[-1])]
+    for row in rows:                       # a few numbers per layer: plain Python
+        if not all(math.isfinite(v) and v >= 0.0 for v in row):
+            raise ValueError("singular_values must be finite and >= 0 (as an SVD gives them)")
+        if any(a < b for a, b in zip(row, row[1:])):
+            raise ValueError("singular_values must be in decreasing order (as xp.linalg.svd gives them)")
+    return rows
+
+
+def _squares(row: list[float]) -> list[float]:
+    """σ_i² / σ_max² (scaled, so that 1e300 does not overflow; all 0 for a zero row)."""
+    top = row[0] or 1.0
+    return [(v / top) ** 2 for v in row]
+
+
 def rank_for_energy(singular_values: Any, energy: float) -> int:
     r"""The smallest rank :math:`r` whose singular values keep a fraction ``energy`` of the total.
 
@@ -110,7 +136,7 @@ def rank_for_energy(singular_values: Any, energy: float) -> int:
 
     Parameters
     ----------
-    singular_values : (k,) array, in decreasing order (as ``xp.linalg.svd`` returns them)
+    singular_values : (k,) array, finite, >= 0, in decreasing order (as ``xp.linalg.svd`` returns them)
     energy : float in (0, 1]
         ``1`` keeps every nonzero singular value (a rank-deficient matrix gets its rank).
 
@@ -118,11 +144,9 @@ def rank_for_energy(singular_values: Any, energy: float) -> int:
     -------
     int in [1, k]
     """
+    check_array("singular_values", singular_values, ndim=1, layout="(k,)")
     energy = check_number("energy", energy, 0.0, 1.0, low_open=True)
-    values = [float(v) for v in B.to_numpy(singular_values).reshape(-1)]   # a few numbers: Python floats
-    if not values:
-        raise ValueError("singular_values is empty: there is no rank to choose")
-    squares = [v * v for v in values]
+    squares = _squares(_singular_values(singular_values)[0])
     total = sum(squares)
     kept = 0.0
     for r, square in enumerate(squares, 1):
@@ -138,12 +162,16 @@ def truncation_error(singular_values: Any, rank: int) -> float:
 
     Parameters
     ----------
-    singular_values : (k,) array, or (..., k) for a stack (their errors add in squares)
+    singular_values : (k,) array, or (..., k) for a stack (their errors add in squares);
+        finite, >= 0, decreasing along the last axis
     rank : int in [1, k]
     """
-    values = B.to_numpy(singular_values)
-    rank = check_int("rank", rank, 1, int(values.shape[-1]))
-    return math.sqrt(sum(float(v) ** 2 for v in values[..., rank:].reshape(-1)))
+    rows = _singular_values(singular_values)
+    if as_int(rank) is not None and not 1 <= as_int(rank) <= len(rows[0]):
+        raise ValueError(f"rank must be an int in [1, {len(rows[0])}] (the number of singular_values), got {rank!r}")
+    rank = check_int("rank", rank, 1, len(rows[0]))
+    top = max(row[0] for row in rows) or 1.0
+    return top * math.sqrt(sum((v / top) ** 2 for row in rows for v in row[rank:]))
 
 
 # ----------------------------------------------------------------------------- Linear
@@ -277,6 +305,11 @@ def depthwise_separable(in_channels: int, out_channels: int, kernel_size: int | 
     bias = check_bool("bias", bias)
     kernel_size = check_shape("kernel_size", kernel_size, length=2, low=1)
     inner = in_channels * depth_multiplier
+    count = inner * math.prod(kernel_size) + out_channels * inner
+    if count > MAX_BLOCK_PARAMETERS:
+        raise ValueError(f"in_channels={in_channels}, out_channels={out_channels}, kernel_size={kernel_size} and "
+                         f"depth_multiplier={depth_multiplier} make {count:,} parameters, more than "
+                         f"{MAX_BLOCK_PARAMETERS:,} (2**28): too large for one block")
     return Sequential(Conv2d(in_channels, inner, kernel_size, stride, padding, dilation, groups=in_channels,
                              bias=False, backend=backend),
                       Conv2d(inner, out_channels, 1, bias=bias, backend=backend))

@@ -24,7 +24,8 @@ from typing import Any
 from .. import backend as B
 from ..nn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                          Module, Parameter, ReLU, Sequential, _BatchNorm)
-from ..validation import check_array, check_int, check_number, check_sequence, check_shape
+from ..nn.functional import MAX_ELEMENTS
+from ..validation import as_int, check_array, check_int, check_number, check_sequence, check_shape
 from .factorization import conv_from, linear_from
 
 __all__ = ["fold_batchnorm", "fold_batchnorms", "fuse_linear", "fuse_linears", "duplicate_groups",
@@ -219,18 +220,28 @@ def duplicate_groups(weight: Any, bias: Any | None = None, tol: float = 0.0) -> 
     """
     check_array("weight", weight, 2, "(units, inputs)")
     tol = check_number("tol", tol, 0.0)
+    if 0 in weight.shape:
+        raise ValueError(f"weight must have at least one unit and one input, got shape {tuple(weight.shape)}")
     xp = B.namespace(weight)
-    rows = weight if bias is None else xp.concat([weight, xp.reshape(check_array("bias", bias, 1), (-1, 1))],
-                                                 axis=1)
+    rows = weight
+    if bias is not None:
+        check_array("bias", bias, 1, "(units,)")
+        if not B.same_kind(bias, weight) or bias.dtype != weight.dtype:
+            raise TypeError(f"bias must be on weight's backend and dtype ({B.backend_of(weight).name}, "
+                            f"{B.dtype_name(weight)}), got {B.backend_of(bias).name}, {B.dtype_name(bias)}")
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},) for weight {tuple(weight.shape)}, "
+                             f"got {tuple(bias.shape)}")
+        rows = xp.concat([weight, xp.reshape(bias, (-1, 1))], axis=1)
     if not bool(xp.all(xp.isfinite(rows))):
         raise ValueError("weight and bias must be finite to compare units")
-    gap = xp.max(xp.abs(rows[:, None, :] - rows[None, :, :]), axis=2)   # (units, units)
-    close = B.to_numpy(gap <= tol)
+    close = [B.to_numpy(xp.max(xp.abs(rows - rows[i:i + 1, :]), axis=1) <= tol)   # one row at a time:
+             for i in range(rows.shape[0])]                                         # memory O(units·inputs)
     taken, groups = set(), []
     for i in range(rows.shape[0]):
         if i in taken:
             continue
-        group = [j for j in range(i, rows.shape[0]) if j not in taken and close[i, j]]
+        group = [j for j in range(i, rows.shape[0]) if j not in taken and close[i][j]]
         taken.update(group)
         if len(group) > 1:
             groups.append(group)
@@ -305,6 +316,8 @@ def _chain_shape(model: Sequential, input_shape: tuple, what: str, positions: li
     and the failing layer by its position in the caller's model (``positions[i]``)."""
     params = model.parameters()
     backend = B.backend_of(params[0].data) if params else B.active()
+    if math.prod(input_shape) > MAX_ELEMENTS:
+        raise ValueError(f"input_shape {input_shape} has {math.prod(input_shape)} values, more than 2**40")
     x = backend.zeros((1,) + input_shape)
     was_training = model.training
     model.eval()
@@ -339,6 +352,8 @@ def remove_layers(model: Sequential, start: int, stop: int | None = None, *, inp
     """
     _check_sequential(model)
     start = check_int("start", start, 0, len(model) - 1)
+    if stop is not None and as_int(stop) is not None and as_int(stop) <= start:
+        raise ValueError(f"stop must be greater than start={start} (and at most {len(model)}), got {stop!r}")
     stop = start + 1 if stop is None else check_int("stop", stop, start + 1, len(model))
     input_shape = check_shape("input_shape", input_shape)
     if stop - start == len(model):
