@@ -211,6 +211,30 @@ def test_spatially_separable_backward_equals_torch(be64):
         np.testing.assert_allclose(_np(p.grad), q.grad.numpy(), atol=1e-12, err_msg=name)
 
 
+def test_splits_read_the_masked_weight(be64):
+    layer = nn.Linear(4, 3, backend=be64)
+    mask = np.ones((3, 4))
+    mask[0, 1] = 0
+    layer._params["weight"].mask = B.to_backend(mask, be64)      # not applied: the model uses W * mask
+    split = Fz.low_rank_linear(layer, 3)
+    np.testing.assert_allclose(_w(split[1]) @ _w(split[0]), _w(layer) * mask, atol=1e-13)
+
+
+@pytest.mark.parametrize("split", ["spatial", "depthwise"])
+def test_conv_splits_float32(be32, split):
+    conv = nn.Conv2d(3, 4, 3, padding=1, backend=be32)
+    seq = Fz.spatially_separable(conv, 3) if split == "spatial" else Fz.to_depthwise_separable(conv, 2)
+    assert _w(seq[0]).dtype == np.float32 and _w(seq[1]).dtype == np.float32
+    x = B.randn(2, 3, 6, 6, backend=be32)
+    if split == "spatial":
+        w_hat = _separable_reconstruction(seq)
+    else:
+        p, d = _w(seq[1])[:, :, 0, 0].reshape(4, 3, 2), _w(seq[0])[:, 0].reshape(3, 2, 3, 3)
+        w_hat = np.einsum("ocj,cjuv->ocuv", p, d)
+    ref = torch.nn.functional.conv2d(_torch(x), torch.as_tensor(w_hat), torch.as_tensor(_b(conv)), padding=1)
+    np.testing.assert_allclose(_np(seq(x)), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_spatially_separable_refuses():
     with pytest.raises(ValueError, match="rank must be an int in \\[1, 6\\], got 7"):
         Fz.spatially_separable(nn.Conv2d(2, 3, 3), 7)       # M is (2*3) x (3*3)

@@ -335,9 +335,23 @@ def test_remove_dead_channels_through_bn_pool_and_flatten(be64):
     assert small[5].in_features == 4 * 16                       # channel c -> columns 16c .. 16c + 15
     # 2 channels: 2 x (27 + 1) conv, 2 x 2 BN, 2 x 16 x 8 Linear columns = 316 parameters
     assert measure.count_parameters(model) - measure.count_parameters(small) == 316
+    assert measure.model_bytes(model, None) - measure.model_bytes(small, None) == 316 * 8
+    assert measure.model_bytes(model, "float32") - measure.model_bytes(small, "float32") == 316 * 4
     macs = lambda m: measure.summary(m, (3, 8, 8)).total_macs
     # conv 2 x 64 x 27 MACs, Linear 2 x 16 x 8
     assert macs(model) - macs(small) == 2 * 64 * 27 + 2 * 16 * 8
+
+
+def test_dead_channels_through_pools_of_any_stride(be64):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, backend=be64), nn.ReLU(), nn.MaxPool2d(2, stride=3),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3, backend=be64))
+    w = _np(model[0]._params["weight"].data).copy()
+    w[3] = 0.0
+    model[0]._params["weight"].data = B.to_backend(w, be64)
+    x = B.randn(2, 2, 14, 14, backend=be64)                      # 14 -> 5 -> 2
+    small = T.remove_units(model, 0)
+    assert small[5].in_features == 12
+    _close(small(x), model(x), be64)
 
 
 def test_remove_units_float32(be32):

@@ -85,6 +85,12 @@ def _check_finite(name: str, weight: Any) -> None:
         raise ValueError(f"{name}'s weight holds NaN or inf: its SVD is undefined")
 
 
+def _weight(layer: Module) -> Any:
+    """The weight as the model uses it: pruned entries (``Parameter.mask``) are zero."""
+    p = layer._params["weight"]
+    return p.masked(p.data)
+
+
 def _bias(layer: Module) -> Any | None:
     bias = layer._params.get("bias")
     return None if bias is None else B.copy(bias.data)
@@ -205,7 +211,7 @@ def low_rank_linear(layer: Linear, rank: int | None = None, *, energy: float | N
         New layers on the layer's backend and dtype; ``layer`` is unchanged.
     """
     _check_layer("layer", layer, Linear)
-    weight = layer._params["weight"].data
+    weight = _weight(layer)
     _check_finite("layer", weight)
     u, s, vt = _svd(weight)
     r = _choose_rank(s, rank, energy, min(weight.shape))
@@ -220,7 +226,7 @@ def _check_plain_conv(name: str, conv: Any) -> Conv2d:
     _check_layer(name, conv, Conv2d)
     if conv.groups != 1:
         raise ValueError(f"{name} must be an ordinary convolution (groups=1), got groups={conv.groups}")
-    _check_finite(name, conv._params["weight"].data)
+    _check_finite(name, _weight(conv))
     return conv
 
 
@@ -255,8 +261,8 @@ def spatially_separable(conv: Conv2d, rank: int | None = None, *, energy: float 
     Sequential(Conv2d(C_in, R, (k_h, 1), bias=False), Conv2d(R, C_out, (1, k_w), bias=conv's))
     """
     _check_plain_conv("conv", conv)
-    xp = B.namespace(conv._params["weight"].data)
-    weight = conv._params["weight"].data
+    weight = _weight(conv)
+    xp = B.namespace(weight)
     cout, cin, kh, kw = weight.shape
     matrix = xp.reshape(xp.permute_dims(weight, (1, 2, 0, 3)), (cin * kh, cout * kw))
     u, s, vt = _svd(matrix)
@@ -343,7 +349,7 @@ def to_depthwise_separable(conv: Conv2d, depth_multiplier: int = 1) -> Sequentia
     Sequential(Conv2d(C_in, C_in m, k, groups=C_in, bias=False), Conv2d(C_in m, C_out, 1))
     """
     _check_plain_conv("conv", conv)
-    weight = conv._params["weight"].data
+    weight = _weight(conv)
     xp = B.namespace(weight)
     cout, cin, kh, kw = weight.shape
     m = check_int("depth_multiplier", depth_multiplier, 1, min(cout, kh * kw))

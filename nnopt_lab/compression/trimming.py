@@ -518,8 +518,7 @@ def _constants(model: Sequential, i: int, between: list[int], dead: list[int]) -
     bias = _bias_or_zeros(source)
     xp = B.namespace(bias)
     if isinstance(source, Conv2d):
-        side = math.prod(_pair(model[j].kernel_size)[0] for j in between if isinstance(model[j], _POOLS))
-        width = math.prod(_pair(model[j].kernel_size)[1] for j in between if isinstance(model[j], _POOLS))
+        side, width = _probe_size([model[j] for j in between if isinstance(model[j], _POOLS)])
         probe = xp.reshape(bias, (1, -1, 1, 1)) + xp.zeros((1, bias.shape[0], side, width), dtype=bias.dtype,
                                                           device=B.device(bias))
     else:
@@ -534,6 +533,15 @@ def _constants(model: Sequential, i: int, between: list[int], dead: list[int]) -
 
 def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _probe_size(pools: list) -> tuple[int, int]:
+    """The smallest (H, W) that leaves at least 1 x 1 after ``pools``: need <- (need - 1)·stride + kernel."""
+    need = [1, 1]
+    for pool in reversed(pools):
+        kernel, stride = _pair(pool.kernel_size), _pair(pool.stride)
+        need = [(n - 1) * s + k for n, s, k in zip(need, stride, kernel)]
+    return need[0], need[1]
 
 
 def _keep_rows(p, keep: Any, axis: int):
