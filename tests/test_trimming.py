@@ -389,6 +389,24 @@ def test_remove_channels_equals_torch_pruning(be64, indices, chain):
     _close(ours(x), twin(torch.as_tensor(_np(x))).detach(), be64)
 
 
+@pytest.mark.parametrize("indices", [[0, 7], [3]])
+def test_remove_neurons_equals_torch_pruning(be64, indices):
+    model = nn.Sequential(nn.Linear(6, 8, backend=be64), nn.BatchNorm1d(8, backend=be64), nn.ReLU(),
+                          nn.Linear(8, 3, backend=be64))
+    _randomize_bn(model[1], be64, np.random.default_rng(4))
+    model.eval()
+    ours = T.remove_units(model, 0, indices)
+    twin = torch_twin(model, "float64").eval()
+    graph = tp.DependencyGraph().build_dependency(twin, example_inputs=torch.zeros(2, 6, dtype=torch.float64))
+    graph.get_pruning_group(twin[0], tp.prune_linear_out_channels, idxs=list(indices)).prune()
+    theirs, mine = twin.state_dict(), ours.state_dict()
+    assert {k: tuple(v.shape) for k, v in mine.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    for key in mine:
+        np.testing.assert_array_equal(_np(mine[key]), theirs[key].numpy(), err_msg=key)
+    x = B.randn(4, 6, backend=be64)
+    _close(ours(x), twin(torch.as_tensor(_np(x))).detach(), be64)
+
+
 def test_dead_channel_before_an_unpadded_conv_becomes_its_bias(be64):
     model = _conv_conv(be64, 0)
     _randomize_bn(model[1], be64, np.random.default_rng(3))
