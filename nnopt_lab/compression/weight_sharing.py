@@ -305,8 +305,13 @@ def kmeans(w: Any, k: int, init: Any = "linear", max_iter: int = 300, tol: float
         [1, distinct values], an unknown ``init`` or an ``init`` array of another shape,
         ``max_iter < 1``, ``tol < 0``.
     """
-    x = _as_values("w", w)
-    k = _check_k(k, x)
+    return _kmeans("w", w, k, init, max_iter, tol, generator)
+
+
+def _kmeans(name: str, w: Any, k: Any, init: Any, max_iter: Any, tol: Any, generator) -> KMeansResult:
+    """:func:`kmeans` of the caller's argument ``name`` (the errors name it)."""
+    x = _as_values(name, w)
+    k = _check_k(k, x, name)
     max_iter = check_int("max_iter", max_iter, low=1)
     tol = check_number("tol", tol, 0.0)
     check_generator("generator", generator)
@@ -450,7 +455,7 @@ class SharedLayer(Module):
         if weight.mask is not None:
             raise ValueError("layer's weight carries a pruning mask: remove the pruned weights first (physical "
                              "removal) or share the masked weights with share_weights and your own codebook")
-        result = kmeans(weight.data, k, init=init, max_iter=max_iter, tol=tol, generator=generator)
+        result = _kmeans("layer's weight", weight.data, k, init, max_iter, tol, generator)
         self._inner = copy.deepcopy(layer)
         self.k = result.centroids.shape[0]
         self.inertia = result.inertia
