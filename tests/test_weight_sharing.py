@@ -372,10 +372,19 @@ def test_shared_layer_state_dict_round_trip_and_bad_indices():
     x = B.randn(4, 12, backend=b)
     assert np.array_equal(other.forward(x), shared.forward(x))
     state = dict(shared.state_dict())
-    state["indices"] = state["indices"].copy()
-    state["indices"][0, 0] = 8
-    with pytest.raises(ValueError, match="indices"):
-        other.load_state_dict(state)
+    for bad in (8, 300, -1):                      # 300 and -1 would wrap into uint8 range if cast first
+        wide = state["indices"].astype(np.int64)
+        wide[0, 0] = bad
+        with pytest.raises(ValueError, match="indices"):
+            other.load_state_dict({**state, "indices": wide})
+    other.load_state_dict({**state, "indices": state["indices"].astype(np.int64)})   # in range: cast, accepted
+    assert other.indices.dtype == np.uint8
+    big = W.SharedLayer(Linear(12, 30, backend=b), 256)
+    state = dict(big.state_dict())
+    wide = state["indices"].astype(np.int64)
+    wide[0, 0] = 256                              # uint8 would hold it as 0: refused before the cast
+    with pytest.raises(ValueError, match=r"\[0, 256\)"):
+        big.load_state_dict({**state, "indices": wide})
 
 
 def test_shared_layer_moves_between_backends():

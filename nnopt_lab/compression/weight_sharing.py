@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,7 @@ def init_centroids(w: Any, k: int, init: str = "linear", generator=None) -> Any:
 def _initial(x: Any, k: int, init: str, generator) -> Any:
     xp = B.namespace(x)
     if init == "linear":
-        return xp.linspace(xp.min(x), xp.max(x), k, dtype=x.dtype, device=B.device(x))
+        return xp.linspace(B.float_of(xp.min(x)), B.float_of(xp.max(x)), k, dtype=x.dtype, device=B.device(x))
     if init == "random":
         lo, hi = B.float_of(xp.min(x)), B.float_of(xp.max(x))
         return B.asarray(generator.uniform(lo, hi, size=k), x)
@@ -457,6 +458,7 @@ class SharedLayer(Module):
                              "removal) or share the masked weights with share_weights and your own codebook")
         result = _kmeans("layer's weight", weight.data, k, init, max_iter, tol, generator)
         self._inner = copy.deepcopy(layer)
+        self._inner._cache = None
         self.k = result.centroids.shape[0]
         self.inertia = result.inertia
         xp = B.namespace(result.labels)
@@ -531,14 +533,17 @@ class SharedLayer(Module):
         return -(-total // 8)
 
     def load_state_dict(self, state):
-        """As :meth:`Module.load_state_dict`; indices outside [0, k) are refused (ValueError)."""
-        super().load_state_dict(state)
-        xp = B.namespace(self._buffers["indices"])
-        idx = xp.astype(self._buffers["indices"], xp.int64)
-        if idx.shape[0] and (int(xp.min(idx)) < 0 or int(xp.max(idx)) >= self.k):
-            raise ValueError(f"state_dict['indices'] must lie in [0, {self.k}) (k = {self.k} centroids), got "
-                             f"values in [{int(xp.min(idx))}, {int(xp.max(idx))}]")
-        return self
+        """As :meth:`Module.load_state_dict`; indices outside [0, k) are refused (ValueError), checked
+        before they are cast to the buffer's dtype (an int64 300 would wrap to a uint8 44)."""
+        indices = state.get("indices") if isinstance(state, Mapping) else None
+        if hasattr(indices, "dtype") and B.dtype_name(indices).startswith(("int", "uint")) and indices.ndim:
+            xp = B.namespace(indices)
+            idx = xp.astype(xp.reshape(indices, (-1,)), xp.int64)
+            low, high = (int(xp.min(idx)), int(xp.max(idx))) if idx.shape[0] else (0, 0)
+            if low < 0 or high >= self.k:
+                raise ValueError(f"state_dict['indices'] must lie in [0, {self.k}) (k = {self.k} centroids), "
+                                 f"got values in [{low}, {high}]")
+        return super().load_state_dict(state)
 
     def to(self, backend):
         """Move codebook, bias and indices (and the wrapped layer) to ``backend``, in place."""
