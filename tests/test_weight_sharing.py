@@ -416,3 +416,11 @@ def test_fine_tuning_the_centroids_with_fit_lowers_the_loss(backend_name):
 def models_with_shared(model, k):
     from nnopt_lab.nn.layers import Sequential
     return Sequential(*[W.SharedLayer(m, k) if isinstance(m, Linear) else m for m in model])
+
+
+def test_one_cluster_is_the_mean_and_its_inertia_n_times_the_variance(be64):
+    w = weights(500, seed=12)
+    r = W.kmeans(B.to_backend(w, be64), 1)
+    assert B.float_of(r.centroids[0]) == pytest.approx(w.mean(), abs=1e-14)
+    assert r.inertia == pytest.approx(w.size * w.var(), rel=1e-12)
+    assert int(B.to_numpy(r.labels).max()) == 0
