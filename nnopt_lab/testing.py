@@ -12,14 +12,15 @@ See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import math
+import os
+from typing import Any, Callable
 
 from . import backend as B
 from .validation import check_bool, check_callable, check_int, check_number
 
-__all__ = ["rel_error", "max_abs_diff", "compare", "numerical_gradient", "gradcheck"]
+__all__ = ["rel_error", "max_abs_diff", "compare", "numerical_gradient", "gradcheck", "claim", "ClaimFailed",
+           "quick_mode"]
 
 
 def _np(name: str, x: Any):
@@ -220,3 +221,69 @@ def gradcheck(forward: Callable[[Any], Any], backward: Callable[[Any], Any], x: 
     if not quiet:
         print(f"✓ {name} passes the gradient check: relative error {err:.1e}")
     return err
+
+
+# ----------------------------------------------------------------------------- claims
+class ClaimFailed(AssertionError):
+    """A sentence of a chapter that its own run contradicts (raised in FULL mode)."""
+
+
+def quick_mode() -> bool:
+    """True when the environment variable ``QUICK`` is set to anything but ``""``/``"0"``."""
+    return os.environ.get("QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def _number_text(value: Any) -> str:
+    number = float(value)
+    return f"{number:.4g}" if number != int(number) or abs(number) >= 1e6 else f"{int(number)}"
+
+
+def claim(text: str, condition: Any, *, quick: bool | None = None, **numbers: Any) -> bool:
+    """Check a sentence of a chapter against the run's numbers and print the verdict.
+
+    Prints ``✓ <text>  (name=value, ...)`` when ``condition`` holds and ``✗ ...`` when it does
+    not. In FULL mode a false claim raises :class:`ClaimFailed`, so the chapter fails; in QUICK
+    mode (small data, few epochs: the numbers are too small to show the trends) it is reported
+    and the run goes on.
+
+    Parameters
+    ----------
+    text : str
+        The sentence, as the chapter states it.
+    condition : bool
+        Whether the run's numbers support it (computed from ``numbers`` by the caller).
+    quick : bool, optional
+        The chapter's ``QUICK`` parameter; ``None`` reads the environment (:func:`quick_mode`).
+    **numbers : float
+        The numbers the claim rests on, printed beside it. A NaN among them makes the claim
+        false: a check never passes on NaN.
+
+    Returns
+    -------
+    bool
+        Whether the claim held.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise TypeError(f"text must be a non-empty str, got {text!r}")
+    quick = quick_mode() if quick is None else check_bool("quick", quick)
+    values = {}
+    for name, value in numbers.items():
+        if getattr(value, "shape", ()) != () or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be a number (printed beside the claim), got {value!r}")
+        try:
+            values[name] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number (printed beside the claim), got {value!r}") from None
+    if getattr(condition, "shape", ()) != ():
+        raise TypeError(f"condition must be one bool, got an array of shape {tuple(condition.shape)}")
+    held = bool(condition) and not any(math.isnan(v) for v in values.values())
+    shown = ", ".join(f"{k}={_number_text(v)}" if math.isfinite(v) else f"{k}={v}" for k, v in values.items())
+    line = f"{'✓' if held else '✗'} {text}" + (f"  ({shown})" if shown else "")
+    if not held and quick:
+        line += "  [QUICK mode: too little data and too few epochs to show this; the FULL run checks it]"
+    print(line)
+    if not held and not quick:
+        raise ClaimFailed(line)
+    return held
