@@ -45,3 +45,18 @@ def be64(backend_name):
 def be32(backend_name):
     """Each backend in float32, for the rtol ~ 1e-4 checks."""
     return B.get_backend(backend_name, "float32")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="also execute every chapter in FULL mode (tests marked 'full'; minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``full`` run only with ``--full`` (``python tasks.py test --full``; CI does)."""
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="FULL-mode chapter run: add --full (python tasks.py test --full)")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
