@@ -279,6 +279,14 @@ def _examples():
         "compression.weight_sharing.share_weights": lambda: dict(w=rand(4, 3), k=3),
         "compression.weight_sharing.compression_ratio": lambda: dict(n=1000, k=16),
         "compression.weight_sharing.SharedLayer": lambda: dict(layer=_model()[0], k=3),
+        "compression.huffman.symbol_counts": lambda: dict(symbols=np.array([1, 2, 2, 3, 3, 3])),
+        "compression.huffman.huffman_code": lambda: dict(counts={1: 1, 2: 2, 3: 3}),
+        "compression.huffman.encode": lambda: dict(symbols=np.array([1, 2, 2, 3]), code={1: "10", 2: "11", 3: "0"}),
+        "compression.huffman.decode": lambda: dict(data=bytes([0b10111100]), code={1: "10", 2: "11", 3: "0"},
+                                                   n_symbols=4),
+        "compression.huffman.entropy": lambda: dict(counts={1: 1, 2: 2, 3: 3}),
+        "compression.huffman.average_length": lambda: dict(code={1: "10", 2: "11", 3: "0"}, counts={1: 1, 2: 2, 3: 3}),
+        "compression.huffman.total_bits": lambda: dict(code={1: "10", 2: "11", 3: "0"}, counts={1: 1, 2: 2, 3: 3}),
         # datasets
         "datasets.load_mnist1d": lambda: dict(num_samples=60, cache_dir=_tmp()),
         "datasets.make_moons": lambda: dict(n=10),
@@ -393,6 +401,7 @@ def _examples():
         "testing.compare": lambda: dict(ours=rand(3), reference=rand(3), name="itself", quiet=True),
         "testing.numerical_gradient": _numerical_gradient_args,
         "testing.gradcheck": _gradcheck_args,
+        "testing.claim": lambda: dict(text="ours is faster", condition=True, quick=True, speedup=1.5),
         # training
         "training.batch_size.throughput": lambda: dict(model_factory=_model, data=_train(), batch_sizes=[2, 4],
                                                        steps=2, warmup=1),
