@@ -47,14 +47,20 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import backend as B
-from ..validation import check_bool, check_choice, check_int, check_number
+from ..nn.layers import Conv2d, Linear, Module
+from ..validation import check_bool, check_choice, check_int, check_number, check_sequence
+from .weight_sharing import SharedLayer, index_bits
 
 __all__ = ["MAX_BITS", "ROUNDINGS", "SCALE_EPS", "integer_range", "code_dtype", "qparams",
            "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize",
-           "quantize_uniform"]
+           "quantize_uniform", "SCHEMES", "SCALE_BITS", "ZERO_POINT_BITS", "FLOAT_BITS", "QuantizedWeight",
+           "quantize_weight", "binarize_weight", "FakeQuantizedModel", "fake_quantize_model", "restore_model",
+           "LayerSize", "SizeReport", "quantized_size"]
 
 MAX_BITS = 16
 """Largest bit width accepted: codes fit int32 and every code is exact in float32."""
@@ -584,3 +590,616 @@ def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "n
                          f"got lo={lo}, hi={hi}")
     _check_no_nan("x", x)
     return _codes(x - lo, inv_scale, 0, 0, qmax, rounding) * scale + lo
+
+
+# ----------------------------------------------------------------------------- weights (chapter 3.1)
+SCHEMES = ("affine", "symmetric", "binary")
+"""Weight quantizers: k-bit affine (unsigned codes, a zero point), k-bit symmetric (signed codes,
+zero point 0), and 1-bit binary :math:`\\operatorname{sign}(w)\\,\\alpha` (XNOR-Net)."""
+
+SCALE_BITS = 32
+"""Bits of one stored scale (or binary :math:`\\alpha`): a float32, as torch stores it."""
+
+ZERO_POINT_BITS = 32
+"""Bits of one stored affine zero point: an int32, what torch's observers return.
+
+Symmetric and binary weights store no zero point (it is 0 by the scheme's definition): 0 bits."""
+
+FLOAT_BITS = 32
+"""Bits of a parameter kept in floating point (biases, BatchNorm, codebook entries): float32."""
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedWeight:
+    r"""A weight stored as integer codes with its scale(s) and zero point(s).
+
+    :math:`\hat w = (w_q - z)\,\Delta` (for ``"binary"``: :math:`\hat w = w_q\,\alpha`, codes ±1),
+    with one :math:`(\Delta, z)` for the tensor or one per channel along ``axis``.
+
+    Attributes
+    ----------
+    codes : integer array, shape ``shape``
+        :func:`code_dtype` of the code range (uint8 affine and int8 symmetric up to 8 bits,
+        int32 beyond); int8 ±1 for binary.
+    scale : float (per tensor) or float32 array of shape (C,) (per channel)
+        Δ, or binary's α; always a float32 number.
+    zero_point : int (per tensor) or int32 array of shape (C,); 0 for symmetric and binary
+    bits : int
+    scheme : {"affine", "symmetric", "binary"}
+    axis : int or None
+        The channel axis (0: output channels), None per tensor.
+    shape : tuple of int
+    dtype : {"float32", "float64"}
+        The float dtype of the weight that was quantized (what :meth:`dequantize` returns).
+
+    ``code_bits``, ``scale_bits``, ``zero_point_bits`` and ``total_bits`` give its exact
+    size: :math:`n\,b` bits of codes, :data:`SCALE_BITS` per scale, :data:`ZERO_POINT_BITS`
+    per affine zero point.
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+
+    codes: Any
+    scale: Any
+    zero_point: Any
+    bits: int
+    scheme: str
+    axis: int | None
+    shape: tuple
+    dtype: str
+
+    def dequantize(self, dtype: str | None = None) -> Any:
+        r"""The real weight the codes stand for, :math:`(w_q - z)\,\Delta`, in ``dtype`` (default: the weight's).
+
+        In float32 equal bit for bit to torch's ``fake_quantize_per_tensor_affine`` /
+        ``fake_quantize_per_channel_affine`` of the original weight; in float64 the exact
+        product of the code and the float32 scale.
+        """
+        dtype = self.dtype if dtype is None else _choice("dtype", dtype, B.DTYPES)
+        if self.scheme != "binary":
+            return dequantize(self.codes, self.scale, self.zero_point, dtype=dtype, axis=self.axis)
+        xp = B.namespace(self.codes)
+        signs = xp.astype(self.codes, getattr(xp, dtype))
+        if self.axis is None:
+            return signs * self.scale                   # a Python float: exact in float32 and float64
+        return signs * xp.astype(_along(self.scale, self.axis, len(self.shape)), getattr(xp, dtype))
+
+    @property
+    def n_weights(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def n_scales(self) -> int:
+        """1 per tensor, C per channel."""
+        return 1 if self.axis is None else self.shape[self.axis]
+
+    @property
+    def code_bits(self) -> int:
+        return self.n_weights * self.bits
+
+    @property
+    def scale_bits(self) -> int:
+        return self.n_scales * SCALE_BITS
+
+    @property
+    def zero_point_bits(self) -> int:
+        return self.n_scales * ZERO_POINT_BITS if self.scheme == "affine" else 0
+
+    @property
+    def total_bits(self) -> int:
+        return self.code_bits + self.scale_bits + self.zero_point_bits
+
+    def __repr__(self) -> str:
+        where = "per tensor" if self.axis is None else f"per channel (axis {self.axis})"
+        return (f"QuantizedWeight({self.scheme}, {self.bits} bits, {where}, shape={self.shape}, "
+                f"codes {B.dtype_name(self.codes)}, {self.total_bits} bits)")
+
+
+def _along(values: Any, axis: int, ndim: int) -> Any:
+    """A (C,) array reshaped to broadcast along ``axis`` of an ``ndim``-d array."""
+    xp = B.namespace(values)
+    return xp.reshape(values, tuple(values.shape[0] if d == axis else 1 for d in range(ndim)))
+
+
+def _weight_bits(bits: Any, scheme: str) -> int:
+    bits = check_int("bits", bits, 1, MAX_BITS)
+    if scheme == "symmetric" and bits < 2:
+        raise ValueError(f"bits must be an int in [2, {MAX_BITS}] for scheme='symmetric' (codes -1, 0, 1 "
+                         f"need 2 bits; for 1 bit use scheme='binary'), got {bits}")
+    if scheme == "binary" and bits != 1:
+        raise ValueError(f"bits must be 1 for scheme='binary' (codes ±1), got {bits}")
+    return bits
+
+
+def _weight_axis(axis: Any, w: Any, per_channel: bool) -> int | None:
+    """The channel axis (non-negative) for per-channel quantization, None per tensor."""
+    ndim = len(w.shape)
+    if ndim == 0:
+        if per_channel:
+            raise ValueError("w must have at least one axis for per_channel=True, got a 0-d array")
+        return None
+    axis = check_int("axis", axis, -ndim, ndim - 1) % ndim
+    return axis if per_channel else None
+
+
+def _check_weight(w: Any) -> None:
+    """w must have entries, all finite and inside the float32 range (scales are float32)."""
+    if math.prod(tuple(w.shape)) == 0:
+        raise ValueError(f"w must have at least one entry, got shape {tuple(w.shape)}")
+    _as_float32("w", w)
+
+
+def _binarize(w: Any, axis: int | None) -> QuantizedWeight:
+    r"""sign(w) (with sign(0) = +1) and α = mean |w|, over the tensor or per channel (float64, then float32)."""
+    xp = B.namespace(w)
+    signs = xp.astype(w >= 0, xp.int8) * 2 - 1
+    magnitude = xp.abs(xp.astype(w, xp.float64))
+    if axis is None:
+        alpha, zero_point = _float32(B.float_of(xp.mean(magnitude))), 0
+    else:
+        others = tuple(d for d in range(len(w.shape)) if d != axis)
+        mean = xp.mean(magnitude, axis=others) if others else magnitude     # 1-D: each entry its channel
+        alpha = xp.astype(mean, xp.float32)
+        zero_point = xp.zeros_like(alpha, dtype=xp.int32)
+    return QuantizedWeight(signs, alpha, zero_point, 1, "binary", axis, tuple(w.shape), B.dtype_name(w))
+
+
+def quantize_weight(w: Any, bits: int, scheme: str = "affine", per_channel: bool = False,
+                    axis: int = 0) -> QuantizedWeight:
+    r"""Quantize a weight to ``bits``-bit codes, with one scale per tensor or per output channel.
+
+    The range is the weight's own min and max (per channel: over every axis but ``axis``),
+    as ``torch.ao.quantization.MinMaxObserver`` / ``PerChannelMinMaxObserver`` record it:
+
+    .. math::
+
+        \Delta, z = \text{qparams}(\min w, \max w), \qquad
+        w_q = \operatorname{clamp}\big(\operatorname{round}(w/\Delta) + z,\, q_{\min}, q_{\max}\big)
+
+    (:func:`qparams`, :func:`quantize`). ``"symmetric"`` uses :math:`z = 0` and signed codes
+    :math:`[-(2^{b-1}-1), 2^{b-1}-1]`; ``"affine"`` unsigned codes :math:`[0, 2^b - 1]`.
+    ``"binary"`` (``bits=1``) is :func:`binarize_weight`.
+
+    Parameters
+    ----------
+    w : float array (float32 or float64), any shape, finite, inside the float32 range
+        E.g. a Linear weight (out, in) or a Conv2d weight (Cout, Cin, kh, kw).
+    bits : int in [1, 16] (symmetric: [2, 16]; binary: 1)
+    scheme : {"affine", "symmetric", "binary"}
+    per_channel : bool
+        One (Δ, z) per entry of ``axis`` (torch's ``per_channel_affine`` /
+        ``per_channel_symmetric``) instead of one for the tensor.
+    axis : int
+        The channel axis, 0 = output channels (torch's ``ch_axis=0`` for weights).
+
+    Returns
+    -------
+    QuantizedWeight
+        Its :meth:`~QuantizedWeight.dequantize` equals, in float32 and bit for bit,
+        torch's observer followed by ``torch.fake_quantize_per_tensor_affine`` (per
+        channel: ``torch.fake_quantize_per_channel_affine``), ties included.
+
+    Raises
+    ------
+    ValueError
+        bits outside 1..16 (or 1 for symmetric, not 1 for binary), an unknown scheme, axis
+        out of range, NaN/inf in ``w`` or values beyond float32, an empty ``w``.
+    TypeError
+        ``w`` not a float numpy array / torch tensor; bits, per_channel of the wrong kind.
+
+    Seed: §2.2.1 / §3.2.1, quantizing the parameters (参数量化).
+    See: chapters/02_3_data_compression.ipynb
+    """
+    xp = _float_array("w", w)
+    scheme = _choice("scheme", scheme, SCHEMES)
+    bits = _weight_bits(bits, scheme)
+    per_channel = check_bool("per_channel", per_channel)
+    axis = _weight_axis(axis, w, per_channel)
+    _check_weight(w)
+    if scheme == "binary":
+        return _binarize(w, axis)
+    symmetric = scheme == "symmetric"
+    qmin, qmax = integer_range(bits, symmetric)
+    try:
+        if axis is None:
+            scale, zero_point = qparams(B.float_of(xp.min(w)), B.float_of(xp.max(w)), bits, symmetric)
+        else:
+            scale, zero_point = qparams_per_channel(*channel_minmax(w, axis), bits, symmetric)
+    except ValueError as error:                          # the range's width overflows float32
+        raise ValueError(f"w's range is too wide for {bits}-bit {scheme} codes: {error}") from None
+    codes = quantize(w, scale, zero_point, qmin, qmax, axis=axis)
+    return QuantizedWeight(codes, scale, zero_point, bits, scheme, axis, tuple(w.shape), B.dtype_name(w))
+
+
+def binarize_weight(w: Any, per_channel: bool = False, axis: int = 0) -> QuantizedWeight:
+    r"""1-bit weight :math:`\hat w = \operatorname{sign}(w)\,\alpha`, :math:`\alpha = \operatorname{mean}|w|` (XNOR-Net).
+
+    For a fixed sign pattern :math:`s \in \{-1, +1\}^n` the scale that minimises
+    :math:`\lVert w - \alpha s \rVert_2^2` is :math:`\alpha^* = \langle w, s\rangle / n`, and
+    with :math:`s = \operatorname{sign}(w)` that is :math:`\frac{1}{n}\sum |w|`
+    (Rastegari et al. 2016, eq. 4). Per channel: one :math:`\alpha_c` = the mean of
+    :math:`|w|` over every axis but ``axis`` (one per output channel for ``axis=0``).
+
+    **sign(0) = +1**, as BinaryConnect's deterministic binarization (Courbariaux et al. 2015,
+    eq. 1) sets it: a code is one bit, so there is no third value 0 (``torch.sign(0)`` is 0,
+    which would make the weight ternary). α is computed in float64 and stored as float32.
+
+    Parameters
+    ----------
+    w : float array, any shape, finite
+    per_channel : bool
+    axis : int, the channel axis (0 = output channels)
+
+    Returns
+    -------
+    QuantizedWeight
+        ``scheme="binary"``, ``bits=1``, codes int8 in {-1, +1}, ``scale`` α, zero point 0.
+
+    Seed: §2.2.1 / §3.2.1, binarized parameters (二值化).
+    See: chapters/02_3_data_compression.ipynb
+    """
+    return quantize_weight(w, 1, "binary", per_channel, axis)
+
+
+# ----------------------------------------------------------------------------- whole models
+def _named_modules(module: Module, prefix: str = "") -> list[tuple[str, Module]]:
+    """(dotted name, module) for ``module`` and every sub-module, torch's ``named_modules`` order."""
+    out = [(prefix, module)]
+    for name, child in module._modules.items():
+        out += _named_modules(child, f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def _label(name: str, module: Module) -> str:
+    """A layer's name in reports: its dotted path, or its class for the top-level model."""
+    return name or type(module).__name__
+
+
+def _weight_key(name: str) -> str:
+    """The state_dict key of a layer's weight: ``"0.weight"`` (``"weight"`` for the model itself)."""
+    return f"{name}.weight" if name else "weight"
+
+
+def _check_model(model: Any) -> Module:
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab.nn Module, got {type(model).__name__}")
+    return model
+
+
+def _chosen_layers(model: Module, layers: Any) -> list[tuple[str, Module]]:
+    """The Linear/Conv2d layers of ``model`` named by ``layers`` (None: all of them)."""
+    available = [(name, m) for name, m in _named_modules(model) if isinstance(m, (Linear, Conv2d))]
+    if not available:
+        raise ValueError(f"model has no Linear or Conv2d layer to quantize, got {type(model).__name__}")
+    if layers is None:
+        return available
+    names = check_sequence("layers", layers)
+    if not names:
+        raise ValueError("layers must name at least one layer (None: every Linear and Conv2d), got []")
+    by_name = dict(available)
+    for name in names:
+        if not isinstance(name, str) or name not in by_name:
+            raise ValueError(f"layers must name Linear or Conv2d layers of the model, one of "
+                             f"{[n for n, _ in available]}, got {name!r}")
+    return [(name, by_name[name]) for name in dict.fromkeys(names)]
+
+
+class FakeQuantizedModel:
+    """What :func:`fake_quantize_model` changed, to undo it: the records and the original weights.
+
+    Attributes
+    ----------
+    model : Module
+    records : dict of str -> QuantizedWeight
+        By the weight's state_dict key (``"0.weight"``); pass to :func:`quantized_size`.
+    originals : dict of str -> array
+        The weights as they were (the arrays themselves, not copies).
+
+    Use :meth:`restore` (or :func:`restore_model`), or a ``with`` block that restores on exit::
+
+        with fake_quantize_model(model, 4) as fq:
+            accuracy = evaluate(model)
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+
+    def __init__(self, model: Module, records: dict, parameters: dict):
+        self.model = model
+        self.records = records
+        self._parameters = parameters
+        self.originals = {key: p.data for key, p in parameters.items()}
+
+    def restore(self) -> Module:
+        """Put the original weights back (exactly the arrays that were there); returns the model."""
+        for key, p in self._parameters.items():
+            p.data = self.originals[key]
+        return self.model
+
+    def __enter__(self) -> "FakeQuantizedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def __repr__(self) -> str:
+        return f"FakeQuantizedModel({len(self.records)} weights: {', '.join(self.records)})"
+
+
+def fake_quantize_model(model: Module, bits: int, scheme: str = "affine", per_channel: bool = False,
+                        layers: Any = None) -> FakeQuantizedModel:
+    r"""Replace the weights of a model's Linear and Conv2d layers by their quantized values, in place.
+
+    Each weight :math:`W` becomes :math:`\hat W` = ``quantize_weight(W, bits, scheme,
+    per_channel, axis=0).dequantize()`` (per channel: one scale per output channel, axis 0
+    of both (out, in) and (Cout, Cin/g, kh, kw)), in the weight's dtype and backend. The
+    model then computes with the values its codes stand for ("fake quantization", as
+    torch.ao's QAT modules and ``torch.ao.quantization.quantize_fx`` simulation do).
+
+    What is left alone, as torch's quantized Linear/Conv2d leave it: biases (kept float32),
+    BatchNorm and other parameters, buffers, and the codebooks of a
+    :class:`~nnopt_lab.compression.weight_sharing.SharedLayer` (its inner layer is not a
+    child module). Every weight is quantized before any is replaced: on an error the
+    model is unchanged.
+
+    Parameters
+    ----------
+    model : Module
+    bits, scheme, per_channel
+        As in :func:`quantize_weight` (scheme ``"binary"`` with ``bits=1``).
+    layers : sequence of str or None
+        Module names (``"0"``, ``"features.3"``) of the Linear/Conv2d layers to quantize;
+        None: every one.
+
+    Returns
+    -------
+    FakeQuantizedModel
+        ``restore()`` (or :func:`restore_model`, or leaving a ``with`` block) puts the
+        original arrays back: the state_dict is then bit for bit the one before.
+
+    Raises
+    ------
+    ValueError
+        No Linear/Conv2d in the model, a name in ``layers`` that is not one, scheme
+        ``"binary"`` on a pruned weight (its zeros would become ±α), or any error of
+        :func:`quantize_weight` (named with the layer).
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    model = _check_model(model)
+    scheme = _choice("scheme", scheme, SCHEMES)
+    bits = _weight_bits(bits, scheme)
+    per_channel = check_bool("per_channel", per_channel)
+    records, parameters = {}, {}
+    for name, layer in _chosen_layers(model, layers):
+        key, weight = _weight_key(name), layer._params["weight"]
+        if scheme == "binary" and weight.mask is not None:
+            raise ValueError(f"{key} carries a pruning mask: binary codes have no 0, so its pruned weights would "
+                             f"become ±alpha; use a uniform scheme (0 stays exactly 0) or remove the pruned weights")
+        try:
+            records[key] = quantize_weight(weight.data, bits, scheme, per_channel, 0)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+        parameters[key] = weight
+    saved = FakeQuantizedModel(model, records, parameters)
+    for key, p in parameters.items():
+        p.data = records[key].dequantize()
+    return saved
+
+
+def restore_model(model: Module, saved: FakeQuantizedModel) -> Module:
+    """Undo :func:`fake_quantize_model`: the original weights back in ``model`` (``saved.restore()``).
+
+    Raises ValueError when ``saved`` was made for another model.
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    model = _check_model(model)
+    if not isinstance(saved, FakeQuantizedModel):
+        raise TypeError(f"saved must be what fake_quantize_model returned, got {type(saved).__name__}")
+    if saved.model is not model:
+        raise ValueError("saved was made by fake_quantize_model for another model")
+    return saved.restore()
+
+
+# ----------------------------------------------------------------------------- size accounting
+@dataclass(frozen=True)
+class LayerSize:
+    r"""One row of :func:`quantized_size`: what one layer stores, in bits.
+
+    ``kind`` is ``"affine"``, ``"symmetric"``, ``"binary"`` (a quantized weight), ``"shared"``
+    (a k-means :class:`~nnopt_lab.compression.weight_sharing.SharedLayer`: codes are the
+    :math:`\lceil\log_2 k\rceil`-bit indices) or ``"float"`` (nothing quantized).
+    ``params`` counts the layer's scalar parameters (weights, biases, ...); ``fp32_bits`` is
+    what they take as float32, ``32 · params``.
+    """
+
+    name: str
+    kind: str
+    params: int
+    bits: int | None
+    code_bits: int
+    scale_bits: int
+    zero_point_bits: int
+    codebook_bits: int
+    float_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return self.code_bits + self.scale_bits + self.zero_point_bits + self.codebook_bits + self.float_bits
+
+    @property
+    def fp32_bits(self) -> int:
+        return self.params * FLOAT_BITS
+
+    @property
+    def ratio(self) -> float:
+        """total_bits / fp32_bits (0.25 would be int8 with nothing else stored)."""
+        return self.total_bits / self.fp32_bits
+
+
+_FIELDS = ("code_bits", "scale_bits", "zero_point_bits", "codebook_bits", "float_bits")
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """Per-layer rows and totals of :func:`quantized_size` (``str(report)`` is a table)."""
+
+    layers: tuple
+
+    def _sum(self, field: str) -> int:
+        return sum(getattr(row, field) for row in self.layers)
+
+    @property
+    def code_bits(self) -> int:
+        return self._sum("code_bits")
+
+    @property
+    def scale_bits(self) -> int:
+        return self._sum("scale_bits")
+
+    @property
+    def zero_point_bits(self) -> int:
+        return self._sum("zero_point_bits")
+
+    @property
+    def codebook_bits(self) -> int:
+        return self._sum("codebook_bits")
+
+    @property
+    def float_bits(self) -> int:
+        return self._sum("float_bits")
+
+    @property
+    def total_bits(self) -> int:
+        return self._sum("total_bits")
+
+    @property
+    def total_bytes(self) -> int:
+        """:math:`\\lceil \\text{total\\_bits} / 8 \\rceil`."""
+        return -(-self.total_bits // 8)
+
+    @property
+    def fp32_bits(self) -> int:
+        return self._sum("fp32_bits")
+
+    @property
+    def ratio(self) -> float:
+        """Size against float32: total_bits / fp32_bits."""
+        return self.total_bits / self.fp32_bits
+
+    def __str__(self) -> str:
+        head = ("layer", "kind", "params", "bits", "codes", "scales", "zero pts", "codebook", "float", "total",
+                "/ fp32")
+        rows = [(r.name, r.kind, r.params, "-" if r.bits is None else r.bits, r.code_bits, r.scale_bits,
+                 r.zero_point_bits, r.codebook_bits, r.float_bits, r.total_bits, f"{r.ratio:.4f}")
+                for r in self.layers]
+        rows.append(("total", "", sum(r.params for r in self.layers), "", self.code_bits, self.scale_bits,
+                     self.zero_point_bits, self.codebook_bits, self.float_bits, self.total_bits,
+                     f"{self.ratio:.4f}"))
+        widths = [max(len(str(x)) for x in column) for column in zip(head, *rows)]
+        lines = ["  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w) for i, (x, w) in enumerate(zip(line, widths)))
+                 for line in [head, *rows]]
+        return "\n".join(lines[:1] + ["-" * len(lines[0])] + lines[1:-1] + ["-" * len(lines[0])] + lines[-1:])
+
+
+def _record_row(name: str, record: QuantizedWeight, float_params: int = 0) -> LayerSize:
+    return LayerSize(name, record.scheme, record.n_weights + float_params, record.bits, record.code_bits,
+                     record.scale_bits, record.zero_point_bits, 0, float_params * FLOAT_BITS)
+
+
+def _shared_row(name: str, layer: SharedLayer) -> LayerSize:
+    """Indices at ceil(log2 k) bits, the codebook and the bias as float32 (SharedLayer.parameter_bytes(32))."""
+    n = math.prod(tuple(layer.indices.shape))
+    bias = math.prod(layer._params["bias"].shape) if "bias" in layer._params else 0
+    return LayerSize(name, "shared", n + bias, index_bits(layer.k), n * index_bits(layer.k), 0, 0,
+                     layer.k * FLOAT_BITS, bias * FLOAT_BITS)
+
+
+def _check_records(records: Any) -> dict:
+    if isinstance(records, FakeQuantizedModel):
+        return records.records
+    if isinstance(records, QuantizedWeight):
+        return {"weight": records}
+    if not isinstance(records, Mapping):
+        raise TypeError(f"records must be a QuantizedWeight, a mapping of them or a FakeQuantizedModel, got "
+                        f"{type(records).__name__}")
+    for key, record in records.items():
+        if not isinstance(record, QuantizedWeight):
+            raise TypeError(f"records[{key!r}] must be a QuantizedWeight, got {type(record).__name__}")
+    return dict(records)
+
+
+def _model_rows(model: Module, records: dict) -> list[LayerSize]:
+    rows, left = [], dict(records)
+    seen = set()
+    for name, module in _named_modules(model):
+        if id(module) in seen or not module._params:
+            continue
+        seen.add(id(module))
+        if isinstance(module, SharedLayer):
+            rows.append(_shared_row(_label(name, module), module))
+            continue
+        key = _weight_key(name)
+        params = {n: math.prod(p.shape) for n, p in module._params.items()}
+        record = left.pop(key, None)
+        if record is None:
+            rows.append(LayerSize(_label(name, module), "float", sum(params.values()), None, 0, 0, 0, 0,
+                                  sum(params.values()) * FLOAT_BITS))
+            continue
+        if record.shape != module._params["weight"].shape:
+            raise ValueError(f"records[{key!r}] has shape {record.shape} but the model's {key} has shape "
+                             f"{module._params['weight'].shape}")
+        rows.append(_record_row(_label(name, module), record, sum(params.values()) - params["weight"]))
+    if left:
+        raise ValueError(f"records name weights the model does not have: {sorted(left)}")
+    return rows
+
+
+def quantized_size(source: Any, records: Any = None) -> SizeReport:
+    r"""Exact storage of a (partly) quantized model, layer by layer, in bits.
+
+    .. math::
+
+        \text{bits} = \underbrace{n\,b}_{\text{codes}}
+        + \underbrace{32\,C}_{\text{scales}} + \underbrace{32\,C\,[\text{affine}]}_{\text{zero points}}
+        + \underbrace{32\,k}_{\text{codebook}} + \underbrace{32\,n_{\text{float}}}_{\text{biases, ...}}
+
+    with n weights at b bits, C = 1 scale per tensor or one per output channel, zero points
+    stored as int32 (:data:`ZERO_POINT_BITS`) for affine weights and not at all for
+    symmetric and binary ones (they are 0), scales and every float parameter as float32.
+    A :class:`~nnopt_lab.compression.weight_sharing.SharedLayer` stores n indices of
+    :math:`\lceil\log_2 k\rceil` bits and a codebook of k float32 values (its
+    ``parameter_bytes(32)``, in bits). Only parameters count (no buffers), as
+    :func:`nnopt_lab.measure.model_bytes`.
+
+    Parameters
+    ----------
+    source : Module, FakeQuantizedModel, QuantizedWeight or mapping of str -> QuantizedWeight
+        A model (its layers without a record are float), what :func:`fake_quantize_model`
+        returned (its model and records), or records alone (only their weights counted).
+    records : FakeQuantizedModel, mapping or None
+        With a model: the records of its quantized weights, by state_dict key ("0.weight").
+
+    Returns
+    -------
+    SizeReport
+        ``layers`` (one :class:`LayerSize` per layer with parameters), the totals
+        (``code_bits``, ``scale_bits``, ``zero_point_bits``, ``codebook_bits``,
+        ``float_bits``, ``total_bits``, ``total_bytes``), ``fp32_bits`` and ``ratio`` (to
+        float32). E.g. Linear(784, 300) at int8 affine per tensor: 784·300·8 + 32 + 32 +
+        300·32 bits (per channel: 784·300·8 + 300·(32 + 32) + 300·32).
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+    if isinstance(source, FakeQuantizedModel):
+        if records is not None:
+            raise ValueError("records must be None when source is a FakeQuantizedModel (it holds its records)")
+        return SizeReport(tuple(_model_rows(source.model, source.records)))
+    if isinstance(source, Module):
+        return SizeReport(tuple(_model_rows(source, {} if records is None else _check_records(records))))
+    if records is not None:
+        raise ValueError("records must be None unless source is a model")
+    rows = [_record_row(key, record) for key, record in _check_records(source).items()]
+    if not rows:
+        raise ValueError("source must hold at least one QuantizedWeight, got an empty mapping")
+    return SizeReport(tuple(rows))
