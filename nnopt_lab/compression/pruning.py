@@ -1,0 +1,656 @@
+r"""Pruning (剪枝, seed §2.2.2, §3.2.2): masks, importance criteria, sparsification and schedules.
+
+A pruned weight is a weight whose :attr:`~nnopt_lab.nn.layers.Parameter.mask` entry is 0: the
+model keeps it at exactly zero through training (optimizers mask gradients and state), and the
+mask travels in ``state_dict`` as ``<name>_mask`` (torch.nn.utils.prune's key).
+
+* **masks from scores** -- :func:`pruned_count` (how many), :func:`select_lowest` (which),
+  :func:`prune_mask` (unstructured), :func:`ln_structured_mask` (whole rows / channels);
+* **torch.nn.utils.prune's pruners**, on a layer's parameter, with torch's masks (ties included)
+  -- :func:`l1_unstructured`, :func:`random_unstructured`, :func:`global_unstructured`,
+  :func:`ln_structured`; :func:`remove_masks` makes the pruning permanent;
+* **importance** (基于重要性) -- magnitude :math:`|w|`, first-order Taylor :math:`|w\,\partial L/\partial w|`
+  (:func:`taylor_scores`), random (the control); **sparsity-based** (基于稀疏性) -- the average
+  percentage of zero activations, :func:`apoz`;
+* **model level** -- :func:`prune` brings layers (or all of them jointly) to a target sparsity;
+  :func:`mask_units` and :func:`remove_pruned_units` turn structured masks into a smaller dense
+  model (:func:`nnopt_lab.compression.trimming.remove_units`); :func:`sparsity`,
+  :func:`sparsity_report` count the zeros;
+* **sparsification** (稀疏化) -- :class:`Penalty` (L1 / L2 added to the gradients inside
+  :func:`~nnopt_lab.training.fit`), :func:`soft_threshold` and :class:`ProximalL1` (exact zeros);
+* **schedules** -- one-shot (:func:`prune`), iterative prune -> fine-tune
+  (:func:`iterative_prune`), gradual (:class:`PolynomialDecay`, :class:`GradualPruning`),
+  per-layer sensitivity (:func:`sensitivity_scan`, :meth:`SensitivityScan.plan`).
+
+How many, and which ties -- the peers differ (``rule=``):
+
+* torch.nn.utils.prune (the default, ``rule="torch"``) removes exactly
+  :math:`k = \mathrm{round}(s\,n)` weights (Python's ``round``: half to even, so 0.5 of 5 is 2)
+  by ``torch.topk``; among equal scores it picks the ones torch's CPU ``topk`` picks (its
+  heap / ``nth_element`` order, reproduced here exactly);
+* MIT EfficientML Lab 1 (``rule="threshold"``) takes the k-th smallest value as a threshold and
+  prunes every weight at or below it (ties at the threshold all go: possibly more than k);
+* tfmot (``rule="keep_ties"``) keeps every weight at or above the (n-k)-th largest (ties all
+  stay: possibly fewer than k pruned; tfmot itself keeps :math:`\mathrm{round}((1-s)\,n)`,
+  which differs from :math:`n - \mathrm{round}(s\,n)` at exact halves);
+* Torch-Pruning removes :math:`C - \lfloor C(1-r) \rfloor` channels (it floors the count kept).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .. import backend as B
+from ..nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Linear, Module, Parameter, ReLU, Sequential
+from ..training.loop import Callback, History, check_xy, evaluate, fit
+from ..training.snapshot import preserved
+from ..validation import (as_float, as_int, check_array, check_bool, check_choice, check_int, check_number,
+                          check_probability, check_sequence)
+
+__all__ = ["RULES", "CRITERIA", "pruned_count", "select_lowest", "prune_mask", "ln_structured_mask", "prunable",
+           "l1_unstructured", "random_unstructured", "global_unstructured", "ln_structured", "remove_masks",
+           "prune", "taylor_scores", "apoz", "mask_units", "remove_pruned_units", "sparsity", "sparsity_report",
+           "LayerSparsity", "SparsityReport", "Penalty", "soft_threshold", "ProximalL1", "PolynomialDecay",
+           "GradualPruning", "iterative_prune", "PruningRound", "sensitivity_scan", "SensitivityScan"]
+
+#: How ties at the pruning threshold are resolved (see the module docstring).
+RULES = ("torch", "threshold", "keep_ties")
+#: The criteria :func:`prune` knows by name (or pass a dict of score arrays, e.g. :func:`taylor_scores`).
+CRITERIA = ("magnitude", "random")
+
+
+# ----------------------------------------------------------------------------- how many
+def pruned_count(amount: Any, n: int, name: str = "amount") -> int:
+    r"""The number of entries to prune out of ``n``, by torch.nn.utils.prune's rule.
+
+    .. math:: k = \begin{cases} \text{amount} & \text{an int in } [0, n] \\
+              \mathrm{round}(\text{amount} \cdot n) & \text{a fraction in } [0, 1) \end{cases}
+
+    ``round`` is Python's (half to even): ``pruned_count(0.5, 5) == 2``, ``pruned_count(0.5, 7) == 4``.
+
+    Parameters
+    ----------
+    amount : int in [0, n] or float in [0, 1)
+        numpy / torch scalars are accepted; bool is not.
+    n : int >= 0
+        The number of entries that can be pruned.
+    name : str
+        The caller's name for ``amount`` in error messages.
+
+    Raises
+    ------
+    TypeError
+        When ``amount`` is not a number.
+    ValueError
+        For a fraction outside [0, 1), a negative int or an int above ``n``.
+    """
+    n = check_int("n", n, low=0)
+    count = as_int(amount)
+    if count is not None:
+        if not 0 <= count <= n:
+            raise ValueError(f"{name} must be an int in [0, {n}] (the number of weights that can be pruned) "
+                             f"or a fraction in [0, 1), got {amount!r}")
+        return count
+    if as_float(amount) is None:
+        raise TypeError(f"{name} must be a fraction in [0, 1) or an int count, got {amount!r}")
+    return round(check_number(name, amount, 0.0, 1.0, high_open=True) * n)
+
+
+# ----------------------------------------------------------------------------- torch.topk's choice among ties
+# torch.topk on the CPU (aten/src/ATen/native/cpu/SortingKernel / TopKImpl.h) fills a queue of
+# (value, index) pairs and selects with libstdc++'s heap functions (k * 64 <= n) or std::nth_element
+# (otherwise); which of several equal values it returns is fixed by those algorithms. The functions
+# below follow them step by step on (value, index) pairs with "a is better than b" = a[0] < b[0].
+
+def _push_heap(h: list, hole: int, top: int, value: tuple) -> None:
+    parent = (hole - 1) // 2
+    while hole > top and h[parent][0] < value[0]:
+        h[hole] = h[parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    h[hole] = value
+
+
+def _adjust_heap(h: list, first: int, hole: int, length: int, value: tuple) -> None:
+    """libstdc++'s __adjust_heap on h[first:first + length] (indices relative to ``first``)."""
+    top, child = hole, hole
+    while child < (length - 1) // 2:
+        child = 2 * (child + 1)
+        if h[first + child][0] < h[first + child - 1][0]:
+            child -= 1
+        h[first + hole] = h[first + child]
+        hole = child
+    if length % 2 == 0 and child == (length - 2) // 2:
+        child = 2 * (child + 1)
+        h[first + hole] = h[first + child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and h[first + parent][0] < value[0]:
+        h[first + hole] = h[first + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    h[first + hole] = value
+
+
+def _make_heap(h: list, first: int, last: int) -> None:
+    length = last - first
+    if length < 2:
+        return
+    parent = (length - 2) // 2
+    while True:
+        _adjust_heap(h, first, parent, length, h[first + parent])
+        if parent == 0:
+            return
+        parent -= 1
+
+
+def _heap_path(pairs: list, k: int) -> list:
+    """torch's selection for k * 64 <= n: a heap of the first k, replaced by each better newcomer."""
+    heap = pairs[:k]
+    _make_heap(heap, 0, k)
+    for item in pairs[k:]:
+        if item[0] < heap[0][0]:
+            if k > 1:                                   # std::pop_heap: the front to the back, re-heap
+                value, heap[k - 1] = heap[k - 1], heap[0]
+                _adjust_heap(heap, 0, 0, k - 1, value)
+            heap[k - 1] = item
+            _push_heap(heap, k - 1, 0, item)            # std::push_heap
+    return heap
+
+
+def _insertion_sort(a: list, first: int, last: int) -> None:
+    for i in range(first + 1, last):
+        value = a[i]
+        if value[0] < a[first][0]:
+            a[first + 1:i + 1] = a[first:i]
+            a[first] = value
+        else:
+            j = i
+            while value[0] < a[j - 1][0]:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = value
+
+
+def _median_to_first(a: list, result: int, x: int, y: int, z: int) -> None:
+    if a[x][0] < a[y][0]:
+        pick = y if a[y][0] < a[z][0] else z if a[x][0] < a[z][0] else x
+    elif a[x][0] < a[z][0]:
+        pick = x
+    elif a[y][0] < a[z][0]:
+        pick = z
+    else:
+        pick = y
+    a[result], a[pick] = a[pick], a[result]
+
+
+def _partition(a: list, first: int, last: int) -> int:
+    """libstdc++'s __unguarded_partition_pivot: median of three to ``first``, Hoare partition after it."""
+    _median_to_first(a, first, first + 1, first + (last - first) // 2, last - 1)
+    pivot, lo, hi = a[first][0], first + 1, last
+    while True:
+        while a[lo][0] < pivot:
+            lo += 1
+        hi -= 1
+        while pivot < a[hi][0]:
+            hi -= 1
+        if not lo < hi:
+            return lo
+        a[lo], a[hi] = a[hi], a[lo]
+        lo += 1
+
+
+def _nth_element_path(pairs: list, k: int) -> list:
+    """torch's selection for k * 64 > n: std::nth_element (introselect) at position k - 1."""
+    a, nth = list(pairs), k - 1
+    first, last = 0, len(a)
+    depth = 2 * (len(a).bit_length() - 1)
+    while last - first > 3:
+        if depth == 0:                                  # std::__heap_select, then the nth to its place
+            _make_heap(a, first, nth + 1)
+            for i in range(nth + 1, last):
+                if a[i][0] < a[first][0]:
+                    value, a[i] = a[i], a[first]
+                    _adjust_heap(a, first, 0, nth + 1 - first, value)
+            a[first], a[nth] = a[nth], a[first]
+            return a[:k]
+        depth -= 1
+        cut = _partition(a, first, last)
+        if cut <= nth:
+            first = cut
+        else:
+            last = cut
+    _insertion_sort(a, first, last)
+    return a[:k]
+
+
+def _torch_topk_positions(values: list, k: int) -> list[int]:
+    """The positions of the k smallest of ``values`` (Python floats, no NaN) that torch.topk picks."""
+    if k == 0:
+        return []
+    pairs = [(v, i) for i, v in enumerate(values)]
+    chosen = _heap_path(pairs, k) if k * 64 <= len(values) else _nth_element_path(pairs, k)
+    return sorted(i for _, i in chosen)
+
+
+# ----------------------------------------------------------------------------- which
+def _check_scores(name: str, scores: Any) -> Any:
+    check_array(name, scores)
+    if not B.dtype_name(scores).startswith(("float", "int", "uint", "bfloat")):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {B.dtype_name(scores)}")
+    xp = B.namespace(scores)
+    if B.dtype_name(scores).startswith(("float", "bfloat")) and bool(xp.any(xp.isnan(scores))):
+        raise ValueError(f"{name} holds NaN: a NaN score has no rank (check the weights and gradients)")
+    return scores
+
+
+def _select(values: Any, k: int, rule: str) -> Any:
+    """Boolean array over the 1-D ``values``: True for the entries to prune (the k lowest by ``rule``)."""
+    xp = B.namespace(values)
+    n = values.shape[0]
+    if k == 0:
+        return xp.zeros((n,), dtype=xp.bool, device=B.device(values))
+    if k == n:
+        return xp.ones((n,), dtype=xp.bool, device=B.device(values))
+    ordered = xp.sort(values)
+    kth, after = ordered[k - 1], ordered[k]
+    if rule == "threshold":
+        return values <= kth
+    if rule == "keep_ties":
+        return values < after
+    if not bool(kth == after):                       # no tie across the cut: the k lowest are unique
+        return values <= kth
+    chosen = _torch_topk_positions([float(v) for v in B.to_numpy(values).tolist()], k)
+    out = xp.zeros((n,), dtype=xp.bool, device=B.device(values))
+    out[xp.asarray(chosen, dtype=xp.int64, device=B.device(values))] = True
+    return out
+
+
+def select_lowest(scores: Any, amount: Any, *, rule: str = "torch") -> list[int]:
+    r"""Indices of the entries of the 1-D ``scores`` to prune: the ``amount`` lowest.
+
+    With ``rule="torch"`` these are exactly the indices of
+    ``torch.topk(scores, k, largest=False)`` on the CPU, :math:`k` = :func:`pruned_count`,
+    ties included. ``rule="threshold"`` (MIT Lab 1) prunes every entry at or below the k-th
+    smallest; ``rule="keep_ties"`` (tfmot) every entry below the (k+1)-th smallest.
+
+    Parameters
+    ----------
+    scores : (n,) array, no NaN
+    amount : int in [0, n] or float in [0, 1)
+    rule : {"torch", "threshold", "keep_ties"}
+
+    Returns
+    -------
+    list of int, increasing.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    _check_scores("scores", scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
+    rule = check_choice("rule", rule, RULES)
+    chosen = _select(scores, pruned_count(amount, scores.shape[0]), rule)
+    xp = B.namespace(scores)
+    return [int(i) for i in B.to_numpy(xp.nonzero(chosen)[0]).tolist()]
+
+
+def _check_mask_for(mask: Any, like: Any, name: str = "mask") -> Any:
+    """A 0/1 mask of ``like``'s shape (None: all ones), as a bool array on ``like``'s backend."""
+    xp = B.namespace(like)
+    if mask is None:
+        return xp.ones(tuple(like.shape), dtype=xp.bool, device=B.device(like))
+    probe = Parameter(B.copy(like) if B.dtype_name(like).startswith("float") else xp.astype(like, xp.float64))
+    probe.mask = mask                                # the Parameter's checks: shape, 0s and 1s, backend
+    return probe.mask != 0
+
+
+def _float_like(x: Any) -> Any:
+    xp = B.namespace(x)
+    return x if B.dtype_name(x).startswith("float") else xp.astype(x, xp.float64)
+
+
+def prune_mask(scores: Any, amount: Any, *, mask: Any = None, rule: str = "torch") -> Any:
+    r"""Unstructured mask: prune the ``amount`` lowest ``scores`` among the entries ``mask`` keeps.
+
+    As torch.nn.utils.prune composes pruners, the amount applies to the entries still alive:
+    :math:`k` = :func:`pruned_count` ``(amount, n_alive)``; 0.5 then 0.5 leaves 25 %. Equal to
+    ``prune.l1_unstructured`` for ``scores = |W|`` (and ``random_unstructured`` for ``scores =
+    -u``, u its uniform draw), ties included with ``rule="torch"``.
+
+    Parameters
+    ----------
+    scores : array of any shape, no NaN
+        Importance: higher is kept (``|W|``, Taylor scores, ...).
+    amount : int in [0, n_alive] or float in [0, 1)
+    mask : array of 0s and 1s of the same shape, optional
+        The current mask (None: nothing pruned yet).
+    rule : {"torch", "threshold", "keep_ties"}
+        How ties at the threshold are broken (module docstring).
+
+    Returns
+    -------
+    array of scores' shape, 1.0 kept / 0.0 pruned, scores' float dtype (float64 for integer scores).
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    _check_scores("scores", scores)
+    rule = check_choice("rule", rule, RULES)
+    alive = _check_mask_for(mask, scores)
+    xp = B.namespace(scores)
+    flat_alive = xp.reshape(alive, (-1,))
+    positions = xp.nonzero(flat_alive)[0]
+    live_scores = xp.reshape(scores, (-1,))[positions]
+    chosen = _select(live_scores, pruned_count(amount, int(positions.shape[0])), rule)
+    out = xp.astype(flat_alive, _float_like(scores).dtype)
+    out[positions[chosen]] = 0
+    return xp.reshape(out, tuple(scores.shape))
+
+
+def _norms(x: Any, n: float, dim: int) -> Any:
+    """:math:`\\|x_c\\|_n` of each slice c along ``dim`` (over all the other axes)."""
+    xp = B.namespace(x)
+    rows = xp.reshape(xp.moveaxis(x, dim, 0), (x.shape[dim], -1))
+    if n == math.inf:
+        return xp.max(xp.abs(rows), axis=1)
+    if n == 1:
+        return xp.sum(xp.abs(rows), axis=1)
+    if n == 2:
+        return xp.sqrt(xp.sum(rows * rows, axis=1))
+    return xp.sum(xp.abs(rows) ** n, axis=1) ** (1.0 / n)
+
+
+def _check_dim(dim: Any, ndim: int) -> int:
+    dim = check_int("dim", dim, low=-ndim, high=ndim - 1)
+    return dim % ndim
+
+
+def ln_structured_mask(weight: Any, amount: Any, n: float = 2, dim: int = 0, *, mask: Any = None) -> Any:
+    r"""Structured mask: prune whole slices along ``dim`` with the smallest :math:`L_n` norm.
+
+    Slice c (a neuron's row for ``dim=0`` of a Linear weight, a filter of a Conv2d weight; an
+    input column for ``dim=1``) has importance
+
+    .. math:: \|W_c\|_n = \Big(\sum_{\text{other axes}} |W_c|^n\Big)^{1/n};
+
+    the :math:`C - k` slices with the largest norms are kept (``torch.topk(norms, C - k)``,
+    ties as torch), :math:`k` = :func:`pruned_count` ``(amount, C)`` counting only slices that
+    ``mask`` still keeps (any live entry). Equal to ``torch.nn.utils.prune.ln_structured`` on
+    the same weight; torch reads the norms from ``weight_orig`` (values before masking) --
+    pass those as ``weight`` to match it after an earlier unstructured pruning.
+
+    Parameters
+    ----------
+    weight : array with >= 2 axes, no NaN
+    amount : int in [0, C] or float in [0, 1)
+    n : float > 0 or inf
+        1 (L1), 2 (L2), ...
+    dim : int in [-ndim, ndim)
+    mask : current 0/1 mask of weight's shape, optional
+
+    Returns
+    -------
+    array of weight's shape and float dtype, 1.0 kept / 0.0 pruned.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    _check_scores("weight", weight)
+    if weight.ndim < 2:
+        raise ValueError(f"weight must have at least 2 axes for structured pruning (rows, channels), "
+                         f"got shape {tuple(weight.shape)}")
+    n = check_number("n", n, 0.0, low_open=True, finite=False)
+    dim = _check_dim(dim, weight.ndim)
+    weight = _float_like(weight)
+    xp = B.namespace(weight)
+    alive = _check_mask_for(mask, weight)
+    out = xp.astype(alive, weight.dtype)
+    live_rows = xp.any(xp.reshape(xp.moveaxis(alive, dim, 0), (weight.shape[dim], -1)), axis=1)
+    channels = xp.nonzero(live_rows)[0]
+    count = pruned_count(amount, int(channels.shape[0]))
+    if count == 0:
+        return out
+    norms = _norms(xp.take(weight, channels, axis=dim), n, dim)
+    kept = _select(-norms, int(channels.shape[0]) - count, "torch")     # torch.topk(norms, C - k, largest=True)
+    shape = [1] * weight.ndim
+    shape[dim] = weight.shape[dim]
+    rows = xp.ones((weight.shape[dim],), dtype=weight.dtype, device=B.device(weight))
+    rows[channels[~kept]] = 0
+    return out * xp.reshape(rows, tuple(shape))
+
+
+# ----------------------------------------------------------------------------- the parameters that prune
+def _named_modules(module: Module, prefix: str = ""):
+    yield prefix, module
+    for name, child in module._modules.items():
+        yield from _named_modules(child, prefix + name + ".")
+
+
+def prunable(model: Module) -> "OrderedDict[str, Parameter]":
+    """The weights that pruning acts on: ``{"0.weight": Parameter, ...}`` of every Linear and Conv2d.
+
+    Biases and BatchNorm parameters are left alone (as in Han et al. 2015 and MIT Lab 1).
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is not an nnopt_lab Module.
+    ValueError
+        When it holds no Linear or Conv2d (nothing to prune).
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
+    out = OrderedDict((prefix + "weight", m._params["weight"]) for prefix, m in _named_modules(model)
+                      if isinstance(m, (Linear, Conv2d)))
+    if not out:
+        raise ValueError(f"model has no Linear or Conv2d weights to prune ({type(model).__name__})")
+    return out
+
+
+def _parameter(layer: Any, name: str, what: str = "layer") -> Parameter:
+    """``layer``'s parameter ``name`` (a Parameter itself is taken as it is)."""
+    if isinstance(layer, Parameter):
+        return layer
+    if not isinstance(layer, Module):
+        raise TypeError(f"{what} must be an nnopt_lab Module or Parameter, got {type(layer).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (a parameter's name, e.g. 'weight'), got {name!r}")
+    if name not in layer._params:
+        have = sorted(layer._params) or "no parameters"
+        raise ValueError(f"{what} ({type(layer).__name__}) has no parameter {name!r} to prune (it has {have})")
+    return layer._params[name]
+
+
+def _set_mask(p: Parameter, mask: Any) -> Any:
+    p.mask = mask
+    p.apply_mask()
+    return p.mask
+
+
+def _effective(p: Parameter) -> Any:
+    """The weight as the model uses it (pruned entries zero)."""
+    return p.masked(p.data)
+
+
+# ----------------------------------------------------------------------------- torch.nn.utils.prune's pruners
+def l1_unstructured(layer: Module | Parameter, amount: Any, name: str = "weight", *, rule: str = "torch") -> Any:
+    r"""Prune the ``amount`` smallest :math:`|w|` of ``layer.<name>`` (torch.nn.utils.prune.l1_unstructured).
+
+    Sets the parameter's mask (1 kept, 0 pruned) and zeroes the pruned weights. A second call
+    prunes ``amount`` of the weights still alive (torch's composition: 0.5 then 0.5 -> 75 %).
+
+    Parameters
+    ----------
+    layer : Module or Parameter
+    amount : int count or float in [0, 1)
+    name : str, the parameter (default "weight")
+    rule : {"torch", "threshold", "keep_ties"} (module docstring)
+
+    Returns
+    -------
+    The new mask (the parameter's own array).
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    p = _parameter(layer, name)
+    xp = B.namespace(p.data)
+    return _set_mask(p, prune_mask(xp.abs(p.data), amount, mask=p.mask, rule=rule))
+
+
+def _uniform_like(x: Any, generator=None) -> Any:
+    """Uniform [0, 1) numbers of x's shape from ``generator`` (default the project's), on x's backend."""
+    if generator is not None and not hasattr(generator, "bit_generator"):
+        raise TypeError(f"generator must be a numpy Generator (nnopt_lab.backend.generator(seed)) or None, "
+                        f"got {type(generator).__name__}")
+    draws = (generator or B.rng()).random(tuple(x.shape))
+    return B.to_backend(draws, B.backend_of(x), dtype=B.dtype_name(_float_like(x)))
+
+
+def random_unstructured(layer: Module | Parameter, amount: Any, name: str = "weight", *, scores: Any = None,
+                        generator=None) -> Any:
+    r"""Prune ``amount`` weights at random, the control of every criterion (torch's random_unstructured).
+
+    torch draws :math:`u \sim U[0, 1)` per weight (``torch.rand_like``) and prunes the
+    :math:`k` largest :math:`u`; so does this function, drawing from ``generator`` (default
+    the project's :func:`nnopt_lab.backend.rng`) unless ``scores`` gives the draw -- pass
+    torch's to get torch's mask exactly.
+
+    Parameters
+    ----------
+    layer : Module or Parameter
+    amount : int count or float in [0, 1) (of the weights still alive)
+    name : str
+    scores : array of the weight's shape, optional
+        The uniform draw :math:`u` (the largest are pruned).
+    generator : numpy Generator, optional
+
+    Returns
+    -------
+    The new mask.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    p = _parameter(layer, name)
+    u = _uniform_like(p.data, generator) if scores is None else _check_scores("scores", scores)
+    if tuple(u.shape) != p.shape:
+        raise ValueError(f"scores must have the weight's shape {p.shape}, got {tuple(u.shape)}")
+    return _set_mask(p, prune_mask(-_float_like(u), amount, mask=p.mask))
+
+
+def _targets(layers: Any) -> list[Parameter]:
+    items = check_sequence("layers", layers)
+    if not items:
+        raise ValueError("layers is empty: there is nothing to prune")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, tuple) and len(item) == 2:
+            out.append(_parameter(item[0], item[1], f"layers[{i}]"))
+        else:
+            out.append(_parameter(item, "weight", f"layers[{i}]"))
+    return out
+
+
+def global_unstructured(layers: Iterable, amount: Any, *, scores: Any = None, rule: str = "torch") -> list:
+    r"""Prune the ``amount`` lowest scores over several parameters together: one threshold across layers.
+
+    torch.nn.utils.prune.global_unstructured with ``L1Unstructured``: the scores of all the
+    parameters (default :math:`|w|`) are concatenated in order, flattened, and the lowest
+    :math:`k` = :func:`pruned_count` ``(amount, n_alive)`` are pruned, so a layer with small
+    weights loses more than one with large weights.
+
+    Parameters
+    ----------
+    layers : sequence of Module (its "weight"), (Module, name) pairs or Parameters
+    amount : int count or float in [0, 1)
+    scores : sequence of arrays, one per entry of ``layers``, optional (default |w|)
+    rule : {"torch", "threshold", "keep_ties"}
+
+    Returns
+    -------
+    list of the new masks, one per parameter.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    params = _targets(layers)
+    if scores is None:
+        scores = [B.namespace(p.data).abs(_effective(p)) for p in params]
+    scores = check_sequence("scores", scores)
+    if len(scores) != len(params):
+        raise ValueError(f"scores must hold one array per parameter ({len(params)}), got {len(scores)}")
+    for i, (s, p) in enumerate(zip(scores, params)):
+        _check_scores(f"scores[{i}]", s)
+        if tuple(s.shape) != p.shape:
+            raise ValueError(f"scores[{i}] must have the shape of its parameter {p.shape}, got {tuple(s.shape)}")
+    xp = B.namespace(params[0].data)
+    flat = xp.concat([xp.reshape(_float_like(s), (-1,)) for s in scores])
+    masks = [xp.reshape(_check_mask_for(p.mask, p.data), (-1,)) for p in params]
+    joint = prune_mask(flat, amount, mask=xp.astype(xp.concat(masks), flat.dtype), rule=rule)
+    out, start = [], 0
+    for p in params:
+        size = math.prod(p.shape)
+        out.append(_set_mask(p, xp.reshape(joint[start:start + size], p.shape)))
+        start += size
+    return out
+
+
+def ln_structured(layer: Module | Parameter, amount: Any, n: float = 2, dim: int = 0, name: str = "weight", *,
+                  bias: bool = False) -> Any:
+    r"""Prune whole rows / channels of ``layer.<name>`` by their :math:`L_n` norm (torch's ln_structured).
+
+    ``dim=0`` prunes output units (Linear rows, Conv2d filters): what
+    :func:`remove_pruned_units` then removes physically. See :func:`ln_structured_mask`.
+
+    Parameters
+    ----------
+    layer : Module or Parameter
+    amount : int count or float in [0, 1) of the slices still alive
+    n : float > 0 or inf
+    dim : int
+    name : str
+    bias : bool
+        Also mask the bias of the pruned output units (``dim=0`` only). torch leaves the bias
+        (a pruned unit still emits it, a constant); Torch-Pruning removes it with the channel.
+
+    Returns
+    -------
+    The new mask.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    p = _parameter(layer, name)
+    bias = check_bool("bias", bias)
+    mask = _set_mask(p, ln_structured_mask(p.data, amount, n, dim, mask=p.mask))
+    if bias:
+        _mask_bias(layer, mask, dim)
+    return mask
+
+
+def _mask_bias(layer: Any, mask: Any, dim: int) -> None:
+    if _check_dim(dim, mask.ndim) != 0:
+        raise ValueError(f"bias=True needs dim=0 (output units), got dim={dim}")
+    if not isinstance(layer, Module) or "bias" not in layer._params:
+        return
+    xp = B.namespace(mask)
+    live = xp.any(xp.reshape(mask, (mask.shape[0], -1)) != 0, axis=1)
+    b = layer._params["bias"]
+    old = _check_mask_for(b.mask, b.data)
+    _set_mask(b, xp.astype(old & live, b.data.dtype))
+
+
+def remove_masks(model: Module) -> Module:
+    """Make the pruning permanent (torch's ``prune.remove``): zero the pruned weights, drop the masks.
+
+    Afterwards the zeros are ordinary values: training may move them again.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
+    for p in model.parameters():
+        p.apply_mask()
+        p.mask = None
+    return model
