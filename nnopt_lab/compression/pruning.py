@@ -654,3 +654,369 @@ def remove_masks(model: Module) -> Module:
         p.apply_mask()
         p.mask = None
     return model
+
+
+# ----------------------------------------------------------------------------- model level
+def _pruned_entries(p: Parameter) -> int:
+    return 0 if p.mask is None else int(B.namespace(p.mask).count_nonzero(p.mask == 0))
+
+
+def _criterion_scores(criterion: Any, name: str, p: Parameter) -> Any:
+    """Scores of parameter ``name`` (higher is kept) for a criterion name or a dict of score arrays."""
+    if isinstance(criterion, Mapping):
+        if name not in criterion:
+            raise ValueError(f"criterion (a dict of scores) has no entry for {name!r}; it has {sorted(criterion)}")
+        s = _check_scores(f"criterion[{name!r}]", criterion[name])
+        if tuple(s.shape) != p.shape:
+            raise ValueError(f"criterion[{name!r}] must have the weight's shape {p.shape}, got {tuple(s.shape)}")
+        return _float_like(s)
+    if criterion == "magnitude":
+        return B.namespace(p.data).abs(_effective(p))
+    return -_uniform_like(p.data)                 # random: the largest draws go, as in torch
+
+
+def _check_criterion(criterion: Any) -> Any:
+    if isinstance(criterion, Mapping):
+        return criterion
+    if not isinstance(criterion, str):
+        raise TypeError(f"criterion must be one of {CRITERIA} or a dict {{name: scores}} (e.g. taylor_scores), "
+                        f"got {type(criterion).__name__}")
+    return check_choice("criterion", criterion, CRITERIA)
+
+
+def _plan(model: Module, sparsity: Any, layers: Any) -> "OrderedDict[str, tuple[Parameter, float]]":
+    """{name: (parameter, target sparsity)} of the layers :func:`prune` acts on."""
+    weights = prunable(model)
+    if isinstance(sparsity, Mapping):
+        if layers is not None:
+            raise ValueError("give layers or a dict of sparsities, not both (the dict names its layers)")
+        unknown = sorted(set(sparsity) - set(weights))
+        if unknown:
+            raise ValueError(f"sparsity names layers the model does not have: {unknown}; prunable: {list(weights)}")
+        return OrderedDict((k, (weights[k], check_probability(f"sparsity[{k!r}]", v, high_open=True)))
+                           for k, v in sparsity.items())
+    s = check_probability("sparsity", sparsity, high_open=True)
+    names = list(weights) if layers is None else [str(x) for x in check_sequence("layers", layers)]
+    missing = sorted(set(names) - set(weights))
+    if missing:
+        raise ValueError(f"layers names weights the model does not have: {missing}; prunable: {list(weights)}")
+    if not names:
+        raise ValueError("layers is empty: there is nothing to prune")
+    return OrderedDict((k, (weights[k], s)) for k in names)
+
+
+def prune(model: Module, sparsity: Any, *, criterion: Any = "magnitude", scope: str = "layer",
+          rule: str = "torch", layers: Any = None) -> "SparsityReport":
+    r"""One-shot pruning: bring the prunable weights to a target sparsity (fraction of zeros in the mask).
+
+    Unlike torch's pruners, ``sparsity`` is the *total* reached, not a fraction of what is left:
+    a layer of :math:`n` weights ends with :math:`\mathrm{round}(s\,n)` pruned (exactly, with
+    ``rule="torch"``). Pruned weights stay pruned (a lower target prunes nothing more); the new
+    ones are the lowest scores among the weights still alive.
+
+    Parameters
+    ----------
+    model : Module
+    sparsity : float in [0, 1), or dict {weight name: sparsity} (a per-layer plan, e.g.
+        :meth:`SensitivityScan.plan`)
+    criterion : "magnitude" (|w|), "random" (the control), or dict {weight name: scores}
+        (e.g. :func:`taylor_scores`; higher scores are kept)
+    scope : {"layer", "global"}
+        ``"layer"``: every layer reaches ``sparsity``; ``"global"``: one threshold across all of them
+        together (:func:`global_unstructured`), :math:`\mathrm{round}(s \sum n_l)` pruned in total.
+    rule : {"torch", "threshold", "keep_ties"}
+    layers : sequence of weight names (``"0.weight"``), optional (default: every Linear / Conv2d)
+
+    Returns
+    -------
+    SparsityReport of the model afterwards.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    criterion = _check_criterion(criterion)
+    scope = check_choice("scope", scope, ("layer", "global"))
+    rule = check_choice("rule", rule, RULES)
+    plan = _plan(model, sparsity, layers)
+    if scope == "global":
+        if isinstance(sparsity, Mapping):
+            raise ValueError("scope='global' takes one sparsity for all layers, got a dict")
+        params = [p for p, _ in plan.values()]
+        total = sum(math.prod(p.shape) for p in params)
+        extra = round(check_probability("sparsity", sparsity, high_open=True) * total) - sum(map(_pruned_entries, params))
+        if extra > 0:
+            global_unstructured(params, extra, scores=[_criterion_scores(criterion, k, p) for k, (p, _) in plan.items()],
+                                rule=rule)
+    else:
+        for name, (p, s) in plan.items():
+            extra = round(s * math.prod(p.shape)) - _pruned_entries(p)
+            if extra > 0:
+                _set_mask(p, prune_mask(_criterion_scores(criterion, name, p), extra, mask=p.mask, rule=rule))
+    return sparsity_report(model)
+
+
+def taylor_scores(model: Module, data: tuple, *, loss_fn=None, batch_size: int = 256) -> "OrderedDict[str, Any]":
+    r"""First-order Taylor importance of every prunable weight, averaged over the batches of ``data``.
+
+    Removing weight :math:`w` changes the loss by about :math:`-w\,\partial L/\partial w`
+    (Molchanov et al. 2017, 2019); its importance is
+
+    .. math:: S(w) = \frac{1}{B} \sum_{b=1}^{B} \Big| w \,\frac{\partial L_b}{\partial w} \Big|
+
+    over the B batches of ``data`` in order (no shuffling), the model in evaluation mode
+    (dropout off, BatchNorm's running statistics), at the masked weights. The model's mode and
+    gradients are restored afterwards; the weights are not changed.
+
+    Parameters
+    ----------
+    model : Module (a classifier)
+    data : (X (N, ...), y (N,))
+    loss_fn : as in :func:`nnopt_lab.training.fit` (default cross-entropy)
+    batch_size : int >= 1
+
+    Returns
+    -------
+    OrderedDict {weight name: array of its shape} -- pass it as ``prune(..., criterion=scores)``.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    from ..nn.layers import CrossEntropyLoss
+    from ..training.loop import check_loss_fn, compute_loss
+
+    x, y = check_xy("data", data)
+    batch_size = check_int("batch_size", batch_size)
+    if x.shape[0] == 0:
+        raise ValueError("data has no samples: Taylor scores need at least one batch")
+    loss_fn = check_loss_fn(CrossEntropyLoss() if loss_fn is None else loss_fn)
+    weights = prunable(model)
+    xp = B.namespace(x)
+    total = OrderedDict((k, None) for k in weights)
+    count = 0
+    with preserved(model, weights=False):
+        model.eval()
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            loss = compute_loss(loss_fn, model.forward(xb), yb, xb)
+            model.backward(loss_fn.backward(), need_dx=False)
+            for k, p in weights.items():
+                if p.grad is None:
+                    raise ValueError(f"{k} got no gradient from the backward pass: cannot score it")
+                term = xp.abs(_effective(p) * p.masked(p.grad))
+                total[k] = term if total[k] is None else total[k] + term
+            count += 1
+            del loss
+    return OrderedDict((k, v / count) for k, v in total.items())
+
+
+_BEFORE_RELU = (BatchNorm1d, BatchNorm2d, Dropout)
+
+
+def _relu_after(model: Sequential, layer: int) -> int:
+    """The position of the ReLU that follows ``model[layer]`` (through BatchNorm / Dropout)."""
+    for j in range(layer + 1, len(model)):
+        if isinstance(model[j], ReLU):
+            return j
+        if not isinstance(model[j], _BEFORE_RELU):
+            break
+    raise ValueError(f"model[{layer}] ({type(model[layer]).__name__}) is not followed by a ReLU (through "
+                     f"BatchNorm or Dropout only): APoZ counts the zeros a ReLU makes")
+
+
+def _check_layer_index(model: Any, layer: Any) -> int:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be an nnopt_lab Sequential, got {type(model).__name__}")
+    i = check_int("layer", layer, 0, len(model) - 1)
+    if not isinstance(model[i], (Linear, Conv2d)):
+        raise ValueError(f"layer must be the index of a Linear or Conv2d, got {i}: model[{i}] is "
+                         f"{type(model[i]).__name__}")
+    return i
+
+
+def apoz(model: Sequential, x: Any, layer: int, *, batch_size: int = 1024) -> Any:
+    r"""Average Percentage of Zeros (Hu et al. 2016) of each output unit of ``model[layer]``, after its ReLU.
+
+    For unit (neuron or channel) c with post-ReLU outputs :math:`O_c` over N samples and M
+    positions (M = 1 for a Linear, H·W for a Conv2d),
+
+    .. math:: \mathrm{APoZ}_c = \frac{1}{N M} \sum_{i=1}^{N} \sum_{j=1}^{M} [\,O_{c,j}(x_i) = 0\,].
+
+    A unit that is almost always zero contributes little: prune the highest APoZ first
+    (``select_lowest(-apoz(...), amount)``, then :func:`mask_units`). Evaluation mode; the
+    model's mode is restored.
+
+    Parameters
+    ----------
+    model : Sequential
+    x : (N, ...) the calibration inputs
+    layer : int, the index of a Linear or Conv2d followed by a ReLU (BatchNorm / Dropout between allowed)
+    batch_size : int >= 1
+
+    Returns
+    -------
+    (units,) array of fractions in [0, 1], in the float dtype of the activations.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    i = _check_layer_index(model, layer)
+    relu = _relu_after(model, i)
+    check_array("x", x, ndim=range(1, 33))
+    batch_size = check_int("batch_size", batch_size)
+    if x.shape[0] == 0:
+        raise ValueError("x has no samples: APoZ needs a calibration set")
+    zeros, per_unit = None, 0
+    with preserved(model, weights=False, grads=False):
+        model.eval()
+        for start in range(0, x.shape[0], batch_size):
+            out = x[start:start + batch_size]
+            for j in range(relu + 1):
+                out = model[j].forward(out)
+            xp = B.namespace(out)
+            axes = (0,) + tuple(range(2, out.ndim))
+            counts = xp.sum(xp.astype(out == 0, out.dtype), axis=axes)
+            zeros = counts if zeros is None else zeros + counts
+            per_unit += math.prod(out.shape) // out.shape[1]
+    return zeros / per_unit
+
+
+def mask_units(layer: Module, indices: Any, *, bias: bool = False) -> Any:
+    """Mask whole output units of a Linear / Conv2d: rows ``indices`` of its weight (dim 0).
+
+    For criteria that rank units by something other than their weights (:func:`apoz`,
+    summed :func:`taylor_scores`). The existing mask is kept; :func:`remove_pruned_units`
+    then cuts the units out.
+
+    Parameters
+    ----------
+    layer : Linear or Conv2d
+    indices : sequence of int in [0, units)
+    bias : bool, also mask their bias (see :func:`ln_structured`)
+
+    Returns
+    -------
+    The new weight mask.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    if not isinstance(layer, (Linear, Conv2d)):
+        raise TypeError(f"layer must be an nnopt_lab Linear or Conv2d, got {type(layer).__name__}")
+    bias = check_bool("bias", bias)
+    p = layer._params["weight"]
+    units = p.shape[0]
+    drop = sorted({check_int(f"indices[{k}]", v, 0, units - 1) for k, v in enumerate(check_sequence("indices", indices))})
+    xp = B.namespace(p.data)
+    rows = xp.ones((units,), dtype=p.data.dtype, device=B.device(p.data))
+    if drop:
+        rows[xp.asarray(drop, dtype=xp.int64, device=B.device(p.data))] = 0
+    old = xp.astype(_check_mask_for(p.mask, p.data), p.data.dtype)
+    mask = _set_mask(p, old * xp.reshape(rows, (units,) + (1,) * (p.data.ndim - 1)))
+    if bias:
+        _mask_bias(layer, mask, 0)
+    return mask
+
+
+def remove_pruned_units(model: Sequential) -> Sequential:
+    """A smaller dense copy of ``model`` without the units whose weights are all pruned.
+
+    Each Linear / Conv2d with dead output units (:func:`nnopt_lab.compression.trimming.dead_units`:
+    every incoming weight masked or zero) that feeds a later Linear / Conv2d goes through
+    :func:`nnopt_lab.compression.trimming.remove_units`: its rows, the next layer's input
+    columns and any BatchNorm channels between are cut out, and a removed unit's constant
+    output (its bias) is folded into the next layer's bias, so the outputs do not change.
+    The last layer's outputs are never removed. ``model`` itself is not changed.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    from . import trimming
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be an nnopt_lab Sequential, got {type(model).__name__}")
+    weighted = [i for i, m in enumerate(model) if isinstance(m, (Linear, Conv2d))]
+    for i in weighted[:-1]:
+        if trimming.dead_units(model[i]):
+            model = trimming.remove_units(model, i)
+    return model
+
+
+# ----------------------------------------------------------------------------- reports
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One weight's counts: ``zeros`` (exact zeros as the model uses it), ``masked`` (mask entries 0), ``total``."""
+
+    name: str
+    zeros: int
+    masked: int
+    total: int
+
+    @property
+    def sparsity(self) -> float:
+        """zeros / total."""
+        return self.zeros / self.total
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer and global sparsity of the prunable weights (exact integer counts).
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    layers: tuple
+
+    @property
+    def zeros(self) -> int:
+        return sum(r.zeros for r in self.layers)
+
+    @property
+    def masked(self) -> int:
+        return sum(r.masked for r in self.layers)
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        """Global: zeros over all prunable weights."""
+        return self.zeros / self.total
+
+    def as_dict(self) -> dict:
+        """{weight name: sparsity}."""
+        return {r.name: r.sparsity for r in self.layers}
+
+    def __str__(self) -> str:
+        width = max(len(r.name) for r in self.layers + (LayerSparsity("global", 0, 0, 1),))
+        lines = [f"{'weight':<{width}}  {'zeros':>9}  {'total':>9}  sparsity"]
+        for r in self.layers:
+            lines.append(f"{r.name:<{width}}  {r.zeros:>9}  {r.total:>9}  {100 * r.sparsity:7.2f} %")
+        lines.append(f"{'global':<{width}}  {self.zeros:>9}  {self.total:>9}  {100 * self.sparsity:7.2f} %")
+        return "\n".join(lines)
+
+
+def sparsity_report(model: Module) -> SparsityReport:
+    """Zeros, masked entries and sizes of every prunable weight, and their sums.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    rows = []
+    for name, p in prunable(model).items():
+        w = _effective(p)
+        zeros = math.prod(p.shape) - int(B.namespace(w).count_nonzero(w))
+        rows.append(LayerSparsity(name, zeros, _pruned_entries(p), math.prod(p.shape)))
+    return SparsityReport(tuple(rows))
+
+
+def sparsity(x: Any) -> float:
+    r"""Fraction of exact zeros: of an array, or of all the prunable weights of a model (global).
+
+    .. math:: s = \frac{\#\{w = 0\}}{n}
+
+    Use as a metric of :func:`~nnopt_lab.training.fit`: ``metrics={"sparsity": pruning.sparsity}``.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    if isinstance(x, Module):
+        return sparsity_report(x).sparsity
+    check_array("x", x)
+    n = math.prod(x.shape)
+    if n == 0:
+        raise ValueError("x is empty: the sparsity of no entries is undefined")
+    return (n - int(B.namespace(x).count_nonzero(x))) / n
