@@ -1,4 +1,18 @@
-r"""Uniform (affine and symmetric) quantization: the ONE quantization module of the workbook.
+r"""Uniform (affine and symmetric) and binary quantization: the ONE quantization module of the workbook.
+
+Public API (stable names):
+
+* arrays  -- :func:`integer_range`, :func:`code_dtype`, :func:`qparams`, :func:`qparams_per_channel`,
+  :func:`channel_minmax`, :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`,
+  :func:`quantize_uniform`;
+* weights -- :func:`quantize_weight` (k-bit affine / symmetric, per tensor / per output channel)
+  and :func:`binarize_weight` (:math:`\operatorname{sign}(w)\,\operatorname{mean}|w|`), both
+  returning a :class:`QuantizedWeight` (codes, scales, zero points, ``.dequantize()``);
+* models  -- :func:`fake_quantize_model` (in place, returns a :class:`FakeQuantizedModel`, also a
+  context manager) and :func:`restore_model`;
+* size    -- :func:`quantized_size` -> :class:`SizeReport` of :class:`LayerSize` rows: bits of
+  codes, scales (:data:`SCALE_BITS`), zero points (:data:`ZERO_POINT_BITS`), codebooks and float
+  parameters (:data:`FLOAT_BITS`), per layer and in total, and the ratio to float32.
 
 Three chapters use it (DESIGN.md: "one module serves all three"):
 
@@ -36,7 +50,12 @@ Names, from the bottom up:
 * :func:`quantize`      -- real → integer codes; :func:`dequantize` -- codes → real;
 * :func:`fake_quantize` -- quantize then dequantize (``torch.fake_quantize_per_tensor_affine``,
   and with ``axis``, ``torch.fake_quantize_per_channel_affine``): the value a code stands for;
-* :func:`quantize_uniform` -- k-bit levels on a known range [lo, hi] (inputs such as pixels).
+* :func:`quantize_uniform` -- k-bit levels on a known range [lo, hi] (inputs such as pixels);
+* :func:`quantize_weight` -- a weight's codes from its own range (the observers' min/max),
+  per tensor or per output channel; :func:`binarize_weight` -- 1 bit, sign(0) = +1;
+* :func:`fake_quantize_model` -- every Linear/Conv2d weight replaced by its quantized values
+  (biases stay float), undone exactly by :func:`restore_model`;
+* :func:`quantized_size` -- what the quantized model stores, bit by bit.
 
 ``rounding="stochastic"`` gives unbiased random rounding (the same operation as uniform
 dithering of inputs).
