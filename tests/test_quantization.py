@@ -711,3 +711,12 @@ def test_numpy_and_torch_scalars_are_accepted_as_arguments(be32):
     for scale, zp, qmin, qmax in [(np.float32(0.25), np.int64(3), np.int32(0), np.int64(15)),
                                   (torch.tensor(0.25), torch.tensor(3), 0, 15)]:
         np.testing.assert_array_equal(B.to_numpy(Q.fake_quantize(x, scale, zp, qmin, qmax)), ref)
+
+
+def test_module_docstring_lists_the_public_api_at_the_top():
+    # other chapters and helpers find the names here: every public function and class is in the list
+    api = Q.__doc__.split("Public API")[1].split("\n\n")[1]
+    callables = [name for name in Q.__all__ if callable(getattr(Q, name))]
+    assert len(callables) >= 15
+    missing = [name for name in callables if f"`{name}`" not in api]
+    assert not missing, f"not in the module docstring's Public API list: {missing}"
