@@ -1020,3 +1020,339 @@ def sparsity(x: Any) -> float:
     if n == 0:
         raise ValueError("x is empty: the sparsity of no entries is undefined")
     return (n - int(B.namespace(x).count_nonzero(x))) / n
+
+
+# ----------------------------------------------------------------------------- sparsification
+def _layer_subset(model: Module, layers: Any) -> "OrderedDict[str, Parameter]":
+    weights = prunable(model)
+    if layers is None:
+        return weights
+    missing = sorted(set(layers) - set(weights))
+    if missing:
+        raise ValueError(f"layers names weights the model does not have: {missing}; prunable: {list(weights)}")
+    return OrderedDict((k, weights[k]) for k in layers)
+
+
+class Penalty(Callback):
+    r"""An L1 or L2 penalty on the prunable weights, added to their gradients inside :func:`fit`.
+
+    .. math::
+
+        R_{L1}(W) = \lambda \sum |w|, \quad \nabla R_{L1} = \lambda\,\mathrm{sign}(w)
+        \qquad\qquad R_{L2}(W) = \frac{\lambda}{2} \sum w^2, \quad \nabla R_{L2} = \lambda\,w
+
+    (:math:`\mathrm{sign}(0) = 0`, the subgradient torch's autograd takes). ``on_after_backward``
+    adds :math:`\nabla R` to each ``p.grad``, so the optimizer minimises :math:`L + R`; the
+    recorded loss is :math:`L` alone (:meth:`value` gives :math:`R`). The L1 subgradient makes
+    weights hover around zero without reaching it; :class:`ProximalL1` gives exact zeros.
+    L2 with SGD is torch's ``weight_decay`` (biases excluded here).
+
+    Parameters
+    ----------
+    kind : {"l1", "l2"}
+    strength : float >= 0 (:math:`\lambda`)
+    layers : sequence of weight names, optional (default every Linear / Conv2d weight)
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    def __init__(self, kind: str, strength: float, layers: Any = None):
+        self.kind = check_choice("kind", kind, ("l1", "l2"))
+        self.strength = check_number("strength", strength, 0.0)
+        self.layers = None if layers is None else [str(k) for k in check_sequence("layers", layers)]
+
+    def gradient(self, w: Any) -> Any:
+        """:math:`\\nabla R` at the array ``w``."""
+        xp = B.namespace(check_array("w", w))
+        return self.strength * (xp.sign(w) if self.kind == "l1" else w)
+
+    def value(self, model: Module) -> float:
+        """:math:`R(W)` of ``model``'s weights."""
+        total = 0.0
+        for p in _layer_subset(model, self.layers).values():
+            w = _effective(p)
+            xp = B.namespace(w)
+            total += B.float_of(xp.sum(xp.abs(w)) if self.kind == "l1" else 0.5 * xp.sum(w * w))
+        return self.strength * total
+
+    def on_after_backward(self, state) -> None:
+        for p in _layer_subset(state.model, self.layers).values():
+            if p.grad is not None:
+                p.grad = p.grad + self.gradient(_effective(p))
+
+
+def soft_threshold(w: Any, threshold: float) -> Any:
+    r"""The proximal operator of :math:`t\,\|w\|_1`: shrink every entry towards 0 by ``threshold``.
+
+    .. math:: \mathrm{prox}_{t\|\cdot\|_1}(w) = \mathrm{sign}(w)\,\max(|w| - t,\; 0)
+
+    Entries with :math:`|w| \le t` become exactly 0.
+
+    Parameters
+    ----------
+    w : array
+    threshold : float >= 0
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    xp = B.namespace(check_array("w", w))
+    t = check_number("threshold", threshold, 0.0)
+    return xp.sign(w) * xp.clip(xp.abs(w) - t, min=0.0)
+
+
+class ProximalL1(Callback):
+    r"""Proximal L1 sparsification: after each optimizer step, soft-threshold the weights.
+
+    .. math:: w \leftarrow \mathrm{sign}(w)\,\max(|w| - \eta\lambda,\; 0)
+
+    with :math:`\eta` the optimizer's current ``lr`` -- proximal gradient descent on
+    :math:`L + \lambda\|W\|_1` for SGD (ISTA); with adaptive optimizers the threshold is the
+    plain :math:`\eta\lambda`. Unlike the L1 subgradient (:class:`Penalty`), this produces exact
+    zeros, which :func:`prune` and :func:`sparsity` then see. Masks are re-applied.
+
+    Parameters
+    ----------
+    strength : float >= 0 (:math:`\lambda`)
+    layers : sequence of weight names, optional
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    def __init__(self, strength: float, layers: Any = None):
+        self.strength = check_number("strength", strength, 0.0)
+        self.layers = None if layers is None else [str(k) for k in check_sequence("layers", layers)]
+
+    def on_step_end(self, state) -> None:
+        t = float(state.optimizer.lr) * self.strength
+        for p in _layer_subset(state.model, self.layers).values():
+            p.data[...] = soft_threshold(p.data, t)
+            p.apply_mask()
+
+
+# ----------------------------------------------------------------------------- schedules
+class PolynomialDecay:
+    r"""Gradual sparsity over training steps (Zhu & Gupta 2017), tfmot's ``PolynomialDecay``.
+
+    .. math::
+
+        p_t = \mathrm{clip}\Big(\frac{t - t_0}{t_1 - t_0},\, 0,\, 1\Big), \qquad
+        s_t = s_f + (s_i - s_f)\,(1 - p_t)^{\text{power}}
+
+    and the masks are updated at step t only when :math:`t_0 \le t \le t_1` and
+    :math:`(t - t_0) \bmod \text{frequency} = 0` (tfmot's ``_should_prune_in_step``).
+    torch.ao.pruning's ``CubicSL(init_sl=s_i, init_t=t_0, delta_t=Δ, total_t=n)`` is the same
+    cubic with :math:`t_1 = t_0 + Δ\,n` (power 3). tfmot computes in float32, this in float64;
+    ``end_step == begin_step`` prunes at once to :math:`s_f` (tfmot divides 0 by 0 there).
+
+    Parameters
+    ----------
+    initial_sparsity, final_sparsity : float in [0, 1)
+    begin_step : int >= 0
+    end_step : int >= begin_step
+    power : float > 0, default 3
+    frequency : int >= 1, default 100
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    def __init__(self, initial_sparsity: float, final_sparsity: float, begin_step: int, end_step: int,
+                 power: float = 3, frequency: int = 100):
+        self.initial_sparsity = check_probability("initial_sparsity", initial_sparsity, high_open=True)
+        self.final_sparsity = check_probability("final_sparsity", final_sparsity, high_open=True)
+        self.begin_step = check_int("begin_step", begin_step, low=0)
+        self.end_step = check_int("end_step", end_step, low=None)
+        if self.end_step < self.begin_step:
+            raise ValueError(f"end_step must be >= begin_step={self.begin_step} (the schedule cannot end before "
+                             f"it begins), got {end_step!r}")
+        self.power = check_number("power", power, 0.0, low_open=True)
+        self.frequency = check_int("frequency", frequency, low=1)
+
+    def sparsity(self, step: int) -> float:
+        """:math:`s_t`, the target sparsity at ``step``."""
+        step = check_int("step", step, low=0)
+        if self.end_step == self.begin_step:
+            p = 1.0 if step >= self.begin_step else 0.0
+        else:
+            p = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - p) ** self.power
+
+    def should_update(self, step: int) -> bool:
+        """Whether the masks are updated at ``step``."""
+        step = check_int("step", step, low=0)
+        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        """(should_update, sparsity), as tfmot's schedule returns them."""
+        return self.should_update(step), self.sparsity(step)
+
+    def __repr__(self) -> str:
+        return (f"PolynomialDecay({self.initial_sparsity} -> {self.final_sparsity}, steps {self.begin_step}.."
+                f"{self.end_step}, power={self.power}, frequency={self.frequency})")
+
+
+class GradualPruning(Callback):
+    r"""Gradual magnitude pruning during :func:`fit`: the masks follow a :class:`PolynomialDecay`.
+
+    The callback counts the optimizer updates it has seen, t (across fit calls); before the
+    update that follows t updates (at ``on_train_begin`` and after each step), when
+    ``schedule.should_update(t)``, it calls :func:`prune` with ``schedule.sparsity(t)``.
+    ``self.log`` records ``(t, target, reached)`` of every update.
+
+    Parameters
+    ----------
+    schedule : PolynomialDecay
+    criterion, scope, rule, layers : as in :func:`prune`
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    def __init__(self, schedule: PolynomialDecay, *, criterion: Any = "magnitude", scope: str = "layer",
+                 rule: str = "torch", layers: Any = None):
+        if not isinstance(schedule, PolynomialDecay):
+            raise TypeError(f"schedule must be a PolynomialDecay, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.criterion = _check_criterion(criterion)
+        self.scope = check_choice("scope", scope, ("layer", "global"))
+        self.rule = check_choice("rule", rule, RULES)
+        self.layers = layers
+        self.step = 0
+        self.log: list[tuple[int, float, float]] = []
+
+    def _update(self, model: Module) -> None:
+        if self.schedule.should_update(self.step):
+            target = self.schedule.sparsity(self.step)
+            report = prune(model, target, criterion=self.criterion, scope=self.scope, rule=self.rule,
+                           layers=self.layers)
+            self.log.append((self.step, target, report.sparsity))
+
+    def on_train_begin(self, state) -> None:
+        if self.step == 0:
+            self._update(state.model)
+
+    def on_step_end(self, state) -> None:
+        self.step += 1
+        self._update(state.model)
+
+
+@dataclass(frozen=True)
+class PruningRound:
+    """One round of :func:`iterative_prune`: the sparsity asked and reached, and the fine-tuning's history."""
+
+    round: int
+    target: float
+    reached: float
+    history: History
+
+
+def iterative_prune(model: Module, train: tuple, *, final_sparsity: float, rounds: int,
+                    criterion: Any = "magnitude", scope: str = "layer", rule: str = "torch", layers: Any = None,
+                    **fit_kwargs: Any) -> list[PruningRound]:
+    r"""Iterative pruning (Han et al. 2015): ``rounds`` times prune, then fine-tune with :func:`fit`.
+
+    Each round removes the same fraction of the weights still alive, so after round r
+
+    .. math:: s_r = 1 - (1 - s_f)^{r / R},
+
+    and the last round reaches :math:`s_f` exactly (:func:`prune`'s count). The survivors are
+    retrained from their values (no re-initialisation); masks keep the pruned ones at zero.
+
+    Parameters
+    ----------
+    model : Module
+    train : (X, y)
+    final_sparsity : float in [0, 1)
+    rounds : int >= 1 (1 is one-shot pruning followed by fine-tuning)
+    criterion, scope, rule, layers : as in :func:`prune`
+    **fit_kwargs
+        Passed to :func:`~nnopt_lab.training.fit` every round (``epochs`` is required;
+        an ``optimizer`` given here keeps its state across rounds).
+
+    Returns
+    -------
+    list of PruningRound
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    final_sparsity = check_probability("final_sparsity", final_sparsity, high_open=True)
+    rounds = check_int("rounds", rounds, low=1)
+    if "epochs" not in fit_kwargs:
+        raise TypeError("iterative_prune needs epochs= (the fine-tuning epochs of each round, passed to fit)")
+    out = []
+    for r in range(1, rounds + 1):
+        target = final_sparsity if r == rounds else 1.0 - (1.0 - final_sparsity) ** (r / rounds)
+        prune(model, target, criterion=criterion, scope=scope, rule=rule, layers=layers)
+        history = fit(model, train, **fit_kwargs)
+        out.append(PruningRound(r, target, sparsity_report(model).sparsity, history))
+    return out
+
+
+@dataclass(frozen=True)
+class SensitivityScan:
+    """Accuracy of the model with one layer pruned at a time (:func:`sensitivity_scan`).
+
+    Attributes
+    ----------
+    baseline : float, the accuracy unpruned
+    sparsities : tuple of float
+    accuracy : dict {weight name: list of accuracy, one per sparsity}
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    baseline: float
+    sparsities: tuple
+    accuracy: dict = field(default_factory=dict)
+
+    def plan(self, tolerance: float) -> dict:
+        r"""{weight name: the largest scanned sparsity whose accuracy drop is <= ``tolerance``} (0.0 if none).
+
+        .. math:: s_l = \max\{s : a_{\text{base}} - a_l(s) \le \text{tolerance}\}
+
+        Pass it to :func:`prune` as a per-layer plan. The layers are judged alone: pruning
+        all of them together costs more than each drop.
+        """
+        tolerance = check_number("tolerance", tolerance, 0.0)
+        return {name: max([s for s, a in zip(self.sparsities, accs) if self.baseline - a <= tolerance], default=0.0)
+                for name, accs in self.accuracy.items()}
+
+
+def sensitivity_scan(model: Module, data: tuple, sparsities: Any = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                     *, layers: Any = None, criterion: Any = "magnitude", rule: str = "torch",
+                     loss_fn=None) -> SensitivityScan:
+    r"""Per-layer sensitivity (MIT Lab 1): accuracy on ``data`` with each layer alone pruned to each sparsity.
+
+    For layer l and sparsity s: :func:`prune` ``(model, {l: s})`` (no fine-tuning), evaluate, and
+    restore the model exactly (:func:`~nnopt_lab.training.preserved`: weights, masks, buffers).
+
+    Parameters
+    ----------
+    model : Module (a classifier)
+    data : (X, y), the validation data
+    sparsities : sequence of float in [0, 1)
+    layers : sequence of weight names, optional (default every prunable weight)
+    criterion, rule : as in :func:`prune`
+    loss_fn : as in :func:`~nnopt_lab.training.evaluate`
+
+    Returns
+    -------
+    SensitivityScan (``.plan(tolerance)`` chooses per-layer sparsities).
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    check_xy("data", data)
+    values = tuple(check_probability(f"sparsities[{i}]", s, high_open=True)
+                   for i, s in enumerate(check_sequence("sparsities", sparsities)))
+    if not values:
+        raise ValueError("sparsities is empty: give at least one sparsity to scan")
+    names = list(_layer_subset(model, None if layers is None else [str(k) for k in check_sequence("layers", layers)]))
+    _check_criterion(criterion)
+    baseline = evaluate(model, data, loss_fn)[1]
+    accuracy = {}
+    for name in names:
+        accs = []
+        for s in values:
+            with preserved(model):
+                prune(model, {name: s}, criterion=criterion, rule=rule)
+                accs.append(evaluate(model, data, loss_fn)[1])
+        accuracy[name] = accs
+    return SensitivityScan(baseline, values, accuracy)
