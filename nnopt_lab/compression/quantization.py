@@ -831,7 +831,7 @@ def quantize_weight(w: Any, bits: int, scheme: str = "affine", per_channel: bool
 
 
 def binarize_weight(w: Any, per_channel: bool = False, axis: int = 0) -> QuantizedWeight:
-    r"""1-bit weight :math:`\hat w = \operatorname{sign}(w)\,\alpha`, :math:`\alpha = \operatorname{mean}|w|` (XNOR-Net).
+    r"""1-bit weight :math:`\hat w = \operatorname{sign}(w)\,\alpha`, :math:`\alpha = \operatorname{mean}|w|`: XNOR-Net.
 
     For a fixed sign pattern :math:`s \in \{-1, +1\}^n` the scale that minimises
     :math:`\lVert w - \alpha s \rVert_2^2` is :math:`\alpha^* = \langle w, s\rangle / n`, and
