@@ -287,7 +287,7 @@ def select_lowest(scores: Any, amount: Any, *, rule: str = "torch") -> list[int]
     -------
     list of int, increasing.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     _check_scores("scores", scores)
     if scores.ndim != 1:
@@ -335,7 +335,7 @@ def prune_mask(scores: Any, amount: Any, *, mask: Any = None, rule: str = "torch
     -------
     array of scores' shape, 1.0 kept / 0.0 pruned, scores' float dtype (float64 for integer scores).
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     _check_scores("scores", scores)
     rule = check_choice("rule", rule, RULES)
@@ -395,7 +395,7 @@ def ln_structured_mask(weight: Any, amount: Any, n: float = 2, dim: int = 0, *, 
     -------
     array of weight's shape and float dtype, 1.0 kept / 0.0 pruned.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     _check_scores("weight", weight)
     if weight.ndim < 2:
@@ -440,7 +440,7 @@ def prunable(model: Module) -> "OrderedDict[str, Parameter]":
     ValueError
         When it holds no Linear or Conv2d (nothing to prune).
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
@@ -494,7 +494,7 @@ def l1_unstructured(layer: Module | Parameter, amount: Any, name: str = "weight"
     -------
     The new mask (the parameter's own array).
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     xp = B.namespace(p.data)
@@ -532,7 +532,7 @@ def random_unstructured(layer: Module | Parameter, amount: Any, name: str = "wei
     -------
     The new mask.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     u = _uniform_like(p.data, generator) if scores is None else _check_scores("scores", scores)
@@ -573,7 +573,7 @@ def global_unstructured(layers: Iterable, amount: Any, *, scores: Any = None, ru
     -------
     list of the new masks, one per parameter.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     params = _targets(layers)
     if scores is None:
@@ -619,7 +619,7 @@ def ln_structured(layer: Module | Parameter, amount: Any, n: float = 2, dim: int
     -------
     The new mask.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     bias = check_bool("bias", bias)
@@ -646,7 +646,7 @@ def remove_masks(model: Module) -> Module:
 
     Afterwards the zeros are ordinary values: training may move them again.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
@@ -731,7 +731,7 @@ def prune(model: Module, sparsity: Any, *, criterion: Any = "magnitude", scope: 
     -------
     SparsityReport of the model afterwards.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     criterion = _check_criterion(criterion)
     scope = check_choice("scope", scope, ("layer", "global"))
@@ -777,7 +777,7 @@ def taylor_scores(model: Module, data: tuple, *, loss_fn=None, batch_size: int =
     -------
     OrderedDict {weight name: array of its shape} -- pass it as ``prune(..., criterion=scores)``.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     from ..nn.layers import CrossEntropyLoss
     from ..training.loop import check_loss_fn, compute_loss
@@ -854,7 +854,7 @@ def apoz(model: Sequential, x: Any, layer: int, *, batch_size: int = 1024) -> An
     -------
     (units,) array of fractions in [0, 1], in the float dtype of the activations.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     i = _check_layer_index(model, layer)
     relu = _relu_after(model, i)
@@ -894,7 +894,7 @@ def mask_units(layer: Module, indices: Any, *, bias: bool = False) -> Any:
     -------
     The new weight mask.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     if not isinstance(layer, (Linear, Conv2d)):
         raise TypeError(f"layer must be an nnopt_lab Linear or Conv2d, got {type(layer).__name__}")
@@ -923,7 +923,7 @@ def remove_pruned_units(model: Sequential) -> Sequential:
     output (its bias) is folded into the next layer's bias, so the outputs do not change.
     The last layer's outputs are never removed. ``model`` itself is not changed.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     from . import trimming
 
@@ -956,7 +956,7 @@ class LayerSparsity:
 class SparsityReport:
     """Per-layer and global sparsity of the prunable weights (exact integer counts).
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     layers: tuple
@@ -994,7 +994,7 @@ class SparsityReport:
 def sparsity_report(model: Module) -> SparsityReport:
     """Zeros, masked entries and sizes of every prunable weight, and their sums.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     rows = []
     for name, p in prunable(model).items():
@@ -1011,7 +1011,7 @@ def sparsity(x: Any) -> float:
 
     Use as a metric of :func:`~nnopt_lab.training.fit`: ``metrics={"sparsity": pruning.sparsity}``.
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     if isinstance(x, Module):
         return sparsity_report(x).sparsity
@@ -1053,7 +1053,7 @@ class Penalty(Callback):
     strength : float >= 0 (:math:`\lambda`)
     layers : sequence of weight names, optional (default every Linear / Conv2d weight)
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, kind: str, strength: float, layers: Any = None):
@@ -1093,7 +1093,7 @@ def soft_threshold(w: Any, threshold: float) -> Any:
     w : array
     threshold : float >= 0
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     xp = B.namespace(check_array("w", w))
     t = check_number("threshold", threshold, 0.0)
@@ -1115,7 +1115,7 @@ class ProximalL1(Callback):
     strength : float >= 0 (:math:`\lambda`)
     layers : sequence of weight names, optional
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, strength: float, layers: Any = None):
@@ -1152,7 +1152,7 @@ class PolynomialDecay:
     power : float > 0, default 3
     frequency : int >= 1, default 100
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, initial_sparsity: float, final_sparsity: float, begin_step: int, end_step: int,
@@ -1203,7 +1203,7 @@ class GradualPruning(Callback):
     schedule : PolynomialDecay
     criterion, scope, rule, layers : as in :func:`prune`
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, schedule: PolynomialDecay, *, criterion: Any = "magnitude", scope: str = "layer",
@@ -1271,7 +1271,7 @@ def iterative_prune(model: Module, train: tuple, *, final_sparsity: float, round
     -------
     list of PruningRound
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     final_sparsity = check_probability("final_sparsity", final_sparsity, high_open=True)
     rounds = check_int("rounds", rounds, low=1)
@@ -1296,7 +1296,7 @@ class SensitivityScan:
     sparsities : tuple of float
     accuracy : dict {weight name: list of accuracy, one per sparsity}
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
 
     baseline: float
@@ -1337,7 +1337,7 @@ def sensitivity_scan(model: Module, data: tuple, sparsities: Any = (0.1, 0.2, 0.
     -------
     SensitivityScan (``.plan(tolerance)`` chooses per-layer sparsities).
 
-    See: chapters/03_2_pruning.ipynb
+    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
     """
     check_xy("data", data)
     values = tuple(check_probability(f"sparsities[{i}]", s, high_open=True)
