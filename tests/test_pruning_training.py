@@ -354,3 +354,21 @@ def test_float32_penalised_pruned_training_follows_torch(be32):
     np.testing.assert_allclose(twin(tx).detach().numpy(), _np(predict(model, x)), rtol=1e-4, atol=1e-5)
     scores = P.taylor_scores(model, (x, y))
     assert all(B.dtype_name(s) == "float32" for s in scores.values())
+
+
+def test_remove_pruned_units_without_dead_units_returns_a_copy(be64):
+    model = _mlp(be64)
+    same = P.remove_pruned_units(model)
+    assert same is not model and same[0] is not model[0]
+    np.testing.assert_array_equal(_np(same[0]._params["weight"].data), _np(model[0]._params["weight"].data))
+
+
+def test_proximal_step_leaves_frozen_weights_alone(be64):
+    x, y = _data(be64)
+    model = _mlp(be64)
+    frozen = model[0]._params["weight"]
+    frozen.requires_grad = False
+    before = _np(frozen.data).copy()
+    fit(model, (x, y), epochs=2, batch_size=16, lr=0.1, callbacks=[P.ProximalL1(1.0)], progress=False)
+    np.testing.assert_array_equal(_np(frozen.data), before)
+    assert P.sparsity(model[2]._params["weight"].data) > 0

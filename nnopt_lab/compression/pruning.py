@@ -27,7 +27,7 @@ How many, and which ties -- the peers differ (``rule=``):
 * torch.nn.utils.prune (the default, ``rule="torch"``) removes exactly
   :math:`k = \mathrm{round}(s\,n)` weights (Python's ``round``: half to even, so 0.5 of 5 is 2)
   by ``torch.topk``; among equal scores it picks the ones torch's CPU ``topk`` picks (its
-  heap / ``nth_element`` order, reproduced here exactly);
+  heap / ``nth_element`` order, reproduced here exactly; CUDA's topk may order ties otherwise);
 * MIT EfficientML Lab 1 (``rule="threshold"``) takes the k-th smallest value as a threshold and
   prunes every weight at or below it (ties at the threshold all go: possibly more than k);
 * tfmot (``rule="keep_ties"``) keeps every weight at or above the (n-k)-th largest (ties all
@@ -37,6 +37,7 @@ How many, and which ties -- the peers differ (``rule=``):
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -378,7 +379,9 @@ def ln_structured_mask(weight: Any, amount: Any, n: float = 2, dim: int = 0, *, 
 
     the :math:`C - k` slices with the largest norms are kept (``torch.topk(norms, C - k)``,
     ties as torch), :math:`k` = :func:`pruned_count` ``(amount, C)`` counting only slices that
-    ``mask`` still keeps (any live entry). Equal to ``torch.nn.utils.prune.ln_structured`` on
+    ``mask`` still keeps (any live entry). Torch-Pruning would instead keep
+    :math:`\lfloor C(1-r) \rfloor` channels, and MIT Lab 1 :math:`\mathrm{round}(C(1-r))`.
+    Equal to ``torch.nn.utils.prune.ln_structured`` on
     the same weight; torch reads the norms from ``weight_orig`` (values before masking) --
     pass those as ``weight`` to match it after an earlier unstructured pruning.
 
@@ -930,10 +933,11 @@ def remove_pruned_units(model: Sequential) -> Sequential:
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an nnopt_lab Sequential, got {type(model).__name__}")
     weighted = [i for i, m in enumerate(model) if isinstance(m, (Linear, Conv2d))]
+    new = model
     for i in weighted[:-1]:
-        if trimming.dead_units(model[i]):
-            model = trimming.remove_units(model, i)
-    return model
+        if trimming.dead_units(new[i]):
+            new = trimming.remove_units(new, i)         # a new model each time
+    return copy.deepcopy(model) if new is model else new
 
 
 # ----------------------------------------------------------------------------- reports
@@ -1125,6 +1129,8 @@ class ProximalL1(Callback):
     def on_step_end(self, state) -> None:
         t = float(state.optimizer.lr) * self.strength
         for p in _layer_subset(state.model, self.layers).values():
+            if not p.requires_grad:                     # frozen: the optimizer does not move it either
+                continue
             p.data[...] = soft_threshold(p.data, t)
             p.apply_mask()
 
