@@ -13,6 +13,8 @@ r"""Model trimming (seed §2.2.3, §3.2.3): merge, fold, fuse and remove, keepin
   slices, an intermediate BatchNorm's channels with them), giving a smaller dense model.
 
 Every function returns a NEW model (or layer); the one passed in is not changed.
+
+See: chapters/03_3_model_trimming.ipynb
 """
 from __future__ import annotations
 
@@ -110,6 +112,8 @@ def fold_batchnorm(layer: Linear | Conv2d, bn: BatchNorm1d | BatchNorm2d) -> Lin
     Returns
     -------
     A new layer of ``layer``'s type, with a bias; ``layer`` and ``bn`` are unchanged.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     pairs = {Linear: BatchNorm1d, Conv2d: BatchNorm2d}
     if type(layer) not in pairs:
@@ -144,6 +148,8 @@ def fold_batchnorms(model: Sequential) -> Sequential:
         When a BatchNorm does not directly follow a Linear or Conv2d (it is named by its
         position, ``model[3] (BatchNorm2d) follows model[2] (ReLU)``): folding it would change
         the function.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     _check_sequential(model)
     layers: list = []
@@ -177,6 +183,8 @@ def fuse_linear(first: Linear, second: Linear) -> Linear:
     Returns
     -------
     Linear(d_in, d_out), with a bias when either layer has one.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     for name, layer in (("first", first), ("second", second)):
         if not isinstance(layer, Linear):
@@ -190,7 +198,10 @@ def fuse_linear(first: Linear, second: Linear) -> Linear:
 
 
 def fuse_linears(model: Sequential) -> Sequential:
-    """``model`` with every run of adjacent Linear layers fused into one (:func:`fuse_linear`)."""
+    """``model`` with every run of adjacent Linear layers fused into one (:func:`fuse_linear`).
+
+    See: chapters/03_3_model_trimming.ipynb
+    """
     _check_sequential(model)
     layers: list = []
     for i, layer in enumerate(model):
@@ -217,6 +228,8 @@ def duplicate_groups(weight: Any, bias: Any | None = None, tol: float = 0.0) -> 
     Returns
     -------
     list of lists of int, each sorted, the first entry the unit that stays.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     check_array("weight", weight, 2, "(units, inputs)")
     tol = check_number("tol", tol, 0.0)
@@ -271,6 +284,8 @@ def merge_duplicate_neurons(model: Sequential, layer: int, tol: float = 0.0) -> 
     Returns
     -------
     A new Sequential with ``model[layer]`` narrower and the next Linear's inputs summed.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     _check_sequential(model)
     first, between, consumer = _linear_chain(model, layer)
@@ -349,6 +364,8 @@ def remove_layers(model: Sequential, start: int, stop: int | None = None, *, inp
     ValueError
         When the remaining layers do not chain (a layer gets an input of the wrong shape) or
         the model's output shape changes; when nothing would be left.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     _check_sequential(model)
     start = check_int("start", start, 0, len(model) - 1)
@@ -370,7 +387,10 @@ def remove_layers(model: Sequential, start: int, stop: int | None = None, *, inp
 
 @dataclass(frozen=True)
 class RemovalDamage:
-    """Loss and accuracy on the same data with and without ``model[start:stop]``."""
+    """Loss and accuracy on the same data with and without ``model[start:stop]``.
+
+    See: chapters/03_3_model_trimming.ipynb
+    """
 
     start: int
     stop: int
@@ -398,6 +418,8 @@ def removal_damage(model: Sequential, start: int, stop: int | None, data: tuple,
     Returns
     -------
     RemovalDamage, whose ``model`` is the model without the block (not retrained).
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     from ..training.loop import check_xy, evaluate    # training imports the nn; import it when needed
 
@@ -416,6 +438,8 @@ def dead_units(layer: Linear | Conv2d) -> list[int]:
     The weights are read as the model uses them, masked (``Parameter.mask``): a unit that
     structured pruning masked out is dead even before ``apply_mask``. Its output is the
     constant bias (0 without one), which :func:`remove_units` folds into the next layer.
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     if not isinstance(layer, (Linear, Conv2d)):
         raise TypeError(f"layer must be an nnopt_lab Linear or Conv2d, got {type(layer).__name__}")
@@ -492,6 +516,8 @@ def remove_units(model: Sequential, layer: int, indices: Any = None) -> Sequenti
         For indices out of range or removing every unit; a chain it cannot follow; a dead
         channel whose constant is not zero before a convolution that pads (zero padding makes
         the constant's contribution differ at the borders: it cannot become a bias).
+
+    See: chapters/03_3_model_trimming.ipynb
     """
     _check_sequential(model)
     i = check_int("layer", layer, 0, len(model) - 1)
