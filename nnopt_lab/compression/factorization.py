@@ -20,6 +20,8 @@ matrix is closer):
 
 The SVD is the backend's own linear algebra (``xp.linalg.svd`` of the array API standard).
 Building a layer here draws no random numbers: the project's generator is left as it was.
+
+See: chapters/03_1_model_compression.ipynb
 """
 from __future__ import annotations
 
@@ -149,6 +151,8 @@ def rank_for_energy(singular_values: Any, energy: float) -> int:
     Returns
     -------
     int in [1, k]
+
+    See: chapters/03_1_model_compression.ipynb
     """
     check_array("singular_values", singular_values, ndim=1, layout="(k,)")
     energy = check_number("energy", energy, 0.0, 1.0, low_open=True)
@@ -171,6 +175,8 @@ def truncation_error(singular_values: Any, rank: int) -> float:
     singular_values : (k,) array, or (..., k) for a stack (their errors add in squares);
         finite, >= 0, decreasing along the last axis
     rank : int in [1, k]
+
+    See: chapters/03_1_model_compression.ipynb
     """
     rows = _singular_values(singular_values)
     if as_int(rank) is not None and not 1 <= as_int(rank) <= len(rows[0]):
@@ -209,6 +215,8 @@ def low_rank_linear(layer: Linear, rank: int | None = None, *, energy: float | N
     -------
     Sequential(Linear(d_in, r, bias=False), Linear(r, d_out, bias=layer's))
         New layers on the layer's backend and dtype; ``layer`` is unchanged.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     _check_layer("layer", layer, Linear)
     weight = _weight(layer)
@@ -259,6 +267,8 @@ def spatially_separable(conv: Conv2d, rank: int | None = None, *, energy: float 
     Returns
     -------
     Sequential(Conv2d(C_in, R, (k_h, 1), bias=False), Conv2d(R, C_out, (1, k_w), bias=conv's))
+
+    See: chapters/03_1_model_compression.ipynb
     """
     _check_plain_conv("conv", conv)
     weight = _weight(conv)
@@ -304,6 +314,8 @@ def depthwise_separable(in_channels: int, out_channels: int, kernel_size: int | 
     -------
     Sequential(Conv2d(C_in, C_in m, k, groups=C_in, bias=False), Conv2d(C_in m, C_out, 1, bias=bias))
         Initialized as torch initializes each convolution.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     in_channels = check_int("in_channels", in_channels)
     out_channels = check_int("out_channels", out_channels)
@@ -347,6 +359,8 @@ def to_depthwise_separable(conv: Conv2d, depth_multiplier: int = 1) -> Sequentia
     Returns
     -------
     Sequential(Conv2d(C_in, C_in m, k, groups=C_in, bias=False), Conv2d(C_in m, C_out, 1))
+
+    See: chapters/03_1_model_compression.ipynb
     """
     _check_plain_conv("conv", conv)
     weight = _weight(conv)
@@ -366,7 +380,10 @@ def to_depthwise_separable(conv: Conv2d, depth_multiplier: int = 1) -> Sequentia
 # ----------------------------------------------------------------------------- savings
 @dataclass(frozen=True)
 class Savings:
-    """Parameters, bytes and multiply-accumulates of one sample's forward pass, before and after."""
+    """Parameters, bytes and multiply-accumulates of one sample's forward pass, before and after.
+
+    See: chapters/03_1_model_compression.ipynb
+    """
 
     params_before: int
     params_after: int
@@ -405,6 +422,8 @@ def savings(before: Module, after: Module, input_shape: tuple, dtype: str | int 
     input_shape : int or tuple of int
         One sample without the batch axis: ``(64,)`` or ``(1, 8, 8)``.
     dtype : storage type for the bytes (see :func:`nnopt_lab.measure.model_bytes`)
+
+    See: chapters/03_1_model_compression.ipynb
     """
     rows = []
     for name, model in (("before", before), ("after", after)):

@@ -32,6 +32,8 @@ only the length of each symbol's word.
 
 One symbol: its word is empty (0 bits: :math:`L = H = 0`); the count of symbols, which
 :func:`decode` takes, says how many there were.
+
+See: chapters/03_1_model_compression.ipynb
 """
 from __future__ import annotations
 
@@ -105,6 +107,8 @@ def symbol_counts(symbols: Any) -> dict[int, int]:
     Parameters
     ----------
     symbols : integer array (numpy or torch, any shape) or list of ints
+
+    See: chapters/03_1_model_compression.ipynb
     """
     values = _symbols_list("symbols", symbols)
     counts: dict[int, int] = {}
@@ -166,6 +170,8 @@ def huffman_code(counts: dict) -> dict[int, str]:
     --------
     >>> huffman_code({0: 45, 1: 13, 2: 12, 3: 16, 4: 9, 5: 5})
     {0: '0', 1: '100', 2: '101', 3: '110', 4: '1110', 5: '1111'}
+
+    See: chapters/03_1_model_compression.ipynb
     """
     return _canonical(_code_lengths(_check_counts(counts)))
 
@@ -175,6 +181,8 @@ def entropy(counts: dict) -> float:
     r"""Shannon entropy of the symbol frequencies, in bits: :math:`H = -\sum_s p_s \log_2 p_s`.
 
     0.0 for one symbol; ValueError when no symbol occurs (no distribution).
+
+    See: chapters/03_1_model_compression.ipynb
     """
     counts = _check_counts(counts)
     total = sum(counts.values())
@@ -184,7 +192,10 @@ def entropy(counts: dict) -> float:
 
 
 def total_bits(code: dict, counts: dict) -> int:
-    r"""Bits of the coded message: :math:`\sum_s n_s \ell_s` (every counted symbol needs a word)."""
+    r"""Bits of the coded message: :math:`\sum_s n_s \ell_s` (every counted symbol needs a word).
+
+    See: chapters/03_1_model_compression.ipynb
+    """
     code, counts = _check_code(code), _check_counts(counts)
     missing = sorted(set(counts) - set(code))
     if missing:
@@ -193,7 +204,10 @@ def total_bits(code: dict, counts: dict) -> int:
 
 
 def average_length(code: dict, counts: dict) -> float:
-    r"""Bits per symbol: :math:`L = \sum_s p_s \ell_s`; for Huffman's code :math:`H \le L < H + 1`."""
+    r"""Bits per symbol: :math:`L = \sum_s p_s \ell_s`; for Huffman's code :math:`H \le L < H + 1`.
+
+    See: chapters/03_1_model_compression.ipynb
+    """
     counts = _check_counts(counts)
     total = sum(counts.values())
     if total == 0:
@@ -212,6 +226,8 @@ def encode(symbols: Any, code: dict) -> bytes:
     symbols : integer array (any shape, read flat) or list of ints
     code : dict {int: str}
         Every symbol must have a word (:func:`huffman_code`).
+
+    See: chapters/03_1_model_compression.ipynb
     """
     values = _symbols_list("symbols", symbols)
     code = _check_code(code)
@@ -247,6 +263,8 @@ def decode(data: bytes, code: dict, n_symbols: int, backend=None) -> Any:
     ValueError
         When ``data`` ends before ``n_symbols`` words, holds a bit pattern that is no word, or
         has more than the last byte's zero padding left over (it does not come from this code).
+
+    See: chapters/03_1_model_compression.ipynb
     """
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"data must be bytes (from encode), got {type(data).__name__}")

@@ -28,6 +28,8 @@ Names, from the bottom up:
   (:func:`nnopt_lab.backend.scatter_add`), so fine-tuning moves shared values, not weights.
 
 Seed §2.2.1 / §3.2.1 (quantize parameters 量化). Chapter 3.1 (model compression) teaches it.
+
+See: chapters/03_1_model_compression.ipynb
 """
 from __future__ import annotations
 
@@ -136,6 +138,8 @@ def init_centroids(w: Any, k: int, init: str = "linear", generator=None) -> Any:
         For a non-array or integer ``w``, a non-int ``k``, a bad ``generator``.
     ValueError
         For an empty or non-finite ``w``, ``k`` outside [1, distinct values], an unknown ``init``.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     x = _as_values("w", w)
     k = _check_k(k, x)
@@ -211,6 +215,8 @@ class KMeansResult:
     converged : bool
         True when the labels stopped changing or the centroids moved less than the tolerance
         before ``max_iter``.
+
+    See: chapters/03_1_model_compression.ipynb
     """
 
     centroids: Any
@@ -305,6 +311,8 @@ def kmeans(w: Any, k: int, init: Any = "linear", max_iter: int = 300, tol: float
         Naming the argument: ``w`` not a finite non-empty float array, ``k`` outside
         [1, distinct values], an unknown ``init`` or an ``init`` array of another shape,
         ``max_iter < 1``, ``tol < 0``.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     return _kmeans("w", w, k, init, max_iter, tol, generator)
 
@@ -353,6 +361,8 @@ def index_dtype(k: int) -> str:
     """The narrowest integer dtype holding the indices 0 .. k-1: uint8 (k <= 256), int16, int32, int64.
 
     (uint16 and uint32 are left out: torch has few kernels for them.)
+
+    See: chapters/03_1_model_compression.ipynb
     """
     k = check_int("k", k, low=1)
     for dtype, top in (("uint8", 2 ** 8), ("int16", 2 ** 15), ("int32", 2 ** 31)):
@@ -375,6 +385,8 @@ def share_weights(w: Any, k: int, init: Any = "linear", max_iter: int = 300, tol
     -------
     codebook : array, shape (k,), w's dtype
     indices : integer array, w's shape, dtype :func:`index_dtype` (uint8 for k <= 256)
+
+    See: chapters/03_1_model_compression.ipynb
     """
     check_array("w", w)
     result = kmeans(w, k, init=init, max_iter=max_iter, tol=tol, generator=generator)
@@ -391,7 +403,10 @@ def _reconstruct(codebook: Any, indices: Any) -> Any:
 
 
 def index_bits(k: int) -> int:
-    r""":math:`\lceil \log_2 k \rceil`: bits of a fixed-width index into k centroids (0 for k = 1)."""
+    r""":math:`\lceil \log_2 k \rceil`: bits of a fixed-width index into k centroids (0 for k = 1).
+
+    See: chapters/03_1_model_compression.ipynb
+    """
     return (check_int("k", k, low=1) - 1).bit_length()
 
 
@@ -406,6 +421,8 @@ def compression_ratio(n: int, k: int, bits: int = 32) -> float:
         Number of shared values (the codebook, b bits each).
     bits : int >= 1
         Bits b of one weight before sharing, and of one codebook entry.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     n = check_int("n", n, low=1)
     k = check_int("k", k, low=1, high=n)
@@ -445,6 +462,8 @@ class SharedLayer(Module):
         The k-means inertia of the weight when the layer was built.
 
     ``state_dict`` keys: ``codebook``, ``bias`` (when the layer has one), ``indices``.
+
+    See: chapters/03_1_model_compression.ipynb
     """
 
     def __init__(self, layer: Module, k: int, init: Any = "linear", max_iter: int = 300, tol: float = 1e-4,

@@ -182,7 +182,8 @@ def update(grid: dict, artists: dict, method: str, position: int) -> None:
 def explorer(grid: dict):
     """The ipywidgets explorer over a :func:`compression_grid`: method and setting sliders.
 
-    Returns the widget box; its ``redraw`` attribute is the callback (for timing).
+    Returns the widget box; its ``redraw`` (the callback), ``figure`` and ``artists`` attributes
+    let a notebook time :func:`update`.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
@@ -210,6 +211,7 @@ def explorer(grid: dict):
     box = widgets.VBox([widgets.HBox([method, position]), out])
     box.redraw = redraw
     box.figure = fig
+    box.artists = artists
     return box
 
 
