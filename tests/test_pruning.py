@@ -313,3 +313,14 @@ def test_bad_targets_and_arguments_are_refused(be64):
         P.prune_mask(B.to_backend(np.ones(4), be64), 1, mask=np.ones(3))
     with pytest.raises(ValueError, match=r"layers is empty"):
         P.global_unstructured([], 0.5)
+
+
+@pytest.mark.parametrize("amount", [0.5, 0.005])               # nth_element and heap paths of torch.topk
+def test_l1_unstructured_on_a_large_layer_with_many_tied_zeros(amount, be32):
+    rng = np.random.default_rng(40)
+    w = (rng.standard_normal((200, 150)) * (rng.random((200, 150)) > 0.6)).astype(np.float32)
+    ref = _torch_linear(w)
+    tprune.l1_unstructured(ref, "weight", amount)
+    ours = _layer_with(w, be32)
+    P.l1_unstructured(ours, amount)
+    np.testing.assert_array_equal(_np(ours._params["weight"].mask), ref.weight_mask.numpy())
