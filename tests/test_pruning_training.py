@@ -13,7 +13,7 @@ from nnopt_lab import backend as B
 from nnopt_lab import models, nn
 from nnopt_lab.compression import pruning as P
 from nnopt_lab.reference import torch_twin
-from nnopt_lab.training import SGD, Adagrad, Adam, AdamW, RMSprop, fit, predict
+from nnopt_lab.training import SGD, Adagrad, Adam, AdamW, RMSprop, evaluate, fit, predict, preserved
 
 
 def _np(x):
@@ -283,17 +283,11 @@ def test_sensitivity_scan_restores_the_model_and_plans_per_layer(be64):
     scan = P.sensitivity_scan(model, (x, y), (0.25, 0.5, 0.9))
     assert {k: _np(v).tolist() for k, v in model.state_dict().items()} == {k: v.tolist() for k, v in before.items()}
     assert all(p.mask is None for p in model.parameters())
-    with nn_preserved(model):
+    with preserved(model):
         P.prune(model, {"2.weight": 0.5})
-        from nnopt_lab.training import evaluate
         assert scan.accuracy["2.weight"][1] == evaluate(model, (x, y))[1]
     hand = P.SensitivityScan(0.9, (0.2, 0.5, 0.8), {"a": [0.9, 0.89, 0.5], "b": [0.7, 0.9, 0.89], "c": [0.1, 0.1, 0.1]})
     assert hand.plan(0.02) == {"a": 0.5, "b": 0.8, "c": 0.0}
-
-
-def nn_preserved(model):
-    from nnopt_lab.training import preserved
-    return preserved(model)
 
 
 # ----------------------------------------------------------------------------- bad input
