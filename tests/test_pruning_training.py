@@ -181,8 +181,8 @@ def test_apoz_counts_the_zeros_after_relu(be64):
     lin._params["bias"].data = B.to_backend(np.zeros(3), be64)
     model = nn.Sequential(lin, nn.ReLU(), nn.Linear(3, 2, backend=be64))
     x = B.to_backend(np.array([[1.0, 1.0], [-1.0, 2.0], [3.0, -1.0], [-2.0, -2.0]]), be64)
-    # unit 0 (= x0): zero for rows 1, 3 -> 2/4; unit 1 (= x1): zero for rows 2, 3 -> 2/4;
-    # unit 2 (= -x0 - x1): zero for rows 0, 1 (-3 -> 0? no: -(-1) - 2 = -1 -> 0), 2 (-2 -> 0) -> 3/4
+    # unit 0 = relu(x0): rows 1, 3 are zero -> 2/4; unit 1 = relu(x1): rows 2, 3 -> 2/4;
+    # unit 2 = relu(-x0 - x1) = relu(-2), relu(-1), relu(-2), relu(4): rows 0, 1, 2 -> 3/4
     np.testing.assert_allclose(_np(P.apoz(model, x, 0, batch_size=3)), [0.5, 0.5, 0.75], rtol=0, atol=0)
 
 
