@@ -16,10 +16,15 @@ import math
 from typing import Any
 
 from .. import backend as B
+from ..compression import pruning
 from ..nn.layers import Conv2d, Linear, Module
-from ..validation import check_int
+from ..training.loop import check_xy, evaluate
+from ..training.snapshot import preserved
+from ..validation import check_choice, check_int, check_probability, check_sequence
 
-__all__ = ["csr_bytes", "storage_bytes", "weight_layers"]
+__all__ = ["csr_bytes", "storage_bytes", "weight_layers", "explorer_data", "PruningView", "explorer"]
+
+SCOPES = ("global", "layer")
 
 
 def csr_bytes(rows: int, cols: int, nnz: int, value_bits: int = 32, index_bits: int = 32) -> int:
@@ -97,3 +102,159 @@ def storage_bytes(model: Module, value_bits: int = 32, index_bits: int = 32) -> 
     bias_bits = dense_bits - sum(math.prod(layer._params["weight"].shape) for _, layer in layers) * value_bits
     return {"dense": math.ceil(dense_bits / 8), "csr": csr,
             "nonzero_values": math.ceil((nonzero_bits + bias_bits) / 8)}
+
+
+# ----------------------------------------------------------------------------- explorer: compute
+def _grid(sparsities: Any) -> list[float]:
+    items = check_sequence("sparsities", sparsities)
+    if not items:
+        raise ValueError("sparsities is empty: give the slider's grid, e.g. [0, 0.5, 0.9]")
+    grid = [check_probability(f"sparsities[{i}]", v, high_open=True) for i, v in enumerate(items)]
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"sparsities must increase, got {grid}")
+    return grid
+
+
+def _mask_2d(p) -> Any:
+    """The parameter's mask as a (rows, rest) float numpy array (all ones when it has none)."""
+    mask = p.mask if p.mask is not None else B.namespace(p.data).ones_like(p.data)
+    return B.to_numpy(mask).astype("float64").reshape(p.shape[0], -1)
+
+
+def explorer_data(model: Module, data: tuple, sparsities: Any, *, scopes: Any = SCOPES, bins: int = 40) -> dict:
+    r"""Everything the pruning explorer shows, precomputed for a grid of sparsities.
+
+    For each scope (``"global"``: one magnitude threshold across all layers; ``"layer"``: every
+    layer pruned to the same sparsity) and each sparsity :math:`s` of the grid, the model is
+    pruned one-shot by magnitude with :func:`nnopt_lab.compression.pruning.prune` (no
+    retraining), evaluated on ``data`` and restored. Recorded per weight: the mask, the
+    threshold :math:`t` (the largest pruned :math:`|w|`, 0 when nothing is pruned: every
+    :math:`|w| \le t` is pruned apart from ties) and the layer's sparsity.
+
+    Parameters
+    ----------
+    model : Module, trained (it is left unchanged)
+    data : (X, y) for the accuracy
+    sparsities : increasing sequence of floats in [0, 1)
+    scopes : subset of ("global", "layer")
+    bins : int >= 1, histogram bins of each layer's :math:`|w|`
+
+    Returns
+    -------
+    dict with ``sparsities``, ``names`` (weight names), ``hist`` {name: (counts, edges)},
+    and for each scope ``frames[scope]``: a list over the grid of dicts ``accuracy``,
+    ``thresholds`` {name: t}, ``layer_sparsity`` {name: s_l}, ``masks`` {name: (rows, cols)
+    numpy array of 0/1}. All plain Python / numpy, ready to index.
+
+    See: chapters/03_2_pruning.ipynb (seed §3.2.2)
+    """
+    grid = _grid(sparsities)
+    scopes = [check_choice("scopes", v, SCOPES) for v in check_sequence("scopes", scopes)]
+    bins = check_int("bins", bins, 1)
+    check_xy("data", data)
+    weights = pruning.prunable(model)
+    magnitudes = {k: abs(B.to_numpy(p.masked(p.data)).astype("float64")) for k, p in weights.items()}
+    hist = {}
+    for k, m in magnitudes.items():
+        top = float(m.max()) or 1.0
+        edges = [top * i / bins for i in range(bins + 1)]
+        counts = [0] * bins
+        for v in m.ravel().tolist():
+            counts[min(int(v / top * bins), bins - 1)] += 1
+        hist[k] = (counts, edges)
+    frames = {}
+    for scope in scopes:
+        frames[scope] = []
+        for s in grid:
+            with preserved(model):
+                report = pruning.prune(model, s, scope=scope)
+                accuracy = evaluate(model, data)[1]
+                masks = {k: _mask_2d(p) for k, p in weights.items()}
+            thresholds = {k: float(magnitudes[k].reshape(masks[k].shape)[masks[k] == 0].max())
+                          if (masks[k] == 0).any() else 0.0 for k in weights}
+            frames[scope].append({"accuracy": float(accuracy), "thresholds": thresholds, "masks": masks,
+                                  "layer_sparsity": report.as_dict(), "sparsity": report.sparsity})
+    return {"sparsities": grid, "names": list(weights), "hist": hist, "frames": frames}
+
+
+# ----------------------------------------------------------------------------- explorer: drawing
+class PruningView:
+    """One figure made once (histogram + threshold, mask picture, accuracy curve); :meth:`update`
+    only moves its artists (``set_data``, ``set_xdata``), so a redraw takes milliseconds.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+
+    def __init__(self, data: dict, figsize=(14, 3.8)):
+        import matplotlib.pyplot as plt
+
+        self.data = data
+        self.fig, (self.ax_hist, self.ax_mask, self.ax_acc) = plt.subplots(1, 3, figsize=figsize)
+        name = data["names"][0]
+        counts, edges = data["hist"][name]
+        self.stairs = self.ax_hist.stairs(counts, edges, fill=True, alpha=0.6, label="|w| before pruning")
+        self.line = self.ax_hist.axvline(0.0, color="C3", lw=2, label="threshold t")
+        self.ax_hist.set(xlabel="|w| (weight magnitude)", ylabel="weights per bin", yscale="log")
+        self.ax_hist.legend(fontsize=8, loc="upper right")
+        first = next(iter(data["frames"].values()))[0]
+        self.image = self.ax_mask.imshow(first["masks"][name], cmap="gray", vmin=0, vmax=1, aspect="auto",
+                                         interpolation="nearest")
+        self.ax_mask.set(xlabel="input (column)", ylabel="output unit (row)")
+        grid = [100 * s for s in data["sparsities"]]
+        for scope, frames in data["frames"].items():
+            self.ax_acc.plot(grid, [100 * f["accuracy"] for f in frames], "o-", ms=3, label=f"{scope} magnitude")
+        (self.marker,) = self.ax_acc.plot([grid[0]], [100 * first["accuracy"]], "o", color="C3", ms=10,
+                                          mfc="none", mew=2, label="shown")
+        self.ax_acc.set(title="Accuracy without retraining", xlabel="sparsity (% of weights pruned)",
+                        ylabel="accuracy (%)")
+        self.ax_acc.legend(fontsize=8)
+        self.ax_acc.grid(alpha=0.3)
+        self.fig.tight_layout()
+
+    def update(self, scope: str, name: str, index: int) -> None:
+        """Show weight ``name`` at grid point ``index`` of ``scope`` (no computation, only artists)."""
+        frame = self.data["frames"][scope][index]
+        counts, edges = self.data["hist"][name]
+        self.stairs.set_data(counts, edges)
+        self.ax_hist.set_xlim(edges[0], edges[-1])
+        self.ax_hist.set_ylim(0.8, 1.5 * max(counts))
+        t = frame["thresholds"][name]
+        self.line.set_xdata([t, t])
+        self.ax_hist.set_title(f"{name}: {100 * frame['layer_sparsity'][name]:.1f} % pruned, t = {t:.3g}")
+        mask = frame["masks"][name]
+        self.image.set_data(mask)
+        self.image.set_extent((-0.5, mask.shape[1] - 0.5, mask.shape[0] - 0.5, -0.5))
+        self.ax_mask.set_title(f"mask of {name} {mask.shape} (white = kept)")
+        s = 100 * self.data["sparsities"][index]
+        self.marker.set_data([s], [100 * frame["accuracy"]])
+        self.ax_acc.set_title(f"{scope}, {s:.0f} % pruned: {100 * frame['accuracy']:.1f} % (no retraining)")
+
+
+def explorer(data: dict) -> Any:
+    """The thin ipywidgets layer over :func:`explorer_data`: scope, layer and a sparsity slider.
+
+    See: chapters/03_2_pruning.ipynb
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with plt.ioff():
+        view = PruningView(data)
+    out = widgets.Output()
+    scope = widgets.ToggleButtons(options=list(data["frames"]), description="scope")
+    layer = widgets.Dropdown(options=data["names"], description="weight")
+    labels = [(f"{100 * s:g} %", i) for i, s in enumerate(data["sparsities"])]
+    slider = widgets.SelectionSlider(options=labels, value=0, description="sparsity", continuous_update=True)
+
+    def redraw(_=None):
+        view.update(scope.value, layer.value, slider.value)
+        view.fig.canvas.draw_idle()
+        out.clear_output(wait=True)
+        with out:
+            display(view.fig)
+
+    for w in (scope, layer, slider):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([scope, layer]), slider, out])
