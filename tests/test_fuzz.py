@@ -117,6 +117,17 @@ def _deep_model():
     return models.mlp((3, 3, 3, 3), backend=B.Backend("numpy", "float64"))
 
 
+def _global_prune_args():
+    model = _model()
+    return dict(layers=[model[0], model[2]], amount=0.5)
+
+
+def _restore_args():
+    from nnopt_lab.compression import quantization as Q
+    model = _model()
+    return dict(model=model, saved=Q.fake_quantize_model(model, 4))
+
+
 def _conv():
     from nnopt_lab.nn import layers as L
     return L.Conv2d(2, 3, 3, backend=B.Backend("numpy", "float64"))
@@ -287,6 +298,39 @@ def _examples():
         "compression.huffman.entropy": lambda: dict(counts={1: 1, 2: 2, 3: 3}),
         "compression.huffman.average_length": lambda: dict(code={1: "10", 2: "11", 3: "0"}, counts={1: 1, 2: 2, 3: 3}),
         "compression.huffman.total_bits": lambda: dict(code={1: "10", 2: "11", 3: "0"}, counts={1: 1, 2: 2, 3: 3}),
+        "compression.pruning.pruned_count": lambda: dict(amount=0.5, n=10),
+        "compression.pruning.select_lowest": lambda: dict(scores=rand(6), amount=2),
+        "compression.pruning.prune_mask": lambda: dict(scores=rand(3, 4), amount=0.5),
+        "compression.pruning.ln_structured_mask": lambda: dict(weight=rand(4, 3), amount=1),
+        "compression.pruning.prunable": lambda: dict(model=_model()),
+        "compression.pruning.l1_unstructured": lambda: dict(layer=_model()[0], amount=0.5),
+        "compression.pruning.random_unstructured": lambda: dict(layer=_model()[0], amount=0.5),
+        "compression.pruning.global_unstructured": _global_prune_args,
+        "compression.pruning.ln_structured": lambda: dict(layer=_model()[0], amount=1),
+        "compression.pruning.remove_masks": lambda: dict(model=_model()),
+        "compression.pruning.prune": lambda: dict(model=_model(), sparsity=0.5),
+        "compression.pruning.taylor_scores": lambda: dict(model=_model(), data=_train()),
+        "compression.pruning.apoz": lambda: dict(model=_model(), x=rand(5, 3), layer=0),
+        "compression.pruning.mask_units": lambda: dict(layer=_model()[0], indices=[1]),
+        "compression.pruning.remove_pruned_units": lambda: dict(model=_model()),
+        "compression.pruning.sparsity": lambda: dict(x=np.array([0.0, 1.0, 0.0, 2.0])),
+        "compression.pruning.sparsity_report": lambda: dict(model=_model()),
+        "compression.pruning.Penalty": lambda: dict(kind="l1", strength=1e-3),
+        "compression.pruning.soft_threshold": lambda: dict(w=rand(3, 4) - 0.5, threshold=0.1),
+        "compression.pruning.ProximalL1": lambda: dict(strength=1e-3),
+        "compression.pruning.PolynomialDecay": lambda: dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0,
+                                                            end_step=10, frequency=2),
+        "compression.pruning.GradualPruning": lambda: dict(schedule=importlib.import_module(
+            "nnopt_lab.compression.pruning").PolynomialDecay(0.0, 0.5, 0, 10, frequency=2)),
+        "compression.pruning.iterative_prune": lambda: dict(model=_model(), train=_train(), final_sparsity=0.5,
+                                                            rounds=2, epochs=1, batch_size=4, lr=0.1, progress=False),
+        "compression.pruning.sensitivity_scan": lambda: dict(model=_model(), data=_train(), sparsities=(0.25, 0.5)),
+        "compression.quantization.quantize_weight": lambda: dict(w=rand(3, 4) - 0.5, bits=4),
+        "compression.quantization.binarize_weight": lambda: dict(w=rand(3, 4) - 0.5),
+        "compression.quantization.fake_quantize_model": lambda: dict(model=_model(), bits=4),
+        "compression.quantization.restore_model": _restore_args,
+        "compression.quantization.quantized_size": lambda: dict(source=_model()),
+        "compression.quantization.FakeQuantizedModel": lambda: dict(model=_model(), records={}, parameters={}),
         # datasets
         "datasets.load_mnist1d": lambda: dict(num_samples=60, cache_dir=_tmp()),
         "datasets.make_moons": lambda: dict(n=10),
@@ -831,6 +875,8 @@ def _call(obj, kwargs, sig):
             positional.append(kwargs[name])
         else:
             keywords[name] = kwargs[name]
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):        # **options: the rest
+        keywords.update({k: v for k, v in kwargs.items() if k not in sig.parameters})
     return obj(*positional, **keywords)
 
 
