@@ -77,3 +77,22 @@ def test_redraw_is_fast_and_only_updates_artists():
             times.append(time.perf_counter() - t0)
     assert np.median(times) < 0.2, f"median redraw {np.median(times):.3f} s"
     W.static_figure(grid)
+
+
+def test_explorer_switches_method_and_setting():
+    import matplotlib
+    matplotlib.use("Agg")
+    B.set_backend("numpy")
+    B.seed(0)
+    model = models.mlp((12, 20, 3))
+    x = B.randn(10, 12)
+    grid = W.compression_grid(model, 0, lambda m: float(B.to_numpy(m(x)).mean()), clusters_options=(16, 4), rank_options=(8, 4, 2))
+    box = W.explorer(grid)
+    method, position = box.children[0].children
+    method.value = "rank"
+    assert list(position.options) == [8, 4, 2]
+    position.value = 2
+    assert box.figure.axes[0].get_title().endswith("rank 2")
+    method.value = "clusters"
+    assert list(position.options) == list(grid["methods"]["clusters"]["options"])
+    assert "clusters" in box.figure.axes[0].get_title()

@@ -195,19 +195,39 @@ def explorer(grid: dict):
     position = widgets.SelectionSlider(options=grid["methods"]["bits"]["options"], description="setting")
     out = widgets.Output()
 
+    live = hasattr(fig.canvas, "layout")          # ipympl: the canvas is a widget that redraws itself
+    busy = []
+
+    def show():
+        if live:
+            fig.canvas.draw_idle()
+            return
+        with out:                                   # inline backend: replace the picture
+            out.clear_output(wait=True)
+            display(fig)
+
     def redraw(*_):
+        if busy:                                    # the options' change below calls redraw again
+            return
         rows = grid["methods"][method.value]
-        if list(position.options) != rows["options"]:
-            position.options = rows["options"]
-            return                                  # the options' change calls redraw again
-        update(grid, artists, method.value, rows["options"].index(position.value))
-        fig.canvas.draw_idle()
+        busy.append(True)
+        try:
+            if list(position.options) != rows["options"]:
+                position.options = rows["options"]
+            value = position.value if position.value in rows["options"] else rows["options"][0]
+        finally:
+            busy.clear()
+        update(grid, artists, method.value, rows["options"].index(value))
+        show()
 
     method.observe(redraw, names="value")
     position.observe(redraw, names="value")
     update(grid, artists, "bits", 0)
-    with out:
-        display(fig.canvas if hasattr(fig.canvas, "layout") else fig)
+    if live:
+        with out:
+            display(fig.canvas)
+    else:
+        show()
     box = widgets.VBox([widgets.HBox([method, position]), out])
     box.redraw = redraw
     box.figure = fig
