@@ -34,6 +34,8 @@ How many, and which ties -- the peers differ (``rule=``):
   stay: possibly fewer than k pruned; tfmot itself keeps :math:`\mathrm{round}((1-s)\,n)`,
   which differs from :math:`n - \mathrm{round}(s\,n)` at exact halves);
 * Torch-Pruning removes :math:`C - \lfloor C(1-r) \rfloor` channels (it floors the count kept).
+
+See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
 """
 from __future__ import annotations
 
@@ -288,7 +290,7 @@ def select_lowest(scores: Any, amount: Any, *, rule: str = "torch") -> list[int]
     -------
     list of int, increasing.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     _check_scores("scores", scores)
     if scores.ndim != 1:
@@ -336,7 +338,7 @@ def prune_mask(scores: Any, amount: Any, *, mask: Any = None, rule: str = "torch
     -------
     array of scores' shape, 1.0 kept / 0.0 pruned, scores' float dtype (float64 for integer scores).
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     _check_scores("scores", scores)
     rule = check_choice("rule", rule, RULES)
@@ -398,7 +400,7 @@ def ln_structured_mask(weight: Any, amount: Any, n: float = 2, dim: int = 0, *, 
     -------
     array of weight's shape and float dtype, 1.0 kept / 0.0 pruned.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     _check_scores("weight", weight)
     if weight.ndim < 2:
@@ -443,7 +445,7 @@ def prunable(model: Module) -> "OrderedDict[str, Parameter]":
     ValueError
         When it holds no Linear or Conv2d (nothing to prune).
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
@@ -497,7 +499,7 @@ def l1_unstructured(layer: Module | Parameter, amount: Any, name: str = "weight"
     -------
     The new mask (the parameter's own array).
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     xp = B.namespace(p.data)
@@ -535,7 +537,7 @@ def random_unstructured(layer: Module | Parameter, amount: Any, name: str = "wei
     -------
     The new mask.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     u = _uniform_like(p.data, generator) if scores is None else _check_scores("scores", scores)
@@ -576,7 +578,7 @@ def global_unstructured(layers: Iterable, amount: Any, *, scores: Any = None, ru
     -------
     list of the new masks, one per parameter.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     params = _targets(layers)
     if scores is None:
@@ -622,7 +624,7 @@ def ln_structured(layer: Module | Parameter, amount: Any, n: float = 2, dim: int
     -------
     The new mask.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     p = _parameter(layer, name)
     bias = check_bool("bias", bias)
@@ -649,7 +651,7 @@ def remove_masks(model: Module) -> Module:
 
     Afterwards the zeros are ordinary values: training may move them again.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
@@ -734,7 +736,7 @@ def prune(model: Module, sparsity: Any, *, criterion: Any = "magnitude", scope: 
     -------
     SparsityReport of the model afterwards.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     criterion = _check_criterion(criterion)
     scope = check_choice("scope", scope, ("layer", "global"))
@@ -780,7 +782,7 @@ def taylor_scores(model: Module, data: tuple, *, loss_fn=None, batch_size: int =
     -------
     OrderedDict {weight name: array of its shape} -- pass it as ``prune(..., criterion=scores)``.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     from ..nn.layers import CrossEntropyLoss
     from ..training.loop import check_loss_fn, compute_loss
@@ -857,7 +859,7 @@ def apoz(model: Sequential, x: Any, layer: int, *, batch_size: int = 1024) -> An
     -------
     (units,) array of fractions in [0, 1], in the float dtype of the activations.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     i = _check_layer_index(model, layer)
     relu = _relu_after(model, i)
@@ -897,7 +899,7 @@ def mask_units(layer: Module, indices: Any, *, bias: bool = False) -> Any:
     -------
     The new weight mask.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     if not isinstance(layer, (Linear, Conv2d)):
         raise TypeError(f"layer must be an nnopt_lab Linear or Conv2d, got {type(layer).__name__}")
@@ -926,7 +928,7 @@ def remove_pruned_units(model: Sequential) -> Sequential:
     output (its bias) is folded into the next layer's bias, so the outputs do not change.
     The last layer's outputs are never removed. ``model`` itself is not changed.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     from . import trimming
 
@@ -960,7 +962,7 @@ class LayerSparsity:
 class SparsityReport:
     """Per-layer and global sparsity of the prunable weights (exact integer counts).
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     layers: tuple
@@ -998,7 +1000,7 @@ class SparsityReport:
 def sparsity_report(model: Module) -> SparsityReport:
     """Zeros, masked entries and sizes of every prunable weight, and their sums.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     rows = []
     for name, p in prunable(model).items():
@@ -1015,7 +1017,7 @@ def sparsity(x: Any) -> float:
 
     Use as a metric of :func:`~nnopt_lab.training.fit`: ``metrics={"sparsity": pruning.sparsity}``.
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     if isinstance(x, Module):
         return sparsity_report(x).sparsity
@@ -1057,7 +1059,7 @@ class Penalty(Callback):
     strength : float >= 0 (:math:`\lambda`)
     layers : sequence of weight names, optional (default every Linear / Conv2d weight)
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, kind: str, strength: float, layers: Any = None):
@@ -1097,7 +1099,7 @@ def soft_threshold(w: Any, threshold: float) -> Any:
     w : array
     threshold : float >= 0
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     xp = B.namespace(check_array("w", w))
     t = check_number("threshold", threshold, 0.0)
@@ -1119,7 +1121,7 @@ class ProximalL1(Callback):
     strength : float >= 0 (:math:`\lambda`)
     layers : sequence of weight names, optional
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, strength: float, layers: Any = None):
@@ -1158,7 +1160,7 @@ class PolynomialDecay:
     power : float > 0, default 3
     frequency : int >= 1, default 100
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, initial_sparsity: float, final_sparsity: float, begin_step: int, end_step: int,
@@ -1209,7 +1211,7 @@ class GradualPruning(Callback):
     schedule : PolynomialDecay
     criterion, scope, rule, layers : as in :func:`prune`
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     def __init__(self, schedule: PolynomialDecay, *, criterion: Any = "magnitude", scope: str = "layer",
@@ -1277,7 +1279,7 @@ def iterative_prune(model: Module, train: tuple, *, final_sparsity: float, round
     -------
     list of PruningRound
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     final_sparsity = check_probability("final_sparsity", final_sparsity, high_open=True)
     rounds = check_int("rounds", rounds, low=1)
@@ -1302,7 +1304,7 @@ class SensitivityScan:
     sparsities : tuple of float
     accuracy : dict {weight name: list of accuracy, one per sparsity}
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
 
     baseline: float
@@ -1343,7 +1345,7 @@ def sensitivity_scan(model: Module, data: tuple, sparsities: Any = (0.1, 0.2, 0.
     -------
     SensitivityScan (``.plan(tolerance)`` chooses per-layer sparsities).
 
-    Taught in: 03_2_pruning (seed §2.2.2, §3.2.2)
+    See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     check_xy("data", data)
     values = tuple(check_probability(f"sparsities[{i}]", s, high_open=True)
