@@ -102,8 +102,6 @@ def _quantize_mistake(w: Any, bits: int, codes: Any, scale: float, zero_point: f
         if (abs(codes - (y.round() - zero_point).clip(0, qmax)) < 1e-9).all() or \
                 (abs(codes - (y.round() - zero_point)) < 1e-9).all():
             return "the zero point is subtracted from the codes; it is added: x_q = round(w/Δ) + z"
-        if (abs(codes - (y.round() + zero_point)) < 1e-9).all() and ((codes < 0) | (codes > qmax)).any():
-            return f"the codes are not clamped to [0, {qmax}]"
     return None
 
 
