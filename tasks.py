@@ -4,6 +4,7 @@
     python tasks.py lab     # create .venv, install, open the workbook in JupyterLab
     python tasks.py test    # create .venv, install, run the whole test suite
     python tasks.py bench   # create .venv, install, print the speed ratios against torch
+    python tasks.py student # create .venv, install, write nbgrader student copies to build/student/
     python tasks.py setup   # only create .venv and install
 
 The virtual environment lives in .venv/ next to this file. Installs use the exact versions
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -58,6 +60,28 @@ def setup() -> Path:
     return py
 
 
+def student_copies(py: Path, out: Path = ROOT / "build" / "student") -> Path:
+    """nbgrader's ``generate_assignment`` over every chapter: solutions replaced, checks kept.
+
+    The chapters are copied into a throw-away nbgrader course folder (``build/nbgrader``), so
+    the sources in ``chapters/`` are never written; the student copies land in ``out``.
+    """
+    course = out.parent / "nbgrader"
+    shutil.rmtree(course, ignore_errors=True)
+    source = course / "source" / "workbook"
+    source.mkdir(parents=True)
+    for path in sorted((ROOT / "chapters").iterdir()):
+        if path.suffix in (".ipynb", ".md"):
+            shutil.copy2(path, source / path.name)
+    env = {**os.environ, "PATH": f"{py.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # nbgrader runs alembic
+    run(py, "-m", "nbgrader", "generate_assignment", "workbook", f"--CourseDirectory.root={course}",
+        "--force", "--log-level=WARN", env=env)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(course / "release" / "workbook", out)
+    print(f"student copies: {out}", flush=True)
+    return out
+
+
 def main(argv: list[str]) -> int:
     task, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if task == "setup":
@@ -70,6 +94,8 @@ def main(argv: list[str]) -> int:
         py = setup()
         workers = ["-n", os.environ.get("NNOPT_TEST_WORKERS", "2")]
         run(py, "-m", "pytest", *workers, *rest)
+    elif task == "student":
+        student_copies(setup())
     elif task == "bench":
         py = setup()
         run(py, "benchmarks/run.py", *rest)
