@@ -28,7 +28,7 @@ def broken(*args):
                                      ex_why.check_linear_params, ex_why.check_conv_flops],
                          ids=lambda c: c.__name__)
 def test_every_checker_tells_a_learner_who_has_not_started_and_one_whose_code_fails(checker):
-    with pytest.raises(AssertionError, match="not answered yet .*NotImplementedError.* write your answer above"):
+    with pytest.raises(AssertionError, match="not answered yet .*NotImplementedError.* write your answer in the cell above"):
         checker(not_started)
     with pytest.raises(AssertionError, match="raised ZeroDivisionError: division by zero"):
         checker(broken)

@@ -98,7 +98,7 @@ def test_each_fusion_mistake_is_named(answer, words):
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
 def test_not_started_and_broken_answers_are_told_apart(checker):
-    with pytest.raises(AssertionError, match="not answered yet .*NotImplementedError.* write your answer above"):
+    with pytest.raises(AssertionError, match="not answered yet .*NotImplementedError.* write your answer in the cell above"):
         checker(not_started)
     with pytest.raises(AssertionError, match="raised ZeroDivisionError: division by zero"):
         checker(broken)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
+from .checks import ExerciseFailed
 from ..preprocessing import augmentation as A
 from . import checks
 
@@ -57,10 +58,10 @@ def check_hflip(fn: Callable[[Any], Any]) -> bool:
         print("✓ hflip mirrors left ↔ right: out[..., i, j] = x[..., i, W-1-j] (= numpy.flip(x, axis=-1))")
         return True
     if tuple(got.shape) != tuple(want.shape):
-        raise AssertionError(f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}: a flip keeps the shape")
+        raise ExerciseFailed(f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}: a flip keeps the shape")
     what = _guess(got, x)
     hint = " Which axis is the width? In (N, C, H, W) it is the LAST one." if what else ""
-    raise AssertionError(f"your output is {what or 'not a flip of the input'}, not a horizontal flip.{hint}")
+    raise ExerciseFailed(f"your output is {what or 'not a flip of the input'}, not a horizontal flip.{hint}")
 
 
 def check_rot90_clockwise(fn: Callable[[Any], Any]) -> bool:
@@ -71,13 +72,13 @@ def check_rot90_clockwise(fn: Callable[[Any], Any]) -> bool:
         print("✓ clockwise quarter turn: out[..., i, j] = x[..., H-1-j, i] (= numpy.rot90(x, -1, axes=(2, 3)))")
         return True
     if tuple(got.shape) != tuple(want.shape):
-        raise AssertionError(f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}: a quarter turn swaps "
+        raise ExerciseFailed(f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}: a quarter turn swaps "
                              f"height and width, and only those two axes (axes=(2, 3) or (-2, -1)).")
     what = _guess(got, x)
     if what.startswith("a counter-clockwise"):
-        raise AssertionError("your turn goes COUNTER-clockwise: numpy.rot90(x, k) with k > 0 turns counter-"
+        raise ExerciseFailed("your turn goes COUNTER-clockwise: numpy.rot90(x, k) with k > 0 turns counter-"
                              "clockwise (the seed's comment makes the same mistake); use k = -1 or k = 3.")
-    raise AssertionError(f"your output is {what or 'not a quarter turn of the input'}; a clockwise turn is a "
+    raise ExerciseFailed(f"your output is {what or 'not a quarter turn of the input'}; a clockwise turn is a "
                          f"transpose followed by a horizontal flip.")
 
 
@@ -90,13 +91,13 @@ def check_center_crop(fn: Callable[[Any, int], Any]) -> bool:
             continue
         case = f"{h}×{w} image, size {size}"
         if tuple(got.shape) != tuple(want.shape):
-            raise AssertionError(f"{case}: output shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+            raise ExerciseFailed(f"{case}: output shape {tuple(got.shape)}, expected {tuple(want.shape)}")
         for top in range(h - size + 1):
             for left in range(w - size + 1):
                 if _same(got, A.crop(x, top, left, size, size)):
                     where = "the top-left corner" if top == left == 0 else f"top={top}, left={left}"
-                    raise AssertionError(f"{case}: you cut the window at {where}; the centre is top = (H - size) // 2 "
+                    raise ExerciseFailed(f"{case}: you cut the window at {where}; the centre is top = (H - size) // 2 "
                                          f"= {(h - size) // 2}, left = (W - size) // 2 = {(w - size) // 2}.")
-        raise AssertionError(f"{case}: your output is not a size × size window of the input")
+        raise ExerciseFailed(f"{case}: your output is not a size × size window of the input")
     print("✓ center_crop cuts the centred window (top = (H - size) // 2, left = (W - size) // 2) on 3 cases")
     return True

@@ -21,12 +21,24 @@ from typing import Any, Callable, Sequence
 
 from .. import backend as B
 
-__all__ = ["NOT_STARTED", "require_function", "call", "numbers", "as_float64", "close_numbers", "diagnose",
+__all__ = ["NOT_STARTED", "ExerciseFailed", "require_function", "call", "numbers", "as_float64", "close_numbers", "diagnose",
            "verdict"]
 
 #: What a learner who has not written the answer yet is told.
-NOT_STARTED = ("not answered yet (it raises NotImplementedError): write your answer above, between "
-               "### BEGIN SOLUTION and ### END SOLUTION, and run that cell again")
+NOT_STARTED = ("not answered yet (it raises NotImplementedError): write your answer in the cell above, "
+               "in place of `raise NotImplementedError()`, and run that cell again")
+
+
+class ExerciseFailed(AssertionError):
+    """A checker's verdict that the answer is wrong (or not there yet), shown as its message alone.
+
+    Jupyter (IPython) calls ``_render_traceback_`` to display an exception: the learner sees the
+    one ``✗`` line that says what is wrong, not a traceback through the checker's code. It is an
+    ``AssertionError``, so nbgrader's autograder and pytest count it as a failed check.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def require_function(name: str, fn: Any) -> Callable:
@@ -42,9 +54,9 @@ def call(name: str, fn: Callable, *args: Any) -> Any:
     try:
         return fn(*args)
     except NotImplementedError:
-        raise AssertionError(f"✗ {name}: {NOT_STARTED}") from None
+        raise ExerciseFailed(f"✗ {name}: {NOT_STARTED}") from None
     except Exception as err:                      # noqa: BLE001 - the learner's error, reported in words
-        raise AssertionError(f"✗ {name} raised {type(err).__name__}: {err}") from None
+        raise ExerciseFailed(f"✗ {name} raised {type(err).__name__}: {err}") from None
 
 
 def numbers(name: str, fn: Callable, args_list: Sequence[tuple]) -> list[float]:
@@ -55,7 +67,7 @@ def numbers(name: str, fn: Callable, args_list: Sequence[tuple]) -> list[float]:
         try:
             out.append(float(value))
         except (TypeError, ValueError):
-            raise AssertionError(f"✗ {name}{tuple(args)} returned {value!r}; expected a number") from None
+            raise ExerciseFailed(f"✗ {name}{tuple(args)} returned {value!r}; expected a number") from None
     return out
 
 
@@ -64,10 +76,10 @@ def as_float64(value: Any, what: str, shape: tuple | None = None) -> Any:
     try:
         array = B.to_numpy(value).astype("float64")
     except Exception as err:                      # noqa: BLE001 - a learner may return anything
-        raise AssertionError(f"✗ {what} could not be read as an array of numbers: "
+        raise ExerciseFailed(f"✗ {what} could not be read as an array of numbers: "
                              f"{type(value).__name__} ({err})") from None
     if shape is not None and tuple(array.shape) != tuple(shape):
-        raise AssertionError(f"✗ {what} returned shape {tuple(array.shape)}, expected {tuple(shape)}")
+        raise ExerciseFailed(f"✗ {what} returned shape {tuple(array.shape)}, expected {tuple(shape)}")
     return array
 
 
@@ -94,5 +106,5 @@ def diagnose(got: Sequence[float], want: Sequence[float], variants: dict[str, Se
 def verdict(name: str, message: str | None, what: str) -> None:
     """Print ``✓ name matches what`` when ``message`` is None, else raise ``AssertionError(✗ name: message)``."""
     if message is not None:
-        raise AssertionError(f"✗ {name}: {message}")
+        raise ExerciseFailed(f"✗ {name}: {message}")
     print(f"✓ {name} matches {what}")

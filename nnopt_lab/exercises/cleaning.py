@@ -10,6 +10,7 @@ import math
 from typing import Any, Callable
 
 from .. import backend as B
+from .checks import ExerciseFailed
 from ..preprocessing import cleaning as C
 from . import checks
 
@@ -45,22 +46,22 @@ def check_mean_filter_1d(fn: Callable[[Any, int], Any]) -> bool:
                 continue
             case = f"signal of length {x.shape[0]}, size={size}"
             if tuple(got.shape) != tuple(want.shape):
-                raise AssertionError(f"{case}: your output has shape {tuple(got.shape)}, the input {tuple(x.shape)}. "
+                raise ExerciseFailed(f"{case}: your output has shape {tuple(got.shape)}, the input {tuple(x.shape)}. "
                                      f"Pad size//2 = {size // 2} samples on each side before averaging, so every "
                                      f"input sample gets an output.")
             if _close(got, want * size):
-                raise AssertionError(f"{case}: you return the window SUM; divide by the window size {size}.")
+                raise ExerciseFailed(f"{case}: you return the window SUM; divide by the window size {size}.")
             for mode in ("constant", "reflect", "mirror", "wrap"):
                 if _close(got, C.mean_filter(x, size, mode=mode)):
                     what = {"constant": "zero-padded (mode 'constant')", "reflect": "'reflect' borders",
                             "mirror": "'mirror' borders", "wrap": "periodic ('wrap') borders"}[mode]
-                    raise AssertionError(f"{case}: the interior is right but your borders are {what}; 'nearest' "
+                    raise ExerciseFailed(f"{case}: the interior is right but your borders are {what}; 'nearest' "
                                          f"repeats the edge sample: x[0], x[0], x[0], x[1], ...")
             inner = slice(size, x.shape[0] - size)
             if x.shape[0] > 2 * size and _close(got[inner], want[inner]):
-                raise AssertionError(f"{case}: the interior is right, the first/last {size // 2} outputs are not: "
+                raise ExerciseFailed(f"{case}: the interior is right, the first/last {size // 2} outputs are not: "
                                      f"check the padding (mode 'nearest' repeats x[0] in front and x[-1] behind).")
-            raise AssertionError(f"{case}: expected {want.tolist()[:4]}..., got {got.tolist()[:4]}...; output i is "
+            raise ExerciseFailed(f"{case}: expected {want.tolist()[:4]}..., got {got.tolist()[:4]}...; output i is "
                                  f"the mean of x[i - {size // 2}] .. x[i + {size // 2}].")
     print("✓ mean_filter_1d matches scipy.ndimage.uniform_filter1d(mode='nearest') on 3 signals × 2 sizes")
     return True
@@ -82,33 +83,33 @@ def check_standardize(fn: Callable[[Any, Any], tuple]) -> bool:
     train, test = _tables()
     out = checks.call("standardize", fn, train.copy(), test.copy())
     if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise AssertionError("standardize must return a pair (train_z, test_z)")
+        raise ExerciseFailed("standardize must return a pair (train_z, test_z)")
     got_train, got_test = checks.as_float64(out[0], "train_z"), checks.as_float64(out[1], "test_z")
     scaler = C.StandardScaler().fit(train)
     want_train, want_test = scaler.transform(train), scaler.transform(test)
     for name, got, want in (("train_z", got_train, want_train), ("test_z", got_test, want_test)):
         if tuple(got.shape) != tuple(want.shape):
-            raise AssertionError(f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)} "
+            raise ExerciseFailed(f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)} "
                                  f"(standardize each column, keep every row)")
     xp = B.namespace(got_train)
     if B.float_of(xp.sum(xp.astype(~xp.isfinite(got_train), got_train.dtype))) > 0:
-        raise AssertionError("train_z has NaN or inf: column 3 is constant (std 0). Divide by 1 there "
+        raise ExerciseFailed("train_z has NaN or inf: column 3 is constant (std 0). Divide by 1 there "
                              "(as scikit-learn does) instead of by 0.")
     n = train.shape[0]
     if _close(got_train[:, :3], want_train[:, :3] * math.sqrt((n - 1) / n)):
-        raise AssertionError("you divide by the SAMPLE std (ddof=1, n-1 in the denominator); StandardScaler uses "
+        raise ExerciseFailed("you divide by the SAMPLE std (ddof=1, n-1 in the denominator); StandardScaler uses "
                              "the population std (ddof=0, n in the denominator).")
     if _close(got_train[:, :3], train[:, :3] - C.StandardScaler().fit(train).mean_[:3]):
-        raise AssertionError("train_z is only centred: divide by each column's standard deviation too.")
+        raise ExerciseFailed("train_z is only centred: divide by each column's standard deviation too.")
     if not _close(got_train, want_train):
-        raise AssertionError("train_z is wrong: z = (x - mean) / std with the column mean and population std "
+        raise ExerciseFailed("train_z is wrong: z = (x - mean) / std with the column mean and population std "
                              "of the training table.")
     if _close(got_test[:, :3], C.StandardScaler().fit(test).transform(test)[:, :3]):
-        raise AssertionError("test_z uses the TEST split's own mean and std. Fit on the training split only and "
+        raise ExerciseFailed("test_z uses the TEST split's own mean and std. Fit on the training split only and "
                              "apply those statistics to the test split: the model must see test data exactly as "
                              "it will see new data, one sample at a time, with no statistics of its own.")
     if not _close(got_test, want_test):
-        raise AssertionError("train_z is right but test_z is not: apply the training mean and std to the test rows.")
+        raise ExerciseFailed("train_z is right but test_z is not: apply the training mean and std to the test rows.")
     print("✓ standardize matches sklearn StandardScaler (fit on train, applied to test; constant column kept)")
     return True
 
@@ -129,22 +130,22 @@ def check_fill_missing(fn: Callable[[Any], Any]) -> bool:
             continue
         xp = B.namespace(got)
         if tuple(got.shape) != tuple(want.shape):
-            raise AssertionError(f"fill_missing({values}): shape {tuple(got.shape)}, expected {tuple(want.shape)}; "
+            raise ExerciseFailed(f"fill_missing({values}): shape {tuple(got.shape)}, expected {tuple(want.shape)}; "
                                  f"keep every entry (do not drop the missing ones).")
         if B.float_of(xp.sum(xp.astype(xp.isnan(got), got.dtype))) > 0:
-            raise AssertionError(f"fill_missing({values}): NaN is still there; replace it "
+            raise ExerciseFailed(f"fill_missing({values}): NaN is still there; replace it "
                                  f"(numpy: np.where(np.isnan(x), fill, x)).")
         if _close(got, xp.where(xp.isnan(x), 0.0, x)):
-            raise AssertionError(f"fill_missing({values}): you filled with 0, like np.nan_to_num in the seed. 0 is "
+            raise ExerciseFailed(f"fill_missing({values}): you filled with 0, like np.nan_to_num in the seed. 0 is "
                                  f"outside the data and drags the mean down; use the mean of the observed values.")
         zero_mean = B.float_of(xp.mean(xp.where(xp.isnan(x), 0.0, x)))
         if _close(got, xp.where(xp.isnan(x), zero_mean, x)):
-            raise AssertionError(f"fill_missing({values}): your fill {zero_mean:.4g} is a mean that counted the "
+            raise ExerciseFailed(f"fill_missing({values}): your fill {zero_mean:.4g} is a mean that counted the "
                                  f"missing entries as 0; average only the observed values (np.nanmean).")
         observed = C.SimpleImputer("median").fit(x[:, None]).statistics_[0]
         if _close(got, xp.where(xp.isnan(x), B.float_of(observed), x)):
-            raise AssertionError(f"fill_missing({values}): you filled with the median; this exercise asks for the "
+            raise ExerciseFailed(f"fill_missing({values}): you filled with the median; this exercise asks for the "
                                  f"mean (both are fine imputers; the checker wants the mean).")
-        raise AssertionError(f"fill_missing({values}): expected {want.tolist()}, got {got.tolist()}.")
+        raise ExerciseFailed(f"fill_missing({values}): expected {want.tolist()}, got {got.tolist()}.")
     print("✓ fill_missing fills each NaN with the mean of the observed values (as SimpleImputer(strategy='mean'))")
     return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
+from .checks import ExerciseFailed
 from ..compression.quantization import quantize_uniform
 from ..preprocessing.input_compression import PCA, otsu_threshold
 from . import checks
@@ -63,7 +64,7 @@ def check_kbit_quantizer(fn: Callable[[Any, int], Any]) -> None:
             hint = f"you produce {len(levels)} distinct values, but {bits} bits allow only {2 ** bits}"
         bad = int((abs(got - ours) > _TOL).argmax())
         detail = (f"at bits={bits}, x={xn[bad]:.4f}: yours {got[bad]:.6f}, expected {ours[bad]:.6f}")
-        raise AssertionError("✗ " + (hint + f" ({detail})" if hint else f"wrong value {detail}"))
+        raise ExerciseFailed("✗ " + (hint + f" ({detail})" if hint else f"wrong value {detail}"))
     print("✓ your k-bit quantizer matches nnopt_lab.compression.quantization.quantize_uniform "
           "for bits 1, 2, 3, 4, 8")
 
@@ -84,7 +85,7 @@ def check_explained_variance_ratio(fn: Callable[[Any], Any]) -> None:
     ref = B.to_numpy(PCA(x.shape[1]).fit(x).explained_variance_ratio_).astype("float64")
     got = checks.as_float64(checks.call("your function", fn, x), "your function")
     if got.shape != ref.shape:
-        raise AssertionError(f"✗ expected one ratio per component, shape {ref.shape}; got shape {got.shape}")
+        raise ExerciseFailed(f"✗ expected one ratio per component, shape {ref.shape}; got shape {got.shape}")
     if _close(got, ref):
         print("✓ your explained-variance ratios match nnopt_lab's PCA (and so sklearn's): "
               + ", ".join(f"{v:.3f}" for v in ref.tolist()))
@@ -103,7 +104,7 @@ def check_explained_variance_ratio(fn: Callable[[Any], Any]) -> None:
     else:
         hint = None
     detail = f"yours {[round(v, 4) for v in got.tolist()]}, expected {[round(v, 4) for v in ref.tolist()]}"
-    raise AssertionError("✗ " + (f"{hint} ({detail})" if hint else detail))
+    raise ExerciseFailed("✗ " + (f"{hint} ({detail})" if hint else detail))
 
 
 # ----------------------------------------------------------------------------- exercise 3
@@ -127,7 +128,7 @@ def check_otsu_threshold(fn: Callable[[Any], float]) -> None:
         try:
             t = float(B.to_numpy(answer))
         except (TypeError, ValueError) as err:
-            raise AssertionError(f"✗ your function must return one number, got an error: {err}") from None
+            raise ExerciseFailed(f"✗ your function must return one number, got an error: {err}") from None
         if ((xn <= t) == (xn <= t_ref)).all():
             continue
         n_ref, n_got = int((xn <= t_ref).sum()), int((xn <= t).sum())
@@ -147,5 +148,5 @@ def check_otsu_threshold(fn: Callable[[Any], float]) -> None:
         else:
             hint = None
         detail = f"on test input {i + 1}: your t = {t:.4f} puts {n_got} values in class 0, expected {n_ref} (t = {t_ref:.4f})"
-        raise AssertionError("✗ " + (f"{hint} ({detail})" if hint else detail))
+        raise ExerciseFailed("✗ " + (f"{hint} ({detail})" if hint else detail))
     print("✓ your Otsu threshold splits both test inputs like nnopt_lab.preprocessing.input_compression.otsu_threshold")

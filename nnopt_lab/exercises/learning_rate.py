@@ -13,7 +13,7 @@ import math
 from typing import Callable, Sequence
 
 from ..training.schedules import CosineAnnealingLR, ReduceLROnPlateau, lr_curve, with_warmup
-from .checks import call, diagnose, numbers, verdict
+from .checks import ExerciseFailed, call, diagnose, numbers, verdict
 
 __all__ = ["check_cosine_annealing", "check_warmup_cosine", "check_plateau", "diagnose"]
 
@@ -100,9 +100,9 @@ def check_plateau(plateau_lrs: Callable, lr: float = 0.1, factor: float = 0.5, p
     try:
         got = [float(v) for v in result]
     except (TypeError, ValueError):
-        raise AssertionError(f"✗ plateau_lrs returned {result!r}; expected a list of numbers") from None
+        raise ExerciseFailed(f"✗ plateau_lrs returned {result!r}; expected a list of numbers") from None
     if len(got) != len(metrics):
-        raise AssertionError(f"✗ plateau_lrs: expected one rate per epoch ({len(metrics)}), got {len(got)}")
+        raise ExerciseFailed(f"✗ plateau_lrs: expected one rate per epoch ({len(metrics)}), got {len(got)}")
 
     def variant(reduce_at_patience=False, ties_improve=False, keep_count=False):
         best, bad, rate, out = math.inf, 0, lr, []

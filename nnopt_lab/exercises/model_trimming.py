@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
+from .checks import ExerciseFailed
 from ..compression.factorization import conv_from, linear_from
 from ..compression.trimming import fold_batchnorm, fuse_linear
 from ..nn.layers import BatchNorm1d, BatchNorm2d
@@ -136,7 +137,7 @@ def _fold_mistakes(case: dict) -> dict[str, tuple]:
 
 def _pair(name: str, answer: Any, shapes: tuple) -> tuple:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise AssertionError(f"✗ {name} must return two arrays (weight, bias), got {type(answer).__name__}")
+        raise ExerciseFailed(f"✗ {name} must return two arrays (weight, bias), got {type(answer).__name__}")
     return tuple(checks.as_float64(a, f"{name} ({part})", shape)
                  for a, part, shape in zip(answer, ("weight", "bias"), shapes))
 
@@ -163,8 +164,8 @@ def check_fold_batchnorm(fn: Callable[[Any, Any, dict], tuple]) -> None:
             continue
         for message, (w, b) in _fold_mistakes(case).items():
             if _close(got_w, w) and _close(got_b, b):
-                raise AssertionError(f"✗ {what}: {message}")
-        raise AssertionError(f"✗ {what}: " + _first_difference(got_w, want_w, got_b, want_b))
+                raise ExerciseFailed(f"✗ {what}: {message}")
+        raise ExerciseFailed(f"✗ {what}: " + _first_difference(got_w, want_w, got_b, want_b))
     print("✓ fold_batchnorm matches nnopt_lab.compression.trimming.fold_batchnorm (= torch.nn.utils.fusion."
           "fuse_linear_bn_eval / fuse_conv_bn_eval) on a square Linear, a Linear 5 -> 3 and a Conv2d without bias")
 
@@ -223,6 +224,6 @@ def check_fuse_linear(fn: Callable[[Any, Any, Any, Any], tuple]) -> None:
             continue
         for message, (w, b) in _fuse_mistakes(case).items():
             if w.shape == got_w.shape and _close(got_w, w) and _close(got_b, b):
-                raise AssertionError(f"✗ {what}: {message}")
-        raise AssertionError(f"✗ {what}: " + _first_difference(got_w, want_w, got_b, want_b))
+                raise ExerciseFailed(f"✗ {what}: {message}")
+        raise ExerciseFailed(f"✗ {what}: " + _first_difference(got_w, want_w, got_b, want_b))
     print("✓ fuse_linear matches nnopt_lab.compression.trimming.fuse_linear on 4 -> 4 -> 4 and 5 -> 3 -> 2")

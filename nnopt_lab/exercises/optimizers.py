@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
+from .checks import ExerciseFailed
 from ..nn.layers import Parameter
 from ..training.clipping import clip_grad_norm
 from ..training.optim import SGD, Adam
@@ -49,10 +50,10 @@ def _run_learner(name: str, fn: Callable, p0, grad, steps: int, init_state, call
         g = grad(p, t)
         res = checks.call(name, call, fn, p, g, state, t)
         if not isinstance(res, tuple):
-            raise AssertionError(f"✗ {name} must return a tuple, got {type(res).__name__}")
+            raise ExerciseFailed(f"✗ {name} must return a tuple, got {type(res).__name__}")
         p, state = res[0], res[1:] if len(res) > 2 else res[1]
         if tuple(p.shape) != tuple(p0.shape):
-            raise AssertionError(f"✗ {name} returned a parameter of shape {tuple(p.shape)}, "
+            raise ExerciseFailed(f"✗ {name} returned a parameter of shape {tuple(p.shape)}, "
                                  f"expected {tuple(p0.shape)}")
         out.append(res)
     return out
@@ -66,20 +67,20 @@ def _diagnose(name: str, learner: list, reference: list, variants: dict, labels:
         return
     for t, x in enumerate(learner, start=1):
         if not bool((abs(B.to_numpy(x[0])) < float("inf")).all()):
-            raise AssertionError(
+            raise ExerciseFailed(
                 f"✗ {name}: the parameter became nan/inf at step {t}. A square root of a negative "
                 f"number or a division by zero? (Adam's v averages the SQUARED gradient g², so it "
                 f"is never negative, and ε keeps the denominator away from 0.)")
     for mistake, outs in variants.items():
         if all(_close(x[0], y[0]) for x, y in zip(learner, outs)):
-            raise AssertionError(f"✗ {name}: {mistake}")
+            raise ExerciseFailed(f"✗ {name}: {mistake}")
     for t, (x, y) in enumerate(zip(learner, reference), start=1):
         for label, a, b in zip(labels, x, y):
             if not _close(a, b):
-                raise AssertionError(
+                raise ExerciseFailed(
                     f"✗ {name}: {label} is wrong from step {t} on: expected {B.to_numpy(b)!r}, "
                     f"got {B.to_numpy(a)!r}")
-    raise AssertionError(f"✗ {name} differs from the reference")  # pragma: no cover
+    raise ExerciseFailed(f"✗ {name} differs from the reference")  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------- Nesterov
@@ -247,13 +248,13 @@ def check_clip_by_global_norm(clip: Callable, backend=None) -> None:
         expected = [p.grad for p in params]
         got = checks.call("clip", clip, [g * 1.0 for g in grads], max_norm)
         if not isinstance(got, (list, tuple)) or len(got) != len(grads):
-            raise AssertionError(f"✗ clip must return a list of {len(grads)} arrays, got {type(got).__name__}")
+            raise ExerciseFailed(f"✗ clip must return a list of {len(grads)} arrays, got {type(got).__name__}")
         if all(_close(a, e) for a, e in zip(got, expected)):
             continue
         for mistake, kind in mistakes.items():
             if all(_close(a, e) for a, e in zip(got, _clip_variant(kind)([g * 1.0 for g in grads], max_norm))):
-                raise AssertionError(f"✗ clip: {mistake}")
+                raise ExerciseFailed(f"✗ clip: {mistake}")
         case = "large gradients (should be scaled down)" if scale > 1 else "small gradients (should stay)"
-        raise AssertionError(f"✗ clip is wrong on {case}: expected {[B.to_numpy(e) for e in expected]!r}, "
+        raise ExerciseFailed(f"✗ clip is wrong on {case}: expected {[B.to_numpy(e) for e in expected]!r}, "
                              f"got {[B.to_numpy(a) for a in got]!r}")
     print("✓ clip matches torch.nn.utils.clip_grad_norm_'s rule on large and small gradients")

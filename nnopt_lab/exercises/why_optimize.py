@@ -6,6 +6,7 @@ See: chapters/01_why_optimize.ipynb
 from __future__ import annotations
 
 from .. import measure, models
+from .checks import ExerciseFailed
 from ..nn import Conv2d, Linear, Sequential
 from . import checks
 
@@ -23,12 +24,12 @@ def check_linear_params(fn) -> bool:
         if got == want:
             continue
         if got == n_in * n_out:
-            raise AssertionError(f"Linear({n_in}, {n_out}): you gave {got} = n_in·n_out — the bias adds "
+            raise ExerciseFailed(f"Linear({n_in}, {n_out}): you gave {got} = n_in·n_out — the bias adds "
                                  f"n_out = {n_out} more parameters.")
         if got == (n_out + 1) * n_in:
-            raise AssertionError(f"Linear({n_in}, {n_out}): you gave {got}; there is one bias per OUTPUT, "
+            raise ExerciseFailed(f"Linear({n_in}, {n_out}): you gave {got}; there is one bias per OUTPUT, "
                                  f"so (n_in + 1)·n_out = {want}.")
-        raise AssertionError(f"Linear({n_in}, {n_out}) has {want} parameters, you gave {got}.")
+        raise ExerciseFailed(f"Linear({n_in}, {n_out}) has {want} parameters, you gave {got}.")
     print(f"✓ linear_params is right on {len(_LINEAR_CASES)} layers (weights n_in·n_out plus n_out biases)")
     return True
 
@@ -42,12 +43,12 @@ def check_conv_flops(fn) -> bool:
         if got == want:
             continue
         if got == want // 2:
-            raise AssertionError(f"conv {c_in}->{c_out}, {k}x{k}, output {h}x{w}: {got} is the number of "
+            raise ExerciseFailed(f"conv {c_in}->{c_out}, {k}x{k}, output {h}x{w}: {got} is the number of "
                                  f"multiply-accumulates; each is 2 FLOPs (a multiply and an add): {want}.")
         if got == 2 * c_in * c_out * k * k:
-            raise AssertionError("you counted one output position; the kernel is applied at every one of the "
+            raise ExerciseFailed("you counted one output position; the kernel is applied at every one of the "
                                  f"h_out·w_out = {h * w} positions.")
-        raise AssertionError(f"conv {c_in}->{c_out}, {k}x{k}, output {h}x{w}: expected {want:,} FLOPs, got {got:,}.")
+        raise ExerciseFailed(f"conv {c_in}->{c_out}, {k}x{k}, output {h}x{w}: expected {want:,} FLOPs, got {got:,}.")
     print(f"✓ conv_flops is right on {len(_CONV_CASES)} layers (2·C_in·k²·C_out·H_out·W_out)")
     return True
 
@@ -59,9 +60,9 @@ def check_model_bytes(float32_bytes: int, int8_bytes: int) -> bool:
     if float32_bytes != want32:
         hint = " (did you count parameters instead of bytes? float32 is 4 bytes each)" \
             if float32_bytes == lenet.num_parameters() else ""
-        raise AssertionError(f"float32: expected {want32:,} bytes, got {float32_bytes:,}{hint}")
+        raise ExerciseFailed(f"float32: expected {want32:,} bytes, got {float32_bytes:,}{hint}")
     if int8_bytes != want8:
-        raise AssertionError(f"int8: expected {want8:,} bytes (1 byte per parameter), got {int8_bytes:,}")
+        raise ExerciseFailed(f"int8: expected {want8:,} bytes (1 byte per parameter), got {int8_bytes:,}")
     print(f"✓ LeNet-300-100 takes {want32 / 1024:,.0f} KiB as float32 and {want8 / 1024:,.0f} KiB as int8 "
           f"({want32 // want8}× smaller)")
     return True
