@@ -185,11 +185,11 @@ class PruningView:
     See: chapters/03_2_pruning.ipynb
     """
 
-    def __init__(self, data: dict, figsize=(14, 3.8)):
+    def __init__(self, data: dict, figsize=(14, 3.8), dpi: int = 72):
         import matplotlib.pyplot as plt
 
         self.data = data
-        self.fig, (self.ax_hist, self.ax_mask, self.ax_acc) = plt.subplots(1, 3, figsize=figsize)
+        self.fig, (self.ax_hist, self.ax_mask, self.ax_acc) = plt.subplots(1, 3, figsize=figsize, dpi=dpi)
         name = data["names"][0]
         counts, edges = data["hist"][name]
         self.stairs = self.ax_hist.stairs(counts, edges, fill=True, alpha=0.6, label="|w| before pruning")
