@@ -65,9 +65,9 @@ def _number(what: str, value: Any) -> float:
     try:
         number = float(B.to_numpy(value)) if hasattr(value, "shape") else float(value)
     except (TypeError, ValueError):
-        raise AssertionError(f"✗ {what} must be one number, got {value!r}") from None
+        raise checks.ExerciseFailed(f"✗ {what} must be one number, got {value!r}") from None
     if not math.isfinite(number):
-        raise AssertionError(f"✗ {what} must be a finite number, got {number}")
+        raise checks.ExerciseFailed(f"✗ {what} must be a finite number, got {number}")
     return number
 
 
@@ -121,7 +121,7 @@ def check_linear_quantize(fn: Callable[[Any, int], tuple]) -> None:
         name = f"linear_quantize (on {what}, bits={bits})"
         answer = checks.call(name, fn, w, bits)
         if not isinstance(answer, tuple) or len(answer) != 3:
-            raise AssertionError(f"✗ {name} must return a tuple (codes, scale, zero_point), got "
+            raise checks.ExerciseFailed(f"✗ {name} must return a tuple (codes, scale, zero_point), got "
                                  f"{type(answer).__name__}" + (f" of length {len(answer)}" if isinstance(answer, tuple) else ""))
         want_codes, want_scale, want_z = _reference_quantize(w, bits)
         codes = checks.as_float64(answer[0], f"{name}'s codes", tuple(want_codes.shape))
@@ -141,7 +141,7 @@ def check_linear_quantize(fn: Callable[[Any, int], tuple]) -> None:
                 bad = int((codes != want_codes).argmax())
                 mistake = (f"{int((codes != want_codes).sum())} codes differ, the first at flat index {bad}: "
                            f"yours {codes.reshape(-1)[bad]:g}, expected {want_codes.reshape(-1)[bad]:g}")
-        raise AssertionError(f"✗ {name}: {mistake}")
+        raise checks.ExerciseFailed(f"✗ {name}: {mistake}")
     print("✓ your linear_quantize matches nnopt_lab's quantizer (= torch MinMaxObserver + "
           "fake_quantize_per_tensor_affine): codes, scale and zero point at 8, 4 and 2 bits")
 
@@ -193,7 +193,7 @@ def check_kmeans_quantize(fn: Callable[[Any, Any], tuple]) -> None:
         if not isinstance(answer, tuple) or len(answer) != 2:
             shape = tuple(getattr(answer, "shape", ()))
             hint = " (that looks like the reconstructed weight codebook[labels])" if shape == tuple(w.shape) else ""
-            raise AssertionError(f"✗ {name} must return a tuple (codebook, labels), got "
+            raise checks.ExerciseFailed(f"✗ {name} must return a tuple (codebook, labels), got "
                                  f"{type(answer).__name__}{hint}")
         ref = WS.kmeans(w, k, init=init, tol=0.0)
         want_c = B.to_numpy(ref.centroids).astype("float64")
@@ -201,9 +201,9 @@ def check_kmeans_quantize(fn: Callable[[Any, Any], tuple]) -> None:
         codebook = checks.as_float64(answer[0], f"{name}'s codebook")
         labels = checks.as_float64(answer[1], f"{name}'s labels")
         if codebook.reshape(-1).shape != (k,):
-            raise AssertionError(f"✗ {name}'s codebook must hold k = {k} centroids, got shape {tuple(codebook.shape)}")
+            raise checks.ExerciseFailed(f"✗ {name}'s codebook must hold k = {k} centroids, got shape {tuple(codebook.shape)}")
         if labels.size != n:
-            raise AssertionError(f"✗ {name}'s labels must hold one index per weight ({n}), got shape "
+            raise checks.ExerciseFailed(f"✗ {name}'s labels must hold one index per weight ({n}), got shape "
                                  f"{tuple(labels.shape)}")
         codebook, labels = codebook.reshape(-1), labels.reshape(-1)
         if checks.close_numbers(codebook.tolist(), want_c.tolist()) and (labels == want_labels).all():
@@ -228,6 +228,6 @@ def check_kmeans_quantize(fn: Callable[[Any, Any], tuple]) -> None:
                     break
             if mistake is None and checks.close_numbers(codebook.tolist(), start.tolist()):
                 mistake = "the codebook is the starting centroids: move each centroid to the mean of its weights"
-        raise AssertionError(f"✗ {name}: {mistake or 'codebook or labels differ'} ({detail})")
+        raise checks.ExerciseFailed(f"✗ {name}: {mistake or 'codebook or labels differ'} ({detail})")
     print("✓ your kmeans_quantize matches nnopt_lab's k-means (= scikit-learn KMeans from the same init): "
           "codebook and labels on both inputs")
