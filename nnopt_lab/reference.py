@@ -27,6 +27,7 @@ import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mas
 
 from . import backend as B
 from .compression.weight_sharing import SharedLayer
+from .inference.sparse import SparseLinear
 from .nn import layers as L
 from .training.loop import batches
 from .validation import check_bool, check_callable, check_choice, check_int, check_number
@@ -231,6 +232,18 @@ def _shared(layer: SharedLayer) -> torch.nn.Module:
     twin = torch_module(layer.layer)
     with torch.no_grad():
         twin.weight.copy_(torch.as_tensor(B.to_numpy(layer.weight())))
+        if "bias" in layer._params:
+            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
+    return twin
+
+
+@register_twin(SparseLinear, copy_state=False)
+def _sparse_linear(layer: SparseLinear) -> torch.nn.Module:
+    """torch.nn.Linear holding the CSR weight as a dense matrix (the same outputs)."""
+    weight = torch.as_tensor(B.to_numpy(layer.weight.to_dense()))
+    twin = torch.nn.Linear(layer.in_features, layer.out_features, bias="bias" in layer._params, dtype=weight.dtype)
+    with torch.no_grad():
+        twin.weight.copy_(weight)
         if "bias" in layer._params:
             twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
     return twin

@@ -216,6 +216,20 @@ def test_twin_of_a_shared_weight_layer(be64):
         assert len(torch.unique(twin[0].weight)) <= 4
 
 
+def test_twin_of_a_sparse_linear(be64):
+    from nnopt_lab.inference.sparse import sparsify
+    dense = models.mlp((6, 5, 3), backend=be64)
+    w = dense[0]._params["weight"]
+    w.mask = B.to_backend((np.arange(30).reshape(5, 6) % 3 == 0).astype(np.float64), be64)
+    w.apply_mask()
+    sparse = sparsify(dense)
+    twin = torch_twin(sparse)
+    assert isinstance(twin[0], torch.nn.Linear) and int((twin[0].weight != 0).sum()) == sparse[0].nnz
+    x = B.randn(4, 6, backend=be64)
+    compare(sparse(x), twin(torch.as_tensor(B.to_numpy(x))).detach(), "SparseLinear twin", rtol=1e-12,
+            atol=1e-12, quiet=True)
+
+
 def test_every_exported_layer_type_has_a_twin():
     import importlib
     import pkgutil
