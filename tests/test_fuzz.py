@@ -122,6 +122,20 @@ def _global_prune_args():
     return dict(layers=[model[0], model[2]], amount=0.5)
 
 
+def _distillation_backward_args():
+    from nnopt_lab.inference import distillation
+    return dict(cache=distillation.distillation_forward(rand(4, 3), rand(4, 3, seed=1), labels())[1])
+
+
+def _csr():
+    from nnopt_lab.inference import sparse
+    return sparse.csr_from_dense(rand(3, 4) * (rand(3, 4, seed=1) > 0.5))
+
+
+def _csr_matmul_args():
+    return dict(a=_csr(), x=rand(4, 2))
+
+
 def _restore_args():
     from nnopt_lab.compression import quantization as Q
     model = _model()
@@ -331,6 +345,20 @@ def _examples():
         "compression.quantization.restore_model": _restore_args,
         "compression.quantization.quantized_size": lambda: dict(source=_model()),
         "compression.quantization.FakeQuantizedModel": lambda: dict(model=_model(), records={}, parameters={}),
+        "inference.distillation.softmax_temperature": lambda: dict(logits=rand(4, 3), temperature=2.0),
+        "inference.distillation.log_softmax_temperature": lambda: dict(logits=rand(4, 3), temperature=2.0),
+        "inference.distillation.distillation_forward": lambda: dict(student_logits=rand(4, 3),
+                                                                    teacher_logits=rand(4, 3, seed=1), labels=labels()),
+        "inference.distillation.distillation_backward": _distillation_backward_args,
+        "inference.distillation.distillation_loss": lambda: dict(student_logits=rand(4, 3),
+                                                                 teacher_logits=rand(4, 3, seed=1), labels=labels()),
+        "inference.distillation.DistillationLoss": lambda: dict(teacher=_model().eval()),
+        "inference.distillation.check_temperature": lambda: dict(temperature=2.0),
+        "inference.sparse.csr_from_dense": lambda: dict(weight=rand(3, 4) * (rand(3, 4, seed=1) > 0.5)),
+        "inference.sparse.csr_matmul": _csr_matmul_args,
+        "inference.sparse.SparseLinear": lambda: dict(weight=_csr(), bias=rand(3)),
+        "inference.sparse.sparsify": lambda: dict(model=_model()),
+        "inference.sparse.three_ways": lambda: dict(model=_model()),
         # datasets
         "datasets.load_mnist1d": lambda: dict(num_samples=60, cache_dir=_tmp()),
         "datasets.make_moons": lambda: dict(n=10),
