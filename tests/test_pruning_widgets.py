@@ -78,11 +78,11 @@ def test_a_redraw_moves_artists_only_and_takes_under_200_ms(trained):
     view = wp.PruningView(data)
     artists = (view.stairs, view.line, view.image, view.marker)
     times = []
-    for k in range(8):
-        t0 = time.perf_counter()
+    for k in range(8):             # CPU time of this process: other processes on a busy machine do not count
+        t0 = time.process_time()
         view.update(["global", "layer"][k % 2], data["names"][k % 2], k % len(GRID))
         view.fig.savefig(io.BytesIO(), format="png")      # what the widget's display does: draw and encode
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     assert (view.stairs, view.line, view.image, view.marker) == artists
     assert statistics.median(times) < 0.2, f"median redraw {statistics.median(times):.3f} s"
     view.update("global", "0.weight", 2)
@@ -110,3 +110,18 @@ def test_weight_layers_finds_nested_linears_in_order():
     assert [n for n, _ in wp.weight_layers(model)] == ["0", "1.1", "2"]
     with pytest.raises(TypeError, match="model must be an nnopt_lab Module"):
         wp.weight_layers("model")
+
+
+def test_the_ipywidgets_layer_builds_and_redraws_on_every_control(trained):
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    model, ds = trained
+    data = wp.explorer_data(model, ds.val, GRID)
+    box = wp.explorer(data)
+    controls, slider, out = box.children
+    scope, layer = controls.children
+    assert isinstance(out, ipywidgets.Output) and [v for _, v in slider.options] == [0, 1, 2]
+    assert list(scope.options) == ["global", "layer"] and list(layer.options) == data["names"]
+    slider.value, scope.value, layer.value = 2, "layer", "2.weight"      # each change redraws without error
+    plt.close("all")

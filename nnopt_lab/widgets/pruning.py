@@ -185,7 +185,7 @@ class PruningView:
     See: chapters/03_2_pruning.ipynb
     """
 
-    def __init__(self, data: dict, figsize=(14, 3.8), dpi: int = 72):
+    def __init__(self, data: dict, figsize=(13, 3.6), dpi: int = 72):
         import matplotlib.pyplot as plt
 
         self.data = data
