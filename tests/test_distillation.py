@@ -291,3 +291,41 @@ def test_distilled_student_learns_the_task(be64):
         loss_fn=D.DistillationLoss(teacher, temperature=2.0, alpha=1.0))
     _, acc = evaluate(student, (x, y))
     assert acc > 0.8
+
+
+# ----------------------------------------------------------------------------- explorer
+def test_explorer_data_softens_real_logits_and_measures_entropy(be64):
+    from nnopt_lab.widgets import distillation as W
+    z = np.array([[6.0, 1.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0], [1e4, 0.0, 0.0, 0.0]])
+    data = W.explorer_data(B.to_backend(z, be64), [0.5, 1, 4, 50], labels=B.to_backend([0, 2, 0], be64, dtype="int64"))
+    assert data["probs"].shape == (4, 3, 4) and data["entropy"].shape == (4, 3)
+    for i, T in enumerate([0.5, 1, 4, 50]):
+        p = TF.softmax(torch.tensor(z) / T, 1).numpy()
+        np.testing.assert_allclose(data["probs"][i], p, rtol=1e-12, atol=1e-300)
+        ent = -(TF.softmax(torch.tensor(z) / T, 1) * TF.log_softmax(torch.tensor(z) / T, 1)).sum(1).numpy() / np.log(2)
+        np.testing.assert_allclose(data["entropy"][i], ent, rtol=1e-10, atol=1e-12)
+    assert np.isfinite(data["entropy"]).all() and (np.diff(data["entropy"][:, 0]) > 0).all()
+    assert data["labels"] == [0, 2, 0]
+
+
+def test_explorer_data_refuses_bad_grids():
+    from nnopt_lab.widgets import distillation as W
+    z = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="increase"):
+        W.explorer_data(z, [2, 1])
+    with pytest.raises(ValueError, match=r"temperatures\[0\]"):
+        W.explorer_data(z, [0, 1])
+    with pytest.raises(ValueError, match="labels"):
+        W.explorer_data(z, [1, 2], labels=np.array([0]))
+
+
+def test_view_updates_bars_only():
+    import matplotlib
+    matplotlib.use("Agg")
+    from nnopt_lab.widgets import distillation as W
+    z = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
+    data = W.explorer_data(z, [1, 2, 4])
+    view = W.SoftTargetView(data)
+    view.update(2)
+    heights = [b.get_height() for b in view.bars[1]]
+    np.testing.assert_allclose(heights, data["probs"][2, 1])
