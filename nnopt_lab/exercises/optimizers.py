@@ -1,5 +1,5 @@
-r"""Self-checks for chapters/04_3_optimizers.ipynb: Nesterov momentum, the Adam update, and
-gradient clipping by global norm.
+r"""Self-checks for chapters/04_3_optimizers.ipynb: Nesterov momentum, the Adam update,
+gradient clipping by global norm, and a whole AdamW optimizer written as an Optimizer subclass.
 
 Each checker runs the learner's function for a few steps on fixed inputs, compares it with the
 workbook's optimizer (which the tests hold equal to torch.optim / torch.nn.utils to 1e-10) and,
@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
-from .checks import ExerciseFailed
+from .checks import ExerciseFailed, as_float64
 from ..nn.layers import Parameter
 from ..training.clipping import clip_grad_norm
-from ..training.optim import SGD, Adam
+from ..training.optim import SGD, Adam, AdamW, Optimizer
 from . import checks
 
-__all__ = ["check_adam_step", "check_nesterov_step", "check_clip_by_global_norm"]
+__all__ = ["check_adam_step", "check_nesterov_step", "check_clip_by_global_norm", "check_adamw_optimizer"]
 
 RTOL = 1e-6
 
@@ -77,10 +77,19 @@ def _diagnose(name: str, learner: list, reference: list, variants: dict, labels:
     for t, (x, y) in enumerate(zip(learner, reference), start=1):
         for label, a, b in zip(labels, x, y):
             if not _close(a, b):
-                raise ExerciseFailed(
-                    f"✗ {name}: {label} is wrong from step {t} on: expected {B.to_numpy(b)!r}, "
-                    f"got {B.to_numpy(a)!r}")
+                raise ExerciseFailed(f"✗ {name}: {label} is wrong from step {t} on ({_difference(a, b)})")
     raise ExerciseFailed(f"✗ {name} differs from the reference")  # pragma: no cover
+
+
+def _difference(got: Any, want: Any) -> str:
+    """Where ``got`` differs from ``want``, in one short phrase (no whole arrays)."""
+    a, b = as_float64(got, "the answer"), B.to_numpy(want).astype("float64")
+    if tuple(a.shape) != tuple(b.shape):
+        return f"shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+    err = abs(a - b).reshape(-1)
+    i = int(err.argmax())
+    return (f"max |diff| {float(err[i]):.3g} at flat index {i}: yours {float(a.reshape(-1)[i]):.6g}, "
+            f"expected {float(b.reshape(-1)[i]):.6g}")
 
 
 # ----------------------------------------------------------------------------- Nesterov
@@ -199,7 +208,14 @@ def check_adam_step(adam_step: Callable, backend=None, lr: float = 0.1, betas=(0
     zeros = (xp.zeros_like(p0), xp.zeros_like(p0))
     learner = _run_learner("adam_step", adam_step, p0, grad, steps, zeros, call)
     variants = {m: _run_learner("variant", v, p0, grad, steps, zeros, call) for m, v in _ADAM_MISTAKES.items()}
-    _diagnose("adam_step", learner, _adam_reference(p0, grad, steps, lr, beta1, beta2, eps), variants,
+    reference = _adam_reference(p0, grad, steps, lr, beta1, beta2, eps)
+    for k, (what, beta) in enumerate((("m", beta1), ("v", beta2)), start=1):
+        if not _close(learner[0][k], reference[0][k]) and _close(learner[0][k], reference[0][k] / (1 - beta)):
+            raise ExerciseFailed(
+                f"✗ adam_step: the {what} you return is the bias-corrected {what}̂ = {what} / (1 − β^t) "
+                f"(at step 1 the factor is 1/(1 − {beta:g}) = {1 / (1 - beta):.4g}): return the raw running "
+                f"average {what} and divide only the copy used in the step")
+    _diagnose("adam_step", learner, reference, variants,
               ("the parameter", "m (first moment)", "v (second moment)"))
 
 
@@ -255,6 +271,128 @@ def check_clip_by_global_norm(clip: Callable, backend=None) -> None:
             if all(_close(a, e) for a, e in zip(got, _clip_variant(kind)([g * 1.0 for g in grads], max_norm))):
                 raise ExerciseFailed(f"✗ clip: {mistake}")
         case = "large gradients (should be scaled down)" if scale > 1 else "small gradients (should stay)"
-        raise ExerciseFailed(f"✗ clip is wrong on {case}: expected {[B.to_numpy(e) for e in expected]!r}, "
-                             f"got {[B.to_numpy(a) for a in got]!r}")
+        worst = max(range(len(got)), key=lambda k: float(abs(as_float64(got[k], "clip") - B.to_numpy(expected[k])).max())
+                    if tuple(B.to_numpy(got[k]).shape) == tuple(expected[k].shape) else float("inf"))
+        raise ExerciseFailed(f"✗ clip is wrong on {case}: gradient {worst}: "
+                             f"{_difference(got[worst], expected[worst])}")
     print("✓ clip matches torch.nn.utils.clip_grad_norm_'s rule on large and small gradients")
+
+
+# ----------------------------------------------------------------------------- AdamW, a whole optimizer
+class _AdamWVariant(Optimizer):
+    """AdamW with one of the usual mistakes switched on (for naming the learner's)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay, mistake):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay, self.mistake = betas, eps, weight_decay, mistake
+
+    def update(self, p, grad, state):
+        xp = B.namespace(p.data)
+        if not state:
+            state["step"], state["exp_avg"], state["exp_avg_sq"] = 0, xp.zeros_like(p.data), xp.zeros_like(p.data)
+        state["step"] = t = state["step"] + 1
+        beta1, beta2 = self.betas
+        lr, wd, kind = self.lr, self.weight_decay, self.mistake
+        if kind == "coupled":
+            grad = grad + wd * p.data
+        elif kind == "decay without lr":
+            p.data *= 1.0 - wd
+        elif kind != "decay after":
+            p.data *= 1.0 - lr * wd
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= beta1
+        m += (1.0 - beta1) * grad
+        v *= beta2
+        v += (1.0 - beta2) * grad * grad
+        m_hat = m if kind == "no bias correction" else m / (1.0 - beta1 ** t)
+        v_hat = v if kind == "no bias correction" else v / (1.0 - beta2 ** t)
+        step = lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        if kind == "decay after":
+            p.data -= step
+            p.data *= 1.0 - lr * wd
+        else:
+            p.data -= step
+
+
+_ADAMW_MISTAKES = {
+    "coupled": "this is Adam with L2 regularisation: you added λ·θ to the gradient, where Adam's division "
+               "by √v̂ rescales it. AdamW DECOUPLES the decay: θ ← (1 − η·λ)·θ, then the Adam step "
+               "on the plain gradient",
+    "decay without lr": "the decay factor is (1 − η·λ), not (1 − λ): torch's AdamW multiplies the weight "
+                        "decay by the learning rate",
+    "decay after": "the decay comes BEFORE the Adam step (θ ← (1 − η·λ)·θ on the old weights), not after it",
+    "no bias correction": "no bias correction: divide m by (1 − β1^t) and v by (1 − β2^t) before the step",
+}
+
+
+def _adamw_problem(backend):
+    b = B.get_backend("numpy", "float64") if backend is None else B.get_backend(backend)
+    gen = B.generator(31)
+    shapes = ((3, 4), (4,))
+    start = [B.to_backend(gen.standard_normal(s), b) for s in shapes]
+    curv = [B.to_backend(gen.uniform(0.5, 3.0, s), b) for s in shapes]
+    noise = [[B.to_backend(0.3 * gen.standard_normal(s), b) for s in shapes] for _ in range(5)]
+    return start, (lambda k, p, t: curv[k] * p - 1.0 + noise[t % len(noise)][k])
+
+
+def _adamw_run(make, start, grad, steps):
+    """Weights after each step of the optimizer ``make(params)`` on the fixed problem (copies)."""
+    params = [Parameter(B.namespace(s).asarray(s, copy=True)) for s in start]
+    opt = make(params)
+    out = []
+    for t in range(1, steps + 1):
+        for k, p in enumerate(params):
+            p.grad = grad(k, p.data, t)
+        opt.step()
+        out.append([B.to_numpy(p.data).astype("float64").copy() for p in params])
+    return out
+
+
+def check_adamw_optimizer(optimizer_class: Callable, backend=None, lr: float = 0.05, betas=(0.9, 0.999),
+                          eps: float = 1e-8, weight_decay: float = 0.1, steps: int = 10) -> None:
+    r"""Check a learner's ``optimizer_class(params, lr, betas, eps, weight_decay)`` -- an
+    :class:`~nnopt_lab.training.optim.Optimizer` subclass whose ``update(p, grad, state)`` does
+    one AdamW step -- against :class:`~nnopt_lab.training.optim.AdamW` (= ``torch.optim.AdamW``):
+
+    .. math:: \theta \leftarrow (1-\eta\lambda)\,\theta,\quad
+              \theta \leftarrow \theta - \eta\,\frac{\hat m_t}{\sqrt{\hat v_t}+\epsilon}
+
+    on two parameter tensors (shapes (3, 4) and (4,)) with fixed gradients, for ``steps`` steps.
+    Prints ✓ or raises :class:`ExerciseFailed` naming the mistake (L2 instead of decoupled decay,
+    decay without η, decay after the step, no bias correction) or the first step that differs.
+
+    See: chapters/04_3_optimizers.ipynb (seed §3.3.3.3)
+    """
+    name = "MyAdamW"
+    checks.require_function(name, optimizer_class)
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+        raise ExerciseFailed(f"✗ {name} must be a class derived from Optimizer, got {optimizer_class!r}")
+    start, grad = _adamw_problem(backend)
+    learner = checks.call(name, _adamw_run, lambda ps: optimizer_class(ps, lr, betas, eps, weight_decay),
+                          start, grad, steps)
+    want = _adamw_run(lambda ps: AdamW(ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
+                      start, grad, steps)
+
+    def same(a, b):
+        return all(_close(x, y) for x, y in zip(a, b))
+
+    if all(same(a, b) for a, b in zip(learner, want)):
+        print(f"✓ {name} matches torch.optim.AdamW's rule (nnopt_lab.training.AdamW) over {steps} steps "
+              f"on 2 tensors")
+        return
+    for t, weights in enumerate(learner, start=1):
+        if not all(bool((abs(w) < float("inf")).all()) for w in weights):
+            raise ExerciseFailed(f"✗ {name}: the weights became nan/inf at step {t} (a division by zero? "
+                                 f"ε belongs outside the square root, √v̂ + ε)")
+    if same(learner[0], [B.to_numpy(s).astype("float64") for s in start]):
+        raise ExerciseFailed(f"✗ {name}: the weights did not change: update must change p.data in place "
+                             f"(p.data -= ...), not a local copy")
+    for kind, message in _ADAMW_MISTAKES.items():
+        variant = _adamw_run(lambda ps: _AdamWVariant(ps, lr, betas, eps, weight_decay, kind), start, grad, steps)
+        if all(same(a, b) for a, b in zip(learner, variant)):
+            raise ExerciseFailed(f"✗ {name}: {message}")
+    t = next(t for t, (a, b) in enumerate(zip(learner, want), start=1) if not same(a, b))
+    k = next(k for k, (x, y) in enumerate(zip(learner[t - 1], want[t - 1])) if not _close(x, y))
+    diff = float(abs(learner[t - 1][k] - want[t - 1][k]).max())
+    raise ExerciseFailed(f"✗ {name}: the weights differ from AdamW's from step {t} on (tensor {k}, "
+                         f"max |diff| {diff:.3g})")
