@@ -14,7 +14,7 @@ from .checks import ExerciseFailed
 from ..preprocessing import cleaning as C
 from . import checks
 
-__all__ = ["check_mean_filter_1d", "check_standardize", "check_fill_missing"]
+__all__ = ["check_mean_filter_1d", "check_standardize", "check_fill_missing", "check_knn_impute"]
 
 _NUMPY64 = B.Backend("numpy", "float64")
 
@@ -149,3 +149,82 @@ def check_fill_missing(fn: Callable[[Any], Any]) -> bool:
         raise ExerciseFailed(f"fill_missing({values}): expected {want.tolist()}, got {got.tolist()}.")
     print("✓ fill_missing fills each NaN with the mean of the observed values (as SimpleImputer(strategy='mean'))")
     return True
+
+
+# ----------------------------------------------------------------------------- exercise 4: k-NN fill
+def _knn_tables():
+    """Fixed small tables with holes: train (14, 5), test (6, 5), continuous values (no ties)."""
+    g = B.generator(11)
+    train = g.standard_normal((14, 5)) * 2.0
+    test = g.standard_normal((6, 5)) * 2.0
+    train[g.uniform(size=train.shape) < 0.2] = math.nan
+    holes = g.uniform(size=test.shape) < 0.3
+    holes[:, 0] = False                     # every test row keeps a coordinate in common with the donors
+    holes[0, 1] = holes[3, 4] = True
+    test[holes] = math.nan
+    return _NUMPY64.asarray(train), _NUMPY64.asarray(test)
+
+
+def _knn_variant(train: Any, test: Any, k: int, rescale: bool = True, only_donors: bool = True) -> Any:
+    """The k-NN fill with one of two usual mistakes switched on (both flags True: the right rule)."""
+    xp = B.namespace(train)
+    d = train.shape[1]
+    out = xp.asarray(test, copy=True)
+    for i in range(test.shape[0]):
+        both = ~xp.isnan(train) & ~xp.isnan(test[i])[None, :]
+        diff = xp.where(both, train - test[i][None, :], xp.zeros_like(train))
+        shared = xp.sum(xp.astype(both, train.dtype), axis=1)
+        dist = xp.sqrt(xp.sum(diff * diff, axis=1) * (d / shared if rescale else 1.0))
+        for j in range(d):
+            if not bool(xp.isnan(test[i, j])):
+                continue
+            has_j = ~xp.isnan(train[:, j])
+            rows = [r for r in B.to_numpy(xp.argsort(xp.where(has_j, dist, xp.full_like(dist, math.inf))
+                                                     if only_donors else dist, stable=True)).tolist()]
+            rows = rows[:k]
+            values = [B.float_of(train[r, j]) for r in rows if not math.isnan(B.float_of(train[r, j]))]
+            out[i, j] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def check_knn_impute(fn: Callable[[Any, Any, int], Any]) -> None:
+    """``fn(train, test, k)``: ``test`` with each NaN replaced by the mean of that column over the
+    k nearest *training* rows that have it, nearest by the nan-Euclidean distance
+    :math:`d(x, y) = \\sqrt{D/|P| \\sum_{m \\in P} (x_m - y_m)^2}`.
+
+    Compared with :class:`nnopt_lab.preprocessing.cleaning.KNNImputer` (equal to scikit-learn's).
+    """
+    train, test = _knn_tables()
+    k = 3
+    want = C.KNNImputer(k).fit(train).transform(test)
+    got = checks.as_float64(checks.call("knn_impute", fn, _NUMPY64.xp.asarray(train, copy=True),
+                                        _NUMPY64.xp.asarray(test, copy=True), k), "knn_impute",
+                            tuple(test.shape))
+    xp = _NUMPY64.xp
+    got = xp.asarray(got)
+    observed = ~xp.isnan(test)
+    if bool(xp.any(xp.isnan(got))):
+        raise ExerciseFailed("✗ knn_impute: your answer still holds NaN; every missing entry needs a value")
+    if B.float_of(xp.max(xp.abs(xp.where(observed, got - xp.where(observed, test, 0.0), 0.0)))) > 1e-12:
+        raise ExerciseFailed("✗ knn_impute: an OBSERVED entry of test changed; fill only the NaN, keep the rest")
+    if _close(got, want):
+        print(f"✓ knn_impute matches KNNImputer({k}) (and so sklearn.impute.KNNImputer) on a 6×5 table with "
+              f"{int(B.float_of(xp.sum(xp.astype(~observed, got.dtype))))} holes")
+        return
+    mistakes = {
+        "the distance is not rescaled by D/|P|: rows that share fewer observed coordinates look closer "
+        "than they are": _knn_variant(train, test, k, rescale=False),
+        "the k nearest rows are taken among ALL training rows; take them among the rows that HAVE the "
+        "column (a row without it cannot donate)": _knn_variant(train, test, k, only_donors=False),
+        "that is the mean fill (the column's training mean); use the k nearest rows instead":
+            C.SimpleImputer("mean").fit(train).transform(test),
+        "the donors are the test rows: the neighbours must come from the TRAINING table":
+            C.KNNImputer(k).fit(test).transform(test),
+    }
+    for message, values in mistakes.items():
+        if _close(got, values):
+            raise ExerciseFailed(f"✗ knn_impute: {message}")
+    holes = [(i, j) for i in range(test.shape[0]) for j in range(test.shape[1]) if not bool(observed[i, j])]
+    i, j = next((i, j) for i, j in holes if abs(B.float_of(got[i, j]) - B.float_of(want[i, j])) > 1e-9)
+    raise ExerciseFailed(f"✗ knn_impute: row {i}, column {j}: yours {B.float_of(got[i, j]):.6g}, "
+                         f"expected {B.float_of(want[i, j]):.6g}")
