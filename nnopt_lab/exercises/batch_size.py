@@ -16,7 +16,7 @@ from ..training.batch_size import BatchSizeSchedule, linear_scaling_warmup
 from ..training.schedules import LRProbe
 from .checks import diagnose, numbers, verdict
 
-__all__ = ["check_warmup_lr", "check_update_count", "check_noise_prediction"]
+__all__ = ["check_warmup_lr", "check_update_count", "check_noise_prediction", "check_minibatch_noise"]
 
 
 # ----------------------------------------------------------------------------- exercise 1
@@ -82,7 +82,7 @@ def check_update_count(count_updates: Callable, n_samples: int = 1078, batch_siz
 def check_noise_prediction(predict_noise: Callable) -> None:
     r"""Check ``predict_noise(v0, b0, b, n)``: the gradient noise at batch ``b`` from its value ``v0`` at ``b0``.
 
-    Expected, from :math:`v(B) = \frac{\operatorname{tr}\Sigma}{B}\frac{N-B}{N-1}`:
+    Expected, from :math:`v(B) = \frac{\operatorname{tr}\Sigma}{B}\frac{N-B}{N-1}` (Σ with divisor N):
     :math:`v(b) = v_0 \frac{b_0}{b} \frac{N-b}{N-b_0}`.
     """
     cases = [(2.0, 16, 64, 1078), (0.5, 8, 512, 1078), (3.0, 32, 1078, 1078), (1.0, 100, 25, 1000)]
@@ -98,3 +98,78 @@ def check_noise_prediction(predict_noise: Callable) -> None:
     }
     verdict("predict_noise", diagnose(got, want, variants, label="case"),
              f"v0·(b0/b)·(N−b)/(N−b0) on {len(cases)} cases")
+
+
+# ----------------------------------------------------------------------------- exercise 4
+def _noise_problem():
+    """A tiny fixed problem: an MLP 4-3-3 (float64, numpy) and 24 samples of 3 classes."""
+    from .. import backend as B
+    from ..models import mlp
+
+    b = B.get_backend("numpy", "float64")
+    gen = B.generator(5)
+    x = B.to_backend(gen.standard_normal((24, 4)), b)
+    y = B.to_backend(gen.integers(0, 3, size=24), b, dtype="int64")
+    saved = B.rng().bit_generator.state            # building the model draws from the project's generator:
+    model = mlp((4, 3, 3), backend=b)               # put it back, so a check never changes later cells' draws
+    B.rng().bit_generator.state = saved
+    model.load_state_dict({k: B.to_backend(0.7 * gen.standard_normal(tuple(v.shape)), b)
+                           for k, v in model.state_dict().items()})
+    return model, (x, y)
+
+
+def _noise_variant(model, data, batch_size, repeats, seed, kind):
+    from .. import backend as B
+    from ..training.batch_size import full_gradient
+
+    x, y = data
+    gen, g_full = B.generator(seed), full_gradient(model, data)
+    values = []
+    for _ in range(repeats):
+        idx = gen.choice(x.shape[0], size=batch_size, replace=kind == "with replacement")
+        g = full_gradient(model, (x[idx], y[idx]))
+        d2 = float(((g if kind == "no G" else g - g_full) ** 2).sum())
+        values.append(math.sqrt(d2) if kind == "norm" else d2)
+    return sum(values) / (repeats - 1 if kind == "repeats - 1" else repeats)
+
+
+def check_minibatch_noise(minibatch_noise: Callable, batch_sizes=(1, 4, 12, 24), repeats: int = 6,
+                          seed: int = 3) -> None:
+    r"""Check ``minibatch_noise(model, data, batch_size, repeats, seed)`` -- the mean over ``repeats``
+    batches of :math:`\|g_B - G\|^2`, the batches drawn WITHOUT replacement by
+    ``B.generator(seed).choice(N, size=B, replace=False)`` -- against
+    :func:`~nnopt_lab.training.batch_size.gradient_noise` (the library's measurement) on a fixed
+    MLP 4-3-3 with 24 samples, at ``batch_sizes``.
+
+    Prints ✓ or raises ExerciseFailed naming the mistake (with replacement, the norm instead of its
+    square, dividing by repeats − 1, forgetting to subtract G).
+
+    See: chapters/04_2_batch_size.ipynb
+    """
+    from ..training.batch_size import gradient_noise
+    from .checks import ExerciseFailed, require_function
+
+    require_function("minibatch_noise", minibatch_noise)
+    model, data = _noise_problem()
+    want = [gradient_noise(model, data, [b], repeats=repeats, seed=seed).variance[0] for b in batch_sizes]
+    got = numbers("minibatch_noise", lambda b: minibatch_noise(model, data, b, repeats, seed),
+                  [(b,) for b in batch_sizes])
+    variants = {
+        "the batches were drawn WITH replacement (replace=True): the law's (N − B)/(N − 1) factor is for "
+        "B distinct samples, and at B = N the noise must be exactly 0":
+            [_noise_variant(model, data, b, repeats, seed, "with replacement") for b in batch_sizes],
+        "you averaged the norm ‖g_B − G‖; the law is for its SQUARE ‖g_B − G‖²":
+            [_noise_variant(model, data, b, repeats, seed, "norm") for b in batch_sizes],
+        "divide by repeats (a plain mean of the squared distances), not repeats − 1":
+            [_noise_variant(model, data, b, repeats, seed, "repeats - 1") for b in batch_sizes],
+        "you measured ‖g_B‖²: subtract the full-batch gradient G first":
+            [_noise_variant(model, data, b, repeats, seed, "no G") for b in batch_sizes],
+    }
+    message = diagnose(got, want, variants, label="batch size index")
+    if message is not None and message.startswith("first difference"):
+        i = next(i for i, (a, w) in enumerate(zip(got, want)) if abs(a - w) > 1e-9 * max(1.0, abs(w)))
+        message = f"at B = {batch_sizes[i]}: yours {got[i]:.6g}, expected {want[i]:.6g}"
+    if message is not None:
+        raise ExerciseFailed(f"✗ minibatch_noise: {message}")
+    print(f"✓ minibatch_noise matches nnopt_lab.training.batch_size.gradient_noise at B = "
+          f"{', '.join(map(str, batch_sizes))} ({repeats} batches each)")

@@ -1,0 +1,75 @@
+"""The checkers of chapter 4.2's exercises (nnopt_lab/exercises/batch_size.py): a right answer passes,
+each usual mistake is named, a learner who has not started is told so."""
+import math
+
+import pytest
+
+from nnopt_lab import backend as B
+from nnopt_lab.exercises import batch_size as ex
+from nnopt_lab.exercises.checks import ExerciseFailed
+from nnopt_lab.training import batch_size as BS
+
+
+def warmup_right(step, base_lr, base_batch, batch, warmup_steps):
+    peak = base_lr * batch / base_batch
+    return base_lr + (peak - base_lr) * min(step, warmup_steps) / warmup_steps
+
+
+def count_right(n_samples, batch_size, milestones, factor, epochs):
+    return sum(math.ceil(n_samples / (batch_size * factor ** sum(1 for m in milestones if m <= e)))
+               for e in range(epochs))
+
+
+def predict_right(v0, b0, b, n):
+    return v0 * (b0 / b) * (n - b) / (n - b0)
+
+
+def noise(kind="right"):
+    def minibatch_noise(model, data, batch_size, repeats, seed):
+        if kind == "not started":
+            raise NotImplementedError()
+        x, y = data
+        gen = B.generator(seed)
+        G = BS.full_gradient(model, data)
+        total = 0.0
+        for _ in range(repeats):
+            idx = gen.choice(x.shape[0], size=batch_size, replace=kind == "with replacement")
+            g = BS.full_gradient(model, (x[idx], y[idx]))
+            d2 = float(((g - G) ** 2).sum())
+            total += math.sqrt(d2) if kind == "norm" else d2
+        return total / (repeats - 1 if kind == "repeats - 1" else repeats) * (1.01 if kind == "off" else 1.0)
+    return minibatch_noise
+
+
+def test_right_answers_pass(capsys):
+    ex.check_warmup_lr(warmup_right)
+    ex.check_update_count(count_right)
+    ex.check_noise_prediction(predict_right)
+    ex.check_minibatch_noise(noise())
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and all(line.startswith("✓") for line in out)
+
+
+@pytest.mark.parametrize("checker, answer, message", [
+    (ex.check_warmup_lr, lambda t, lr, b0, b, w: lr, "no scaling"),
+    (ex.check_update_count, lambda n, b, m, f, e: sum(n // (b * f ** sum(1 for x in m if x <= ep)) for ep in range(e)),
+     "rounded down"),
+    (ex.check_noise_prediction, lambda v0, b0, b, n: v0 * b0 / b, "missing the finite-population factor"),
+    (ex.check_noise_prediction, lambda v0, b0, b, n: v0 * math.sqrt(b0 / b) * (n - b) / (n - b0), "falls as 1/B"),
+    (ex.check_minibatch_noise, noise("with replacement"), "WITH replacement"),
+    (ex.check_minibatch_noise, noise("norm"), "its SQUARE"),
+    (ex.check_minibatch_noise, noise("repeats - 1"), "not repeats − 1"),
+    (ex.check_minibatch_noise, noise("not started"), "not answered yet"),
+    (ex.check_minibatch_noise, noise("off"), "at B = 1: yours"),
+])
+def test_each_usual_mistake_is_named(checker, answer, message):
+    with pytest.raises(ExerciseFailed, match=message):
+        checker(answer)
+
+
+def test_the_noise_checker_does_not_change_the_global_generator():
+    B.seed(0)
+    before = B.rng().random()
+    B.seed(0)
+    ex.check_minibatch_noise(noise())
+    assert B.rng().random() == before
