@@ -328,4 +328,5 @@ def test_view_updates_bars_only():
     view = W.SoftTargetView(data)
     view.update(2)
     heights = [b.get_height() for b in view.bars[1]]
+    assert "T = 4" in view.bar_title.get_text()
     np.testing.assert_allclose(heights, data["probs"][2, 1])

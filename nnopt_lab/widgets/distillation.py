@@ -4,7 +4,7 @@ teacher's softened outputs.
 * :func:`explorer_data` -- the pure compute function (tested): for a few real samples and a grid
   of temperatures, the softened distributions :math:`\mathrm{softmax}(t/T)` and their entropies,
   computed with :func:`nnopt_lab.inference.distillation.softmax_temperature`;
-* :class:`SoftTargetView` -- one figure made once (a bar chart per sample, the entropy curve);
+* :class:`SoftTargetView` -- one figure made once (grouped bars per sample, the entropy curves);
   :meth:`SoftTargetView.update` only changes bar heights and a marker;
 * :func:`explorer` -- the thin ipywidgets layer (a temperature slider).
 
@@ -69,43 +69,51 @@ def explorer_data(teacher_logits: Any, temperatures: Any, labels: Any = None) ->
 
 
 class SoftTargetView:
-    """Bars of the softened distribution per sample and the entropy against T; made once.
+    """Grouped bars of the softened distribution of each sample, and the entropy against T; made once.
+
+    Two axes only (tick labels are most of a redraw's cost): :meth:`update` changes bar heights,
+    a marker and a title.
 
     See: chapters/05_2_distillation.ipynb
     """
 
-    def __init__(self, data: dict, figsize=(13, 3.4), dpi: int = 72):
+    def __init__(self, data: dict, figsize=(11, 3.3), dpi: int = 72):
         import matplotlib.pyplot as plt
 
         self.data = data
         m, k = data["probs"].shape[1:]
-        self.fig, axes = plt.subplots(1, m + 1, figsize=figsize, dpi=dpi)
-        self.bars, self.axes = [], axes[:m]
-        for j, ax in enumerate(self.axes):
-            self.bars.append(ax.bar(range(k), data["probs"][0, j], color="C0", label="softmax(t / T)"))
-            label = "" if data["labels"] is None else f" (true class {data['labels'][j]})"
-            ax.set(title=f"sample {j}{label}", xlabel="class", ylabel="probability", ylim=(0, 1.02),
-                   xticks=range(k))
-        self.axes[0].legend(fontsize=8, loc="upper right")
-        ax = axes[m]
-        max_entropy = math.log2(k)
+        self.fig, (self.ax_bars, ax) = plt.subplots(1, 2, figsize=figsize, dpi=dpi,
+                                                    gridspec_kw={"width_ratios": [2, 1]})
+        width = 0.8 / m
+        self.bars = []
         for j in range(m):
-            ax.plot(data["temperatures"], data["entropy"][:, j], "o-", ms=3, label=f"sample {j}")
-        ax.axhline(max_entropy, color="gray", ls="--", lw=1, label=f"uniform (log2 {k})")
-        (self.marker,) = ax.plot([data["temperatures"][0]] * m, data["entropy"][0], "o", color="C3", ms=9,
+            label = f"sample {j}" + ("" if data["labels"] is None else f" (true class {data['labels'][j]})")
+            xs = [c + (j - (m - 1) / 2) * width for c in range(k)]
+            self.bars.append(self.ax_bars.bar(xs, data["probs"][0, j], width, color=f"C{j}", label=label))
+        self.ax_bars.set(xlabel="class", ylabel="probability softmax(t / T)", ylim=(0, 1.02), xticks=range(k))
+        self.ax_bars.legend(fontsize=8, loc="upper right")
+        self.bar_title = self.ax_bars.set_title("")
+        for j in range(m):
+            ax.plot(data["temperatures"], data["entropy"][:, j], "o-", ms=3, color=f"C{j}", label=f"sample {j}")
+        ax.axhline(math.log2(k), color="gray", ls="--", lw=1)
+        ax.text(data["temperatures"][0], math.log2(k), f"uniform: log2 {k} bits", va="bottom", fontsize=8)
+        (self.marker,) = ax.plot([data["temperatures"][0]] * m, data["entropy"][0], "o", color="k", ms=9,
                                  mfc="none", mew=2)
-        ax.set(title="Entropy of the soft targets", xlabel="temperature T", ylabel="entropy (bits)", xscale="log")
-        ax.legend(fontsize=7)
+        ax.set(title="Entropy of the soft targets", xlabel="temperature T (log scale)", ylabel="entropy (bits)",
+               xscale="log")
+        ax.set_ylim(0, 1.15 * math.log2(k))
+        ax.minorticks_off()               # fewer tick labels to draw: the redraw stays fast (colours: as left)
         self.fig.tight_layout()
+        self.update(0)
 
     def update(self, index: int) -> None:
-        """Show grid point ``index`` (only bar heights, titles and the marker change)."""
+        """Show grid point ``index`` (only bar heights, the marker and a title change)."""
         t = self.data["temperatures"][index]
         for bars, row in zip(self.bars, self.data["probs"][index]):
             for bar, p in zip(bars, row.tolist()):
                 bar.set_height(p)
         self.marker.set_data([t] * len(self.bars), self.data["entropy"][index])
-        self.fig.suptitle(f"teacher's soft targets at T = {t:g}", fontsize=10)
+        self.bar_title.set_text(f"The teacher's soft targets at T = {t:g}")
 
 
 def explorer(data: dict) -> Any:
