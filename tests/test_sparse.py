@@ -209,3 +209,20 @@ def test_bad_input_names_the_argument(be64):
         S.SparseLinear(a, be64.zeros((4,)))
     with pytest.raises(NotImplementedError, match="inference only"):
         layer.backward(be64.zeros((2, 3)))
+
+
+def test_bias_on_another_backend_or_dtype_is_named(be64):
+    a = S.csr_from_dense(B.to_backend(np.eye(3), be64))
+    other = B.to_backend(np.zeros(3), B.get_backend("torch-cpu" if be64.name == "numpy" else "numpy", "float64"))
+    with pytest.raises(TypeError, match="bias must be on weight's backend"):
+        S.SparseLinear(a, other)
+    with pytest.raises(TypeError, match="bias must be on weight's backend and dtype"):
+        S.SparseLinear(a, B.to_backend(np.zeros(3), be64, dtype="float32"))
+
+
+def test_inconsistent_csr_arrays_are_refused(be64):
+    a = S.csr_from_dense(B.to_backend(np.eye(3), be64))
+    with pytest.raises(ValueError, match="needs 3 col_indices and 4 crow_indices"):
+        S.CSRMatrix(a.values, a.col_indices, a.crow_indices[:-1], (3, 3))
+    with pytest.raises(TypeError, match="col_indices must be int32 or int64"):
+        S.CSRMatrix(a.values, a.values, a.crow_indices, (3, 3))

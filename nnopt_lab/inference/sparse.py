@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import backend as B
 from ..nn.layers import Linear, Module, Parameter, Sequential, _check_dtype, _check_input
-from ..validation import check_array, check_bool, check_choice, check_int
+from ..validation import check_array, check_bool, check_choice, check_int, check_shape
 
 __all__ = ["CSRMatrix", "csr_from_dense", "csr_matmul", "SparseLinear", "sparsify", "three_ways", "ThreeWays"]
 
@@ -62,6 +62,21 @@ class CSRMatrix:
     col_indices: Any
     crow_indices: Any
     shape: tuple
+
+    def __post_init__(self):
+        """The three arrays must fit together (1-D, nnz values and columns, M + 1 integer row pointers)."""
+        for name in ("values", "col_indices", "crow_indices"):
+            check_array(name, getattr(self, name), ndim=1)
+        B.namespace(self.values, self.col_indices, self.crow_indices)
+        m, k = check_shape("shape", self.shape, length=2, low=0)
+        nnz = int(self.values.shape[0])
+        if self.col_indices.shape[0] != nnz or self.crow_indices.shape[0] != m + 1:
+            raise ValueError(f"a CSR matrix of shape {(m, k)} with {nnz} values needs {nnz} col_indices and "
+                             f"{m + 1} crow_indices, got {self.col_indices.shape[0]} and {self.crow_indices.shape[0]}")
+        for name in ("col_indices", "crow_indices"):
+            if B.dtype_name(getattr(self, name)) not in INDEX_DTYPES:
+                raise TypeError(f"{name} must be int32 or int64, got {B.dtype_name(getattr(self, name))}")
+        object.__setattr__(self, "shape", (m, k))
 
     @property
     def nnz(self) -> int:
@@ -242,7 +257,9 @@ class SparseLinear(Module):
             check_array("bias", bias, ndim=1, layout="(out_features,)")
             if bias.shape[0] != self.out_features:
                 raise ValueError(f"bias must have shape ({self.out_features},), got {tuple(bias.shape)}")
-            B.namespace(bias, weight.values)
+            if not B.same_kind(bias, weight.values) or bias.dtype != weight.values.dtype:
+                raise TypeError(f"bias must be on weight's backend and dtype ({B.backend_of(weight.values).name}, "
+                                f"{B.dtype_name(weight.values)}), got {B.backend_of(bias).name}, {B.dtype_name(bias)}")
             self._params["bias"] = Parameter(B.copy(bias))
         self._buffers["values"] = weight.values
         self._buffers["col_indices"] = weight.col_indices
