@@ -163,7 +163,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
 
 def _zeros(shape: tuple, like: Any) -> Any:
     """Zeros of ``like``'s backend, device and dtype."""
-    return B.namespace(like).zeros(shape, dtype=like.dtype, device=B.device_of(like) if B.is_torch(like) else None)
+    return B.namespace(like).zeros(shape, dtype=like.dtype, device=B.device(like))
 
 
 # ----------------------------------------------------------------------------- linear
@@ -774,7 +774,7 @@ def _one_hot(labels: Any, k: int, like: Any) -> Any:
     exactly when the N·K comparisons hold N hits (one count, one device sync).
     """
     xp = B.namespace(like)
-    classes = xp.arange(k, device=B.device_of(like) if B.is_torch(like) else None)
+    classes = xp.arange(k, device=B.device(like))
     hits = labels[:, None] == classes[None, :]
     if int(xp.count_nonzero(hits)) != labels.shape[0]:
         lo, hi = int(xp.min(labels)), int(xp.max(labels))
