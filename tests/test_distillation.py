@@ -330,3 +330,20 @@ def test_view_updates_bars_only():
     heights = [b.get_height() for b in view.bars[1]]
     assert "T = 4" in view.bar_title.get_text()
     np.testing.assert_allclose(heights, data["probs"][2, 1])
+
+
+@pytest.mark.parametrize("temperature", [1e300, float("inf"), 2 * 1e4])
+def test_a_temperature_beyond_the_largest_is_refused_not_nan(temperature):
+    from nnopt_lab.inference.distillation import MAX_TEMPERATURE, distillation_loss
+    s, t = np.zeros((2, 3)), np.ones((2, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(s, t, np.array([0, 1]), temperature=temperature)
+    assert np.isfinite(float(distillation_loss(s, t, np.array([0, 1]), temperature=MAX_TEMPERATURE)))
+
+
+@pytest.mark.parametrize("logits", [None, "abc", [[1.0, 2.0]]])
+def test_softened_distributions_need_an_array(logits):
+    from nnopt_lab.inference.distillation import log_softmax_temperature, softmax_temperature
+    for fn in (softmax_temperature, log_softmax_temperature):
+        with pytest.raises(TypeError, match="logits"):
+            fn(logits, 2.0)

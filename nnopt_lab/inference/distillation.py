@@ -35,18 +35,23 @@ from .. import backend as B
 from ..nn import functional as F
 from ..nn.layers import Module
 from ..training.loop import BatchLoss
-from ..validation import check_number, check_probability
+from ..validation import check_array, check_number, check_probability
 
-__all__ = ["softmax_temperature", "log_softmax_temperature", "distillation_forward", "distillation_backward",
+__all__ = ["MAX_TEMPERATURE", "softmax_temperature", "log_softmax_temperature", "distillation_forward", "distillation_backward",
            "distillation_loss", "DistillationLoss", "check_temperature"]
 
 
+MAX_TEMPERATURE = 1e4
+"""Largest temperature accepted: far beyond any used (Hinton et al. go to 20); above it T² overflows
+the soft term's scale and every softened distribution is uniform to float precision."""
+
+
 def check_temperature(temperature: Any, name: str = "temperature") -> float:
-    """``temperature`` must be a finite number > 0; returned as a float.
+    """``temperature`` must be a finite number in (0, MAX_TEMPERATURE]; returned as a float.
 
     See: chapters/05_2_distillation.ipynb
     """
-    return check_number(name, temperature, 0.0, low_open=True)
+    return check_number(name, temperature, 0.0, MAX_TEMPERATURE, low_open=True)
 
 
 def softmax_temperature(logits: Any, temperature: float = 1.0) -> Any:
@@ -65,7 +70,7 @@ def softmax_temperature(logits: Any, temperature: float = 1.0) -> Any:
 
     See: chapters/05_2_distillation.ipynb
     """
-    return F.softmax(logits / check_temperature(temperature))
+    return F.softmax(check_array("logits", logits) / check_temperature(temperature))
 
 
 def log_softmax_temperature(logits: Any, temperature: float = 1.0) -> Any:
@@ -73,7 +78,7 @@ def log_softmax_temperature(logits: Any, temperature: float = 1.0) -> Any:
 
     See: chapters/05_2_distillation.ipynb
     """
-    return F.log_softmax(logits / check_temperature(temperature))
+    return F.log_softmax(check_array("logits", logits) / check_temperature(temperature))
 
 
 def _check_pair(student_logits: Any, teacher_logits: Any) -> None:
