@@ -6,6 +6,7 @@ See: chapters/02_2_data_augmentation.ipynb
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from .. import backend as B
@@ -13,7 +14,7 @@ from .checks import ExerciseFailed
 from ..preprocessing import augmentation as A
 from . import checks
 
-__all__ = ["check_hflip", "check_rot90_clockwise", "check_center_crop"]
+__all__ = ["check_hflip", "check_rot90_clockwise", "check_center_crop", "check_rotate"]
 
 _NUMPY64 = B.Backend("numpy", "float64")
 
@@ -101,3 +102,81 @@ def check_center_crop(fn: Callable[[Any, int], Any]) -> bool:
         raise ExerciseFailed(f"{case}: your output is not a size × size window of the input")
     print("✓ center_crop cuts the centred window (top = (H - size) // 2, left = (W - size) // 2) on 3 cases")
     return True
+
+
+# ----------------------------------------------------------------------------- exercise 4: rotation
+_ANGLES = (20.0, -35.0, 90.0, 150.0)
+
+
+def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
+    """Same shape and equal to ``tol`` (relative to the largest entry of ``b``); NaN never matches."""
+    a, b = checks.as_float64(a, "answer"), checks.as_float64(b, "reference")
+    if tuple(a.shape) != tuple(b.shape):
+        return False
+    return bool((abs(a - b) <= tol * (1.0 + abs(b).max())).all())
+
+
+def _rotation_image():
+    """A fixed 7×9 image (not square, no symmetry) with values 1..63 scaled to (0, 1]."""
+    g = B.generator(5)
+    return _NUMPY64.xp.asarray(g.permutation(63).reshape(7, 9).astype("float64") / 63.0 + 1.0 / 63.0)
+
+
+def _sample(image: Any, angle: float, fill: float, centre_shift: float = 0.0, nearest: bool = False) -> Any:
+    """Rotation by pull-back with one usual mistake switched on: the centre at (H/2, W/2) instead of
+    ((H-1)/2, (W-1)/2) (``centre_shift=0.5``), or the nearest pixel instead of bilinear."""
+    xp = B.namespace(image)
+    h, w = image.shape
+    ch, cw = (h - 1) / 2.0 + centre_shift, (w - 1) / 2.0 + centre_shift
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    out = xp.full((h, w), fill, dtype=image.dtype)
+    for i in range(h):
+        for j in range(w):
+            r = cos * (i - ch) + sin * (j - cw) + ch
+            c = -sin * (i - ch) + cos * (j - cw) + cw
+            if nearest:
+                ri, ci = math.floor(r + 0.5), math.floor(c + 0.5)
+                out[i, j] = image[ri, ci] if 0 <= ri < h and 0 <= ci < w else fill
+                continue
+            r0, c0 = math.floor(r), math.floor(c)
+            total = 0.0
+            for dr, wr in ((0, 1 - (r - r0)), (1, r - r0)):
+                for dc, wc in ((0, 1 - (c - c0)), (1, c - c0)):
+                    rr, cc = r0 + dr, c0 + dc
+                    value = B.float_of(image[rr, cc]) if 0 <= rr < h and 0 <= cc < w else fill
+                    total += wr * wc * value
+            out[i, j] = total
+    return out
+
+
+def check_rotate(fn: Callable[[Any, float, float], Any]) -> None:
+    """``fn(image, angle, fill)``: an (H, W) image turned ``angle`` degrees counter-clockwise about
+    its centre ((H-1)/2, (W-1)/2), bilinear, ``fill`` outside; compared with
+    :func:`nnopt_lab.preprocessing.augmentation.rotate` (equal to ``scipy.ndimage.rotate``, order 1)
+    on a fixed 7×9 image at four angles."""
+    image, fill = _rotation_image(), 0.25
+    xp = _NUMPY64.xp
+    for angle in _ANGLES:
+        want = A.rotate(image[None, None], angle, fill=fill)[0, 0]
+        got = checks.as_float64(checks.call("rotate", fn, xp.asarray(image, copy=True), angle, fill),
+                                f"rotate(image, {angle:g}, fill={fill})", tuple(image.shape))
+        if _close(got, want):
+            continue
+        mistakes = {
+            "it turns the other way: a positive angle is COUNTER-clockwise (the output pixel pulls from "
+            "r = cos·(i−c_H) + sin·(j−c_W) + c_H)": A.rotate(image[None, None], -angle, fill=fill)[0, 0],
+            "the centre is at (H/2, W/2); the centre of an H×W pixel grid is ((H−1)/2, (W−1)/2)":
+                _sample(image, angle, fill, centre_shift=0.5),
+            "that is the nearest pixel; interpolate bilinearly between the four neighbours":
+                _sample(image, angle, fill, nearest=True),
+            "outside the image the value must be `fill`, not 0": A.rotate(image[None, None], angle, fill=0.0)[0, 0],
+        }
+        for message, values in mistakes.items():
+            if _close(got, values):
+                raise ExerciseFailed(f"✗ rotate(image, {angle:g}°): {message}")
+        i, j = next((i, j) for i in range(image.shape[0]) for j in range(image.shape[1])
+                    if abs(B.float_of(got[i, j]) - B.float_of(want[i, j])) > 1e-9)
+        raise ExerciseFailed(f"✗ rotate(image, {angle:g}°): pixel ({i}, {j}) is {B.float_of(got[i, j]):.6g}, "
+                             f"expected {B.float_of(want[i, j]):.6g}")
+    print(f"✓ rotate matches nnopt_lab's rotate (and so scipy.ndimage.rotate, order 1) at "
+          f"{', '.join(f'{a:g}°' for a in _ANGLES)}")
