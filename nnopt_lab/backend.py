@@ -29,6 +29,9 @@ See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,15 +154,21 @@ def get_backend(name: str | Backend = "auto", dtype: str = "float32") -> Backend
         For a name that is not a str or a Backend (``None``, a number).
     ValueError
         For an unknown name or dtype, or ``"torch-cuda"`` on a machine without a GPU.
+        The messages say ``backend must be ...``: functions with a ``backend=`` argument
+        pass it here, so the message names their argument too.
+
+    See: chapters/01_why_optimize.ipynb
     """
     check_choice("dtype", dtype, DTYPES)
     if isinstance(name, Backend):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a str or Backend, got {_describe(name)}")
+        raise TypeError(f"backend must be a str or Backend, got {_describe(name)} "
+                        f"(give a backend name: one of {('auto',) + BACKENDS})")
+    if name not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r} (no backend has that name)")
     if name == "auto":
         name = "torch-cuda" if cuda_available() else "numpy"
-    check_choice("backend", name, ("auto",) + BACKENDS)
     if name != "numpy" and torch is None:
         raise ValueError(f"backend {name!r} needs torch, which is not installed")
     if name == "torch-cuda" and not cuda_available():
@@ -221,13 +230,14 @@ def namespace(*arrays: Any) -> Any:
         elif torch is not None and isinstance(a, torch.Tensor):
             kind = _TORCH_XP
         else:
-            raise TypeError(f"expected numpy arrays or torch tensors, got {type(a).__name__}")
+            raise TypeError(f"arrays must be numpy arrays or torch tensors, got {type(a).__name__}")
         if xp is not None and kind is not xp:
-            raise TypeError("numpy arrays and torch tensors were mixed in one call; move them to one "
-                            "backend first with nnopt_lab.backend.to_backend(x, backend)")
+            raise TypeError("arrays must be all numpy or all torch: numpy arrays and torch tensors were mixed "
+                            "in one call; move them to one backend first with "
+                            "nnopt_lab.backend.to_backend(x, backend)")
         xp = kind
     if xp is None:
-        raise TypeError("expected at least one numpy array or torch tensor, got none")
+        raise TypeError("arrays must hold at least one numpy array or torch tensor, got none")
     return xp
 
 
@@ -409,8 +419,22 @@ def copy(x: Any) -> Any:
 
 
 def float_of(x: Any) -> float:
-    """A Python float from a 0-d array (syncs the GPU: keep out of hot loops)."""
-    return float(x.item() if hasattr(x, "item") else x)
+    """A Python float from a number or a one-element array (syncs the GPU: keep out of hot loops).
+
+    Raises
+    ------
+    TypeError
+        For anything that is not a real number (``None``, a str, a complex number).
+    ValueError
+        For an array of more than one element.
+    """
+    if _is_array(x):
+        if _size(x) != 1:
+            raise ValueError(f"x must be a number or an array of one element, got shape {tuple(x.shape)}")
+        x = x.item()
+    if not isinstance(x, numbers.Real):   # bools count: float_of(xp.all(...)) is 1.0 or 0.0
+        raise TypeError(f"x must be a real number or an array of one element, got {_describe(x)}")
+    return float(x)
 
 
 def synchronize(x: Any = None) -> None:
@@ -446,7 +470,7 @@ def seed(value: int) -> np.random.Generator:
         For a negative or non-integral number.
     """
     global _RNG
-    _RNG = np.random.default_rng(check_int("seed", value, low=0))
+    _RNG = np.random.default_rng(check_int("seed value", value, low=0))
     return _RNG
 
 
@@ -470,6 +494,14 @@ def _check_sizes(name: str, sizes: tuple) -> tuple[int, ...]:
     return tuple(check_int(name, s, low=0) for s in sizes)
 
 
+def _drawn(name: str, value: Any, draw: Any) -> Any:
+    """``draw()``, with numpy's "array is too big" / out-of-memory refusal as a ValueError naming ``name``."""
+    try:
+        return draw()
+    except (ValueError, MemoryError) as err:
+        raise ValueError(f"{name} must give an array that fits in memory, got {value!r} ({err})") from None
+
+
 def _destination(backend: str | Backend | None, dtype: str | None) -> Backend:
     """The checked ``backend=`` and ``dtype=`` of a draw, resolved *before* drawing (so that
     a wrong argument leaves :func:`rng` where it was)."""
@@ -486,23 +518,29 @@ def randn(*shape: int, backend: str | Backend | None = None, dtype: str | None =
     """Standard normal numbers of ``shape`` (``randn(2, 3)`` or ``randn((2, 3))``), from :func:`rng`."""
     shape = _check_sizes("shape", shape)
     b = _destination(backend, dtype)
-    return _place(_RNG.standard_normal(shape), b, dtype)
+    return _place(_drawn("shape", shape, lambda: _RNG.standard_normal(shape)), b, dtype)
 
 
 def rand(*shape: int, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
     """Uniform numbers in [0, 1) of ``shape``, drawn from :func:`rng`, on ``backend``."""
     shape = _check_sizes("shape", shape)
     b = _destination(backend, dtype)
-    return _place(_RNG.random(shape), b, dtype)
+    return _place(_drawn("shape", shape, lambda: _RNG.random(shape)), b, dtype)
 
 
 def uniform(low: float, high: float, shape: tuple, backend=None, dtype=None) -> Any:
-    """Uniform numbers in [low, high) of ``shape`` (an int or a tuple) on ``backend``, from :func:`rng`."""
-    low = check_number("low", low)
-    high = check_number("high", high, low=low)
+    """Uniform numbers in [low, high) of ``shape`` (an int or a tuple) on ``backend``, from :func:`rng`.
+
+    ``low <= high``, both finite, and ``high - low`` finite too (else a ValueError naming them).
+    """
+    low, high = check_number("low", low), check_number("high", high)
+    if high < low:
+        raise ValueError(f"low must be <= high, got low={low!r} and high={high!r}")
+    if not math.isfinite(high - low):
+        raise ValueError(f"high - low must be a finite number, got low={low!r} and high={high!r}")
     shape = _check_sizes("shape", (shape,))
     b = _destination(backend, dtype)
-    return _place(_RNG.uniform(low, high, size=shape), b, dtype)
+    return _place(_drawn("shape", shape, lambda: _RNG.uniform(low, high, size=shape)), b, dtype)
 
 
 def permutation(n: int, generator: np.random.Generator | None = None) -> np.ndarray:
@@ -514,18 +552,24 @@ def permutation(n: int, generator: np.random.Generator | None = None) -> np.ndar
     if generator is not None and not isinstance(generator, np.random.Generator):
         raise TypeError(f"generator must be a numpy Generator (from backend.generator) or None, "
                         f"got {_describe(generator)}")
-    return (generator or _RNG).permutation(n)
+    return _drawn("n", n, lambda: (generator or _RNG).permutation(n))
 
 
 # ----------------------------------------------------------------------------- fast paths
 def _check_windows(x: Any, kh: int, kw: int, stride: int) -> tuple[int, int, int]:
-    if getattr(x, "ndim", None) != 4:
+    """Checked ``kh, kw, stride`` for the windows of ``x``; cheap (no pass over the data)."""
+    if getattr(x, "ndim", None) != 4 or not _is_array(x):
         raise ValueError(f"x must be an image batch of shape (N, C, H, W), got "
                          f"{tuple(x.shape) if _is_array(x) else _describe(x)}")
+    h, w = x.shape[2], x.shape[3]
+    if h == 0 or w == 0:
+        raise ValueError(f"x must have H >= 1 and W >= 1 (shape (N, C, H, W)), got shape {tuple(x.shape)}")
     kh, kw = check_int("kh", kh), check_int("kw", kw)
     stride = check_int("stride", stride)
-    if kh > x.shape[2] or kw > x.shape[3]:
-        raise ValueError(f"the window ({kh}, {kw}) is larger than the image ({x.shape[2]}, {x.shape[3]})")
+    for name, k, size, what in (("kh", kh, h, "height"), ("kw", kw, w, "width")):
+        if k > size:
+            raise ValueError(f"{name} must be an int in [1, {size}] (the {what} of x), got {k}: "
+                             f"the window ({kh}, {kw}) is larger than the image ({h}, {w})")
     return kh, kw, stride
 
 
@@ -551,8 +595,10 @@ def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     n, c, h, w = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     sn, sc, sh, sw = x.strides
+    # a stride >= H gives one row of windows, whose step is never taken: min() keeps a huge
+    # stride from overflowing the byte strides
     return np.lib.stride_tricks.as_strided(
-        x, (n, c, ho, wo, kh, kw), (sn, sc, sh * stride, sw * stride, sh, sw), writeable=False)
+        x, (n, c, ho, wo, kh, kw), (sn, sc, sh * min(stride, h), sw * min(stride, w), sh, sw), writeable=False)
 
 
 def sliding_windows_portable(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
@@ -569,14 +615,70 @@ def sliding_windows_portable(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     return xp.stack(rows, axis=-2)                     # (N, C, Ho, Wo, kh, kw)
 
 
+def _kind(x: Any) -> str:
+    return "torch tensor" if is_torch(x) else "numpy array"
+
+
+_NUMPY_ARRAYS = (np.ndarray, np.generic)
+_TORCH_INDEX_DTYPES = (frozenset(getattr(torch, n) for n in INT_DTYPES) if torch is not None else frozenset())
+
+
 def _check_scatter(out: Any, index: Any, values: Any) -> None:
-    namespace(out, index, values)
-    if index.ndim != 1 or dtype_name(index) not in INT_DTYPES:
-        raise ValueError(f"index must be a 1-D integer array, got shape {tuple(index.shape)} "
-                         f"and dtype {dtype_name(index)}")
-    if tuple(values.shape) != (index.shape[0],) + tuple(out.shape[1:]):
+    """Every check of a scatter-add, up front: kinds, backends, axes, dtypes, shapes, index range.
+
+    All are O(1) attribute tests except the range of ``index`` (one min and one max): an
+    index outside ``[0, M)`` would otherwise wrap around (numpy, negative) or crash the GPU.
+    """
+    if is_torch(out):
+        same_kind_ = is_torch(index) and is_torch(values) and index.device == out.device == values.device
+        int_index = same_kind_ and index.dtype in _TORCH_INDEX_DTYPES
+    else:
+        same_kind_ = (isinstance(out, _NUMPY_ARRAYS) and isinstance(index, _NUMPY_ARRAYS)
+                      and isinstance(values, _NUMPY_ARRAYS))
+        int_index = same_kind_ and index.dtype.kind in "iu"
+    if not same_kind_:
+        _explain_scatter_kinds(out, index, values)
+    if out.ndim == 0:
+        raise ValueError("out must have at least one axis (shape (M, ...)), got shape ()")
+    if index.ndim != 1:
+        raise ValueError(f"index must be a 1-D integer array, got shape {tuple(index.shape)}")
+    if not int_index:
+        raise TypeError(f"index must be a 1-D integer array, got dtype {dtype_name(index)}")
+    if values.dtype != out.dtype:
+        raise TypeError(f"values must have the dtype of out ({dtype_name(out)}), got {dtype_name(values)}")
+    if values.ndim != out.ndim or values.shape[0] != index.shape[0] or values.shape[1:] != out.shape[1:]:
         raise ValueError(f"values must have shape (len(index),) + out.shape[1:] = "
                          f"{(index.shape[0],) + tuple(out.shape[1:])}, got {tuple(values.shape)}")
+    if index.shape[0]:
+        _check_index_range(index, out.shape[0])
+
+
+def _explain_scatter_kinds(out: Any, index: Any, values: Any) -> None:
+    """Raise the error that names the first of ``out, index, values`` of the wrong kind or place."""
+    for name, a in (("out", out), ("index", index), ("values", values)):
+        if not _is_array(a):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, got {_describe(a)}")
+    for name, a in (("index", index), ("values", values)):
+        if is_torch(a) != is_torch(out):
+            raise TypeError(f"{name} must be a {_kind(out)} like out, got a {_kind(a)}; move it first "
+                            f"with nnopt_lab.backend.to_backend(x, backend)")
+        if is_torch(a) and a.device != out.device:
+            raise ValueError(f"{name} must be on the device of out ({out.device}), got {a.device}")
+
+
+def _check_index_range(index: Any, m: int) -> None:
+    """Every entry of the non-empty integer array ``index`` must lie in ``[0, m)``."""
+    if is_torch(index):
+        low_high = torch.aminmax(index)
+        if index.is_cuda:
+            low, high = torch.stack(low_high).tolist()       # one GPU sync, not two
+        else:
+            low, high = int(low_high[0]), int(low_high[1])
+    else:
+        low, high = int(index.min()), int(index.max())
+    if low < 0 or high >= m:
+        raise ValueError(f"index entries must lie in [0, out.shape[0]) = [0, {m}), "
+                         f"got entries in [{low}, {high}]")
 
 
 def scatter_add(out: Any, index: Any, values: Any) -> Any:
@@ -633,6 +735,9 @@ def _check_int_operands(a: Any, b: Any) -> Any:
                             f"got {dtype_name(m)}")
         if m.ndim != 2:
             raise ValueError(f"{name} must be 2-D (a: (M, K), b: (K, N)), got shape {tuple(m.shape)}")
+    if is_torch(a) != is_torch(b):
+        raise TypeError(f"a and b must both be numpy arrays or both torch tensors, got a: {_kind(a)}, "
+                        f"b: {_kind(b)}; move them to one backend with nnopt_lab.backend.to_backend")
     xp = namespace(a, b)
     if device_of(a) != device_of(b):
         raise ValueError(f"a and b must be on one device, got {device_of(a)} and {device_of(b)}")
@@ -821,11 +926,16 @@ def from_bytes(buffer: bytes, dtype: str, shape: tuple, big_endian: bool = True)
 def to_bytes(x: Any, dtype: str, big_endian: bool = True) -> bytes:
     """The values of ``x`` as raw bytes of ``dtype`` (C order); numpy-only, no fallback needed."""
     dt = _file_dtype(dtype, big_endian)
-    return np.ascontiguousarray(to_numpy(x)).astype(dt).tobytes()
+    source = to_numpy(_as_source(x))
+    if source.dtype.kind not in "biuf":
+        raise TypeError(f"x must hold numbers or bools, got an array of dtype {source.dtype}")
+    return np.ascontiguousarray(source).astype(dt).tobytes()
 
 
 def save_npz(file: Any, arrays: dict) -> None:
     """Write named arrays to an open binary file (or path) with ``numpy.savez``; numpy-only."""
+    if not hasattr(file, "write"):
+        file = check_path("file", file)
     if not isinstance(arrays, dict):
         raise TypeError(f"arrays must be a dict of name -> array, got {_describe(arrays)}")
     np.savez(file, **{k: to_numpy(v) for k, v in arrays.items()})

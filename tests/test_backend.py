@@ -40,8 +40,10 @@ def test_cuda_request_without_gpu_is_refused():
 def test_mixing_numpy_and_torch_is_refused():
     with pytest.raises(TypeError, match="mixed"):
         B.namespace(np.zeros(2), torch.zeros(2))
-    with pytest.raises(TypeError, match="expected numpy arrays or torch tensors"):
+    with pytest.raises(TypeError, match="arrays must be numpy arrays or torch tensors, got list"):
         B.namespace([1.0, 2.0])
+    with pytest.raises(TypeError, match="arrays must hold at least one numpy array or torch tensor, got none"):
+        B.namespace(None)
 
 
 def test_to_backend_sets_float_dtype_and_keeps_values(backend_name):
@@ -196,11 +198,11 @@ def test_numpy_and_torch_integer_scalars_are_sizes_and_seeds():
 
 # one row per argument check: (call, exception, message pattern that names the argument)
 BAD_ARGUMENTS = {
-    "seed(None)": (lambda: B.seed(None), TypeError, "seed must be an int >= 0, got None"),
-    "seed(str)": (lambda: B.seed("0"), TypeError, "seed must be an int >= 0, got '0'"),
-    "seed(-1)": (lambda: B.seed(-1), ValueError, "seed must be an int >= 0, got -1"),
-    "seed(2.5)": (lambda: B.seed(2.5), ValueError, "seed must be an int >= 0, got 2.5"),
-    "seed(True)": (lambda: B.seed(True), TypeError, "seed must be an int >= 0, got True"),
+    "seed(None)": (lambda: B.seed(None), TypeError, "seed value must be an int >= 0, got None"),
+    "seed(str)": (lambda: B.seed("0"), TypeError, "seed value must be an int >= 0, got '0'"),
+    "seed(-1)": (lambda: B.seed(-1), ValueError, "seed value must be an int >= 0, got -1"),
+    "seed(2.5)": (lambda: B.seed(2.5), ValueError, "seed value must be an int >= 0, got 2.5"),
+    "seed(True)": (lambda: B.seed(True), TypeError, "seed value must be an int >= 0, got True"),
     "generator(-1)": (lambda: B.generator(-1), ValueError, "seed_value must be an int >= 0, got -1"),
     "generator(None)": (lambda: B.generator(None), TypeError, "seed_value must be an int >= 0, got None"),
     "randn(-1)": (lambda: B.randn(-1), ValueError, "shape must be an int >= 0, got -1"),
@@ -211,7 +213,7 @@ BAD_ARGUMENTS = {
     "rand(-2)": (lambda: B.rand(3, -2), ValueError, "shape must be an int >= 0, got -2"),
     "rand(None)": (lambda: B.rand(None), TypeError, "shape must be an int >= 0, got None"),
     "uniform(low=nan)": (lambda: B.uniform(float("nan"), 1, 3), ValueError, "low must be a finite number"),
-    "uniform(high<low)": (lambda: B.uniform(1, 0, 3), ValueError, "high must be a finite number in \\[1, inf\\)"),
+    "uniform(high<low)": (lambda: B.uniform(1, 0, 3), ValueError, "low must be <= high, got low=1.0 and high=0.0"),
     "uniform(high=str)": (lambda: B.uniform(0, "1", 3), TypeError, "high must be a finite number"),
     "uniform(shape=-1)": (lambda: B.uniform(0, 1, (2, -1)), ValueError, "shape must be an int >= 0, got -1"),
     "permutation(-1)": (lambda: B.permutation(-1), ValueError, "n must be an int >= 0, got -1"),
@@ -240,10 +242,10 @@ BAD_ARGUMENTS = {
     "windows(stride)": (lambda: B.sliding_windows(np.zeros((1, 1, 4, 4)), 2, 2, (1, 1)), TypeError,
                         "stride must be an int >= 1"),
     "windows(too big)": (lambda: B.sliding_windows_portable(np.zeros((1, 1, 4, 4)), 5, 2), ValueError,
-                         "window \\(5, 2\\) is larger than the image \\(4, 4\\)"),
+                         "kh must be an int in \\[1, 4\\] .* window \\(5, 2\\) is larger than the image \\(4, 4\\)"),
     "windows(3-D)": (lambda: B.sliding_windows(np.zeros((1, 4, 4)), 2, 2), ValueError, "x must be an image batch"),
-    "scatter(index)": (lambda: B.scatter_add(np.zeros((3, 2)), np.array([0.0]), np.ones((1, 2))), ValueError,
-                       "index must be a 1-D integer array"),
+    "scatter(index)": (lambda: B.scatter_add(np.zeros((3, 2)), np.array([0.0]), np.ones((1, 2))), TypeError,
+                       "index must be a 1-D integer array, got dtype float64"),
     "scatter(values)": (lambda: B.scatter_add_portable(np.zeros((3, 2)), np.array([0]), np.ones((2, 2))),
                         ValueError, "values must have shape"),
     "from_bytes(count)": (lambda: B.from_bytes(b"\x00" * 3, "int16", (2,)), ValueError, "buffer must hold 4 bytes"),

@@ -123,7 +123,10 @@ def test_bad_operands_are_refused(which):
         ((a, np.ones((3, 2), bool)), TypeError, "b must be an integer array .* got bool"),
         ((a, np.ones((2, 2), np.int8)), ValueError, "a's columns must match b's rows .* a \\(2, 3\\) and b \\(2, 2\\)"),
         ((np.ones(3, np.int8), np.ones((3, 2), np.int8)), ValueError, "a must be 2-D"),
-        ((a, torch.ones((3, 2), dtype=torch.int8)), TypeError, "mixed"),
+        ((a, torch.ones((3, 2), dtype=torch.int8)), TypeError,
+         "a and b must both be numpy arrays or both torch tensors, got a: numpy array, b: torch tensor"),
+        ((torch.ones((2, 3), dtype=torch.int8), np.ones((3, 2), np.int8)), TypeError,
+         "a and b must both be numpy arrays or both torch tensors, got a: torch tensor, b: numpy array"),
         (([[1, 2]], a), TypeError, "a must be a numpy array or a torch tensor"),
     ]
     for args, error, pattern in cases:
