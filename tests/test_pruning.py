@@ -315,6 +315,42 @@ def test_bad_targets_and_arguments_are_refused(be64):
         P.global_unstructured([], 0.5)
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0), (0, 2, 3)])
+def test_empty_weights_give_torchs_empty_masks(shape, be64):
+    w = np.ones(shape)
+    for amount in (0, 0.5):                            # torch reshaped with -1 here: RuntimeError on 0 entries
+        ref = torch.nn.utils.prune.LnStructured(amount=amount, n=2, dim=0).compute_mask(
+            torch.as_tensor(w), default_mask=torch.ones(shape, dtype=torch.float64))
+        ours = P.ln_structured_mask(B.to_backend(w, be64), amount)
+        assert tuple(ours.shape) == tuple(ref.shape) == shape
+    np.testing.assert_array_equal(P.select_lowest(B.to_backend(np.ones(0), be64), 0),
+                                  torch.topk(torch.ones(0), 0, largest=False).indices.numpy())
+
+
+def test_counts_beyond_the_array_name_the_array(be64):
+    with pytest.raises(ValueError, match=r"amount must be an int in \[0, 0\] \(the number of entries of scores, "
+                                         r"shape \(0,\)\) or a fraction in \[0, 1\), got 2"):
+        P.select_lowest(B.to_backend(np.ones(0), be64), 2)
+    with pytest.raises(ValueError, match=r"amount must be an int in \[0, 1\] \(the number of entries of scores"):
+        P.select_lowest(B.to_backend(np.ones(1), be64), 2)
+    with pytest.raises(ValueError, match=r"amount must be an int in \[0, 0\] \(the slices along dim 0 of weight, "
+                                         r"shape \(0, 3\), with a live entry\)"):
+        P.ln_structured_mask(B.to_backend(np.ones((0, 3)), be64), 1)
+
+
+@pytest.mark.parametrize("prune", [P.l1_unstructured, P.random_unstructured, P.ln_structured])
+def test_a_missing_parameter_name_is_named(prune, be64):
+    lin = nn.Linear(3, 2, backend=be64)
+    with pytest.raises(ValueError, match=r"name must name a parameter of layer, got 'abc': layer \(Linear\) has no "
+                                         r"parameter 'abc' to prune \(it has \['bias', 'weight'\]\)"):
+        prune(lin, 1, name="abc")
+    with pytest.raises(TypeError, match=r"name must be a str"):
+        prune(lin, 1, name=3)
+    with pytest.raises(ValueError, match=r"layers\[0\]\[1\] must name a parameter of layers\[0\], got 'abc'"):
+        P.global_unstructured([(lin, "abc")], 1)
+    assert lin._params["weight"].mask is None
+
+
 @pytest.mark.parametrize("amount", [0.5, 0.005])               # nth_element and heap paths of torch.topk
 def test_l1_unstructured_on_a_large_layer_with_many_tied_zeros(amount, be32):
     rng = np.random.default_rng(40)

@@ -315,8 +315,14 @@ def test_bad_model_level_calls_are_refused(be64):
     model = _mlp(be64)
     with pytest.raises(TypeError, match=r"iterative_prune needs epochs="):
         P.iterative_prune(model, (x, y), final_sparsity=0.5, rounds=2)
-    with pytest.raises(ValueError, match=r"rounds must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"rounds must be an int in \[1, 10000\], got 0"):
         P.iterative_prune(model, (x, y), final_sparsity=0.5, rounds=0, epochs=1)
+    with pytest.raises(ValueError, match=r"rounds must be an int in \[1, 10000\], got 10{30}"):
+        P.iterative_prune(model, (x, y), final_sparsity=0.5, rounds=10 ** 30, epochs=1)    # used to run for ever
+    with pytest.raises(ValueError, match=r"epochs must be an int in \[1, 1000000\], got 10{30}"):
+        P.iterative_prune(model, (x, y), final_sparsity=0.5, rounds=2, epochs=10 ** 30)
+    assert P.MAX_ROUNDS == 10_000
+    assert all(p.mask is None for p in P.prunable(model).values())     # refused before any pruning
     with pytest.raises(ValueError, match=r"sparsities\[1\] must be a finite number in \[0, 1\), got 1.0"):
         P.sensitivity_scan(model, (x, y), (0.5, 1.0))
     with pytest.raises(ValueError, match=r"model\[1\] is ReLU"):

@@ -48,12 +48,12 @@ from typing import Any, Iterable
 
 from .. import backend as B
 from ..nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Linear, Module, Parameter, ReLU, Sequential
-from ..training.loop import Callback, History, check_xy, evaluate, fit
+from ..training.loop import MAX_EPOCHS, Callback, History, check_xy, evaluate, fit
 from ..training.snapshot import preserved
 from ..validation import (as_float, as_int, check_array, check_bool, check_choice, check_int, check_number,
                           check_probability, check_sequence)
 
-__all__ = ["RULES", "CRITERIA", "pruned_count", "select_lowest", "prune_mask", "ln_structured_mask", "prunable",
+__all__ = ["RULES", "CRITERIA", "MAX_ROUNDS", "pruned_count", "select_lowest", "prune_mask", "ln_structured_mask", "prunable",
            "l1_unstructured", "random_unstructured", "global_unstructured", "ln_structured", "remove_masks",
            "prune", "taylor_scores", "apoz", "mask_units", "remove_pruned_units", "sparsity", "sparsity_report",
            "LayerSparsity", "SparsityReport", "Penalty", "soft_threshold", "ProximalL1", "PolynomialDecay",
@@ -61,12 +61,15 @@ __all__ = ["RULES", "CRITERIA", "pruned_count", "select_lowest", "prune_mask", "
 
 #: How ties at the pruning threshold are resolved (see the module docstring).
 RULES = ("torch", "threshold", "keep_ties")
+#: Upper bound of :func:`iterative_prune`'s ``rounds`` (a typo such as 10**9 fails at once instead of running for days).
+MAX_ROUNDS = 10_000
 #: The criteria :func:`prune` knows by name (or pass a dict of score arrays, e.g. :func:`taylor_scores`).
 CRITERIA = ("magnitude", "random")
 
 
 # ----------------------------------------------------------------------------- how many
-def pruned_count(amount: Any, n: int, name: str = "amount") -> int:
+def pruned_count(amount: Any, n: int, name: str = "amount", *,
+                 what: str = "the number of weights that can be pruned") -> int:
     r"""The number of entries to prune out of ``n``, by torch.nn.utils.prune's rule.
 
     .. math:: k = \begin{cases} \text{amount} & \text{an int in } [0, n] \\
@@ -82,6 +85,8 @@ def pruned_count(amount: Any, n: int, name: str = "amount") -> int:
         The number of entries that can be pruned.
     name : str
         The caller's name for ``amount`` in error messages.
+    what : str
+        What ``n`` counts, in the caller's words (error messages name the array it comes from).
 
     Raises
     ------
@@ -94,8 +99,7 @@ def pruned_count(amount: Any, n: int, name: str = "amount") -> int:
     count = as_int(amount)
     if count is not None:
         if not 0 <= count <= n:
-            raise ValueError(f"{name} must be an int in [0, {n}] (the number of weights that can be pruned) "
-                             f"or a fraction in [0, 1), got {amount!r}")
+            raise ValueError(f"{name} must be an int in [0, {n}] ({what}) or a fraction in [0, 1), got {amount!r}")
         return count
     if as_float(amount) is None:
         raise TypeError(f"{name} must be a fraction in [0, 1) or an int count, got {amount!r}")
@@ -296,7 +300,8 @@ def select_lowest(scores: Any, amount: Any, *, rule: str = "torch") -> list[int]
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
     rule = check_choice("rule", rule, RULES)
-    chosen = _select(scores, pruned_count(amount, scores.shape[0]), rule)
+    n = int(scores.shape[0])
+    chosen = _select(scores, pruned_count(amount, n, what=f"the number of entries of scores, shape ({n},)"), rule)
     xp = B.namespace(scores)
     return [int(i) for i in B.to_numpy(xp.nonzero(chosen)[0]).tolist()]
 
@@ -347,7 +352,9 @@ def prune_mask(scores: Any, amount: Any, *, mask: Any = None, rule: str = "torch
     flat_alive = xp.reshape(alive, (-1,))
     positions = xp.nonzero(flat_alive)[0]
     live_scores = xp.reshape(scores, (-1,))[positions]
-    chosen = _select(live_scores, pruned_count(amount, int(positions.shape[0])), rule)
+    n_alive = int(positions.shape[0])
+    count = pruned_count(amount, n_alive, what=f"the weights still alive, out of {math.prod(scores.shape)}")
+    chosen = _select(live_scores, count, rule)
     out = xp.astype(flat_alive, _float_like(scores).dtype)
     out[positions[chosen]] = 0
     return xp.reshape(out, tuple(scores.shape))
@@ -356,7 +363,7 @@ def prune_mask(scores: Any, amount: Any, *, mask: Any = None, rule: str = "torch
 def _norms(x: Any, n: float, dim: int) -> Any:
     """:math:`\\|x_c\\|_n` of each slice c along ``dim`` (over all the other axes)."""
     xp = B.namespace(x)
-    rows = xp.reshape(xp.moveaxis(x, dim, 0), (x.shape[dim], -1))
+    rows = _slices(x, dim)
     if n == math.inf:
         return xp.max(xp.abs(rows), axis=1)
     if n == 1:
@@ -364,6 +371,13 @@ def _norms(x: Any, n: float, dim: int) -> Any:
     if n == 2:
         return xp.sqrt(xp.sum(rows * rows, axis=1))
     return xp.sum(xp.abs(rows) ** n, axis=1) ** (1.0 / n)
+
+
+def _slices(x: Any, dim: int) -> Any:
+    """``x`` as a (C, rest) matrix, one row per slice along ``dim`` (also when C or rest is 0)."""
+    xp = B.namespace(x)
+    rest = math.prod(s for i, s in enumerate(x.shape) if i != dim)     # explicit: -1 is ambiguous for 0 entries
+    return xp.reshape(xp.moveaxis(x, dim, 0), (x.shape[dim], rest))
 
 
 def _check_dim(dim: Any, ndim: int) -> int:
@@ -412,9 +426,10 @@ def ln_structured_mask(weight: Any, amount: Any, n: float = 2, dim: int = 0, *, 
     xp = B.namespace(weight)
     alive = _check_mask_for(mask, weight)
     out = xp.astype(alive, weight.dtype)
-    live_rows = xp.any(xp.reshape(xp.moveaxis(alive, dim, 0), (weight.shape[dim], -1)), axis=1)
+    live_rows = xp.any(_slices(alive, dim), axis=1)
     channels = xp.nonzero(live_rows)[0]
-    count = pruned_count(amount, int(channels.shape[0]))
+    count = pruned_count(amount, int(channels.shape[0]),
+                         what=f"the slices along dim {dim} of weight, shape {tuple(weight.shape)}, with a live entry")
     if count == 0:
         return out
     norms = _norms(xp.take(weight, channels, axis=dim), n, dim)
@@ -456,17 +471,21 @@ def prunable(model: Module) -> "OrderedDict[str, Parameter]":
     return out
 
 
-def _parameter(layer: Any, name: str, what: str = "layer") -> Parameter:
-    """``layer``'s parameter ``name`` (a Parameter itself is taken as it is)."""
+def _parameter(layer: Any, name: str, what: str = "layer", name_arg: str | None = "name") -> Parameter:
+    """``layer``'s parameter ``name`` (a Parameter itself is taken as it is).
+
+    ``name_arg`` is the caller's argument that gave ``name`` (None: the caller fixed it).
+    """
     if isinstance(layer, Parameter):
         return layer
     if not isinstance(layer, Module):
         raise TypeError(f"{what} must be an nnopt_lab Module or Parameter, got {type(layer).__name__}")
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str (a parameter's name, e.g. 'weight'), got {name!r}")
+        raise TypeError(f"{name_arg} must be a str (a parameter's name, e.g. 'weight'), got {name!r}")
     if name not in layer._params:
         have = sorted(layer._params) or "no parameters"
-        raise ValueError(f"{what} ({type(layer).__name__}) has no parameter {name!r} to prune (it has {have})")
+        lead = "" if name_arg is None else f"{name_arg} must name a parameter of {what}, got {name!r}: "
+        raise ValueError(f"{lead}{what} ({type(layer).__name__}) has no parameter {name!r} to prune (it has {have})")
     return layer._params[name]
 
 
@@ -553,9 +572,9 @@ def _targets(layers: Any) -> list[Parameter]:
     out = []
     for i, item in enumerate(items):
         if isinstance(item, tuple) and len(item) == 2:
-            out.append(_parameter(item[0], item[1], f"layers[{i}]"))
+            out.append(_parameter(item[0], item[1], f"layers[{i}]", f"layers[{i}][1]"))
         else:
-            out.append(_parameter(item, "weight", f"layers[{i}]"))
+            out.append(_parameter(item, "weight", f"layers[{i}]", None))
     return out
 
 
@@ -1269,11 +1288,11 @@ def iterative_prune(model: Module, train: tuple, *, final_sparsity: float, round
     model : Module
     train : (X, y)
     final_sparsity : float in [0, 1)
-    rounds : int >= 1 (1 is one-shot pruning followed by fine-tuning)
+    rounds : int in [1, MAX_ROUNDS] (1 is one-shot pruning followed by fine-tuning)
     criterion, scope, rule, layers : as in :func:`prune`
     **fit_kwargs
-        Passed to :func:`~nnopt_lab.training.fit` every round (``epochs`` is required;
-        an ``optimizer`` given here keeps its state across rounds).
+        Passed to :func:`~nnopt_lab.training.fit` every round (``epochs``, an int in
+        [1, MAX_EPOCHS], is required; an ``optimizer`` given here keeps its state across rounds).
 
     Returns
     -------
@@ -1282,9 +1301,10 @@ def iterative_prune(model: Module, train: tuple, *, final_sparsity: float, round
     See: chapters/03_2_pruning.ipynb (seed §2.2.2, §3.2.2)
     """
     final_sparsity = check_probability("final_sparsity", final_sparsity, high_open=True)
-    rounds = check_int("rounds", rounds, low=1)
+    rounds = check_int("rounds", rounds, low=1, high=MAX_ROUNDS)
     if "epochs" not in fit_kwargs:
         raise TypeError("iterative_prune needs epochs= (the fine-tuning epochs of each round, passed to fit)")
+    fit_kwargs["epochs"] = check_int("epochs", fit_kwargs["epochs"], 1, MAX_EPOCHS)   # before the model changes
     out = []
     for r in range(1, rounds + 1):
         target = final_sparsity if r == rounds else 1.0 - (1.0 - final_sparsity) ** (r / rounds)
