@@ -466,12 +466,36 @@ def test_size_errors_name_the_argument():
         Q.quantized_size(model, {"0.weight": np.zeros((3, 4))})
     with pytest.raises(TypeError, match=r"records must be a QuantizedWeight, a mapping of them"):
         Q.quantized_size(model, [other])
-    with pytest.raises(TypeError, match=r"records must be a QuantizedWeight"):
-        Q.quantized_size(3)
+    with pytest.raises(TypeError, match=r"source must be a Module, a FakeQuantizedModel, a QuantizedWeight or a "
+                                        r"mapping of str -> QuantizedWeight, got int"):
+        Q.quantized_size(3)                          # the caller's argument is source, not records
+    with pytest.raises(TypeError, match=r"source\['w'\] must be a QuantizedWeight, got str"):
+        Q.quantized_size({"w": "abc"})
     with pytest.raises(ValueError, match=r"source must hold at least one QuantizedWeight"):
         Q.quantized_size({})
     with pytest.raises(ValueError, match=r"records must be None unless source is a model"):
         Q.quantized_size(other, {"w": other})
+
+
+def test_fake_quantized_model_checks_its_arguments():
+    model = nn.Sequential(nn.Linear(4, 3))
+    record = Q.quantize_weight(model[0]._params["weight"].data, 8)
+    param = model[0]._params["weight"]
+    for bad in (None, "abc", 0, 2.5, object()):       # used to fail later with AttributeError: no .items
+        with pytest.raises(TypeError, match=r"parameters must be a mapping of str -> Parameter, got "):
+            Q.FakeQuantizedModel(model, {"0.weight": record}, bad)
+        with pytest.raises(TypeError, match=r"records must be a mapping of str -> QuantizedWeight, got "):
+            Q.FakeQuantizedModel(model, bad, {"0.weight": param})
+    with pytest.raises(TypeError, match=r"model must be an nnopt_lab.nn Module, got str"):
+        Q.FakeQuantizedModel("abc", {}, {})
+    with pytest.raises(TypeError, match=r"parameters\['0.weight'\] must be a Parameter, got ndarray"):
+        Q.FakeQuantizedModel(model, {"0.weight": record}, {"0.weight": param.data})
+    with pytest.raises(ValueError, match=r"parameters must have the keys of records \['0.weight'\], got \[\]"):
+        Q.FakeQuantizedModel(model, {"0.weight": record}, {})
+    saved = Q.FakeQuantizedModel(model, {"0.weight": record}, {"0.weight": param})
+    original = param.data
+    param.data = record.dequantize()
+    assert saved.restore() is model and model[0]._params["weight"].data is original
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend as B
-from ..nn.layers import Conv2d, Linear, Module
+from ..nn.layers import Conv2d, Linear, Module, Parameter
 from ..validation import check_bool, check_choice, check_int, check_number, check_sequence
 from .weight_sharing import SharedLayer, index_bits
 
@@ -919,13 +919,32 @@ class FakeQuantizedModel:
         with fake_quantize_model(model, 4) as fq:
             accuracy = evaluate(model)
 
+    Parameters
+    ----------
+    model : Module
+    records : mapping of str -> QuantizedWeight
+    parameters : mapping of str -> Parameter
+        The quantized parameters, by the same keys as ``records``; their current ``data`` are
+        the originals kept.
+
+    Raises
+    ------
+    TypeError
+        A ``model`` that is not a Module, ``records`` / ``parameters`` that are not mappings of
+        QuantizedWeight / Parameter.
+    ValueError
+        When ``records`` and ``parameters`` do not have the same keys.
+
     See: chapters/02_3_data_compression.ipynb
     """
 
     def __init__(self, model: Module, records: dict, parameters: dict):
-        self.model = model
-        self.records = records
-        self._parameters = parameters
+        self.model = _check_model(model)
+        self.records = _check_records(records, "records", mapping_only=True)
+        self._parameters = _check_parameters(parameters)
+        if set(self.records) != set(self._parameters):
+            raise ValueError(f"parameters must have the keys of records {sorted(self.records)}, "
+                             f"got {sorted(self._parameters)}")
         self.originals = {key: p.data for key, p in parameters.items()}
 
     def restore(self) -> Module:
@@ -1134,18 +1153,29 @@ def _shared_row(name: str, layer: SharedLayer) -> LayerSize:
                      layer.k * FLOAT_BITS, bias * FLOAT_BITS)
 
 
-def _check_records(records: Any) -> dict:
-    if isinstance(records, FakeQuantizedModel):
+def _check_records(records: Any, name: str = "records", *, mapping_only: bool = False) -> dict:
+    """{key: QuantizedWeight} from a mapping of them (or a FakeQuantizedModel / one record); ``name`` is the caller's."""
+    if not mapping_only and isinstance(records, FakeQuantizedModel):
         return records.records
-    if isinstance(records, QuantizedWeight):
+    if not mapping_only and isinstance(records, QuantizedWeight):
         return {"weight": records}
     if not isinstance(records, Mapping):
-        raise TypeError(f"records must be a QuantizedWeight, a mapping of them or a FakeQuantizedModel, got "
-                        f"{type(records).__name__}")
+        what = "a mapping of str -> QuantizedWeight" if mapping_only else \
+            "a QuantizedWeight, a mapping of them or a FakeQuantizedModel"
+        raise TypeError(f"{name} must be {what}, got {type(records).__name__}")
     for key, record in records.items():
         if not isinstance(record, QuantizedWeight):
-            raise TypeError(f"records[{key!r}] must be a QuantizedWeight, got {type(record).__name__}")
+            raise TypeError(f"{name}[{key!r}] must be a QuantizedWeight, got {type(record).__name__}")
     return dict(records)
+
+
+def _check_parameters(parameters: Any) -> dict:
+    if not isinstance(parameters, Mapping):
+        raise TypeError(f"parameters must be a mapping of str -> Parameter, got {type(parameters).__name__}")
+    for key, p in parameters.items():
+        if not isinstance(p, Parameter):
+            raise TypeError(f"parameters[{key!r}] must be a Parameter, got {type(p).__name__}")
+    return dict(parameters)
 
 
 def _model_rows(model: Module, records: dict) -> list[LayerSize]:
@@ -1216,9 +1246,12 @@ def quantized_size(source: Any, records: Any = None) -> SizeReport:
         return SizeReport(tuple(_model_rows(source.model, source.records)))
     if isinstance(source, Module):
         return SizeReport(tuple(_model_rows(source, {} if records is None else _check_records(records))))
+    if not isinstance(source, (QuantizedWeight, Mapping)):
+        raise TypeError(f"source must be a Module, a FakeQuantizedModel, a QuantizedWeight or a mapping of "
+                        f"str -> QuantizedWeight, got {type(source).__name__}")
     if records is not None:
         raise ValueError("records must be None unless source is a model")
-    rows = [_record_row(key, record) for key, record in _check_records(source).items()]
+    rows = [_record_row(key, record) for key, record in _check_records(source, "source").items()]
     if not rows:
         raise ValueError("source must hold at least one QuantizedWeight, got an empty mapping")
     return SizeReport(tuple(rows))
