@@ -486,3 +486,46 @@ def test_warmup_and_plateau_checkers_diagnose():
         return out
     with pytest.raises(AssertionError, match="more than `patience`"):
         ex.check_plateau(impatient)
+
+
+# ----------------------------------------------------------------------------- numpy scalars
+def _numpy_leaves(value, where="state"):
+    """The paths of the numpy scalars / arrays inside a (nested) state."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return [f"{where}: {type(value).__name__}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _numpy_leaves(v, f"{where}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _numpy_leaves(v, f"{where}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("steps", [np.int64(10), np.int32(10)])
+def test_with_warmup_stores_python_ints_for_numpy_steps(steps):
+    curves, states = [], []
+    for warmup in (10, steps):
+        probe = S.LRProbe(LR, momentum=0.9)
+        sched = S.with_warmup(S.CosineAnnealingLR(probe, T_max=390), warmup)
+        states.append(sched.state_dict())
+        curve = []
+        for _ in range(STEPS):
+            curve.append(probe.lr)
+            sched.step()
+        curves.append(curve)
+    assert _numpy_leaves(states[1]) == []               # the np.int64 milestone used to stay in the state
+    assert states[0] == states[1] and curves[0] == curves[1]
+    torch_lrs, _ = torch_curve(with_warmup_torch)
+    np.testing.assert_allclose(curves[1], torch_lrs, rtol=1e-12, atol=0)
+
+
+def test_lr_probe_and_one_cycle_take_numpy_scalars_as_python_numbers():
+    probe = S.LRProbe(np.float64(LR), momentum=np.float64(0.9))
+    assert type(probe.momentum) is float and type(probe.lr) is float
+    ours = S.OneCycleLR(probe, max_lr=1.0, total_steps=50, cycle_momentum=np.bool_(True), three_phase=np.bool_(False))
+    ref = S.OneCycleLR(S.LRProbe(LR, momentum=0.9), max_lr=1.0, total_steps=50)
+    assert _numpy_leaves(ours.state_dict()) == [] and ours.state_dict() == ref.state_dict()
+    for bad_value in (np.zeros((0, 2)), "yes", 1):     # the empty array was an ambiguous-truth error
+        bad(TypeError, r"cycle_momentum must be a bool, got",
+            lambda: S.OneCycleLR(S.LRProbe(LR), max_lr=1.0, total_steps=50, cycle_momentum=bad_value))
+    bad(TypeError, r"three_phase must be a bool, got", lambda: S.OneCycleLR(S.LRProbe(LR), 1.0, 50, three_phase=None))
+    bad(ValueError, r"momentum must be a finite number in \[0, inf\), got -0.5", lambda: S.LRProbe(LR, momentum=-0.5))

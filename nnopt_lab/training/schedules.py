@@ -41,7 +41,8 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from ..validation import as_float, check_callable, check_choice, check_int, check_number, check_sequence
+from ..validation import (as_float, check_bool, check_callable, check_choice, check_int, check_number,
+                          check_sequence)
 
 #: Upper bound of :func:`lr_curve`'s ``steps`` (a curve for a plot, not a training run).
 MAX_CURVE_STEPS = 10_000_000
@@ -229,8 +230,7 @@ class MultiStepLR(LRScheduler):
 
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1):
         milestones = check_sequence("milestones", milestones)
-        for i, m in enumerate(milestones):
-            check_int(f"milestones[{i}]", m)
+        milestones = [check_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)]   # Python ints
         if milestones != sorted(milestones):
             raise ValueError(f"milestones must be non-decreasing, got {milestones!r}")
         self.milestones = Counter(milestones)
@@ -470,7 +470,7 @@ class OneCycleLR(LRScheduler):
         div_factor = check_number("div_factor", div_factor, 0.0, low_open=True)
         final_div_factor = check_number("final_div_factor", final_div_factor, 0.0, low_open=True)
         n = self.total_steps
-        if three_phase:
+        if check_bool("three_phase", three_phase):
             self._phases = [
                 (float(pct_start * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
                 (float(2 * pct_start * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
@@ -483,7 +483,7 @@ class OneCycleLR(LRScheduler):
         self.max_lr = max_lr
         self.min_lr = self.initial_lr / final_div_factor
         optimizer.initial_lr = self.initial_lr          # torch overwrites param_group["initial_lr"]
-        self.cycle_momentum = bool(cycle_momentum)
+        self.cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
         if self.cycle_momentum:
             if not (hasattr(optimizer, "momentum") or hasattr(optimizer, "betas")):
                 raise ValueError(f"cycle_momentum=True needs an optimizer with a 'momentum' or 'betas' "
@@ -611,6 +611,7 @@ def with_warmup(after: LRScheduler, warmup_steps: int, start_factor: float = 0.1
     """
     if not isinstance(after, LRScheduler) or isinstance(after, ReduceLROnPlateau):
         raise TypeError(f"after must be an LRScheduler other than ReduceLROnPlateau, got {type(after).__name__}")
+    warmup_steps = check_int("warmup_steps", warmup_steps)      # a Python int, also for np.int64
     warm = LinearWarmup(after.optimizer, warmup_steps, start_factor)
     return SequentialLR(after.optimizer, [warm, after], [warmup_steps])
 
@@ -707,7 +708,7 @@ class LRProbe:
     def __init__(self, lr: float = 1.0, momentum: float | None = 0.9):
         self.lr = check_lr(lr)
         if momentum is not None:
-            self.momentum = momentum
+            self.momentum = check_number("momentum", momentum, 0.0)     # a Python float, also for np.float64
 
     def __repr__(self) -> str:
         return f"LRProbe(lr={self.lr})"
