@@ -13,6 +13,8 @@ import inspect
 import textwrap
 from typing import Any
 
+from .validation import check_bool
+
 __all__ = ["source_of", "show_source"]
 
 
@@ -25,13 +27,20 @@ def source_of(obj: Any, docstring: bool = True) -> str:
     docstring : bool
         ``False`` replaces the docstring with ``...`` (a one-line marker that it was cut).
 
+    Returns
+    -------
+    str
+        The dedented source, ending with a newline.
+
     Raises
     ------
     TypeError
-        When ``obj`` has no Python source (a builtin, a number, ...).
+        When ``obj`` has no Python source (a builtin, a number, ...), or ``docstring`` is not a
+        bool (numpy bools are accepted).
+
+    See: chapters/01_why_optimize.ipynb
     """
-    if not isinstance(docstring, bool):
-        raise TypeError(f"docstring must be a bool, got {docstring!r}")
+    docstring = check_bool("docstring", docstring)
     try:
         text = textwrap.dedent(inspect.getsource(obj))
     except (TypeError, OSError) as error:
@@ -52,5 +61,13 @@ def source_of(obj: Any, docstring: bool = True) -> str:
 
 
 def show_source(obj: Any, docstring: bool = False) -> None:
-    """Print the source of ``obj`` (by default without its docstring)."""
+    """Print the source of ``obj`` (by default without its docstring): :func:`source_of`, printed.
+
+    Parameters
+    ----------
+    obj : function, method or class
+    docstring : bool, default False
+
+    See: chapters/01_why_optimize.ipynb
+    """
     print(source_of(obj, docstring=docstring), end="")
