@@ -23,6 +23,7 @@ def broken(*args):
 
 @pytest.mark.parametrize("checker", [ex_lr.check_cosine_annealing, ex_lr.check_warmup_cosine, ex_lr.check_plateau,
                                      ex_bs.check_warmup_lr, ex_bs.check_update_count, ex_bs.check_noise_prediction,
+                                     ex_bs.check_minibatch_noise,
                                      ex_opt.check_nesterov_step, ex_opt.check_adam_step,
                                      ex_opt.check_clip_by_global_norm, ex_clean.check_mean_filter_1d,
                                      ex_why.check_linear_params, ex_why.check_conv_flops],

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from ..training.schedules import CosineAnnealingLR, ReduceLROnPlateau, lr_curve, with_warmup
 from .checks import ExerciseFailed, call, diagnose, numbers, verdict
 
-__all__ = ["check_cosine_annealing", "check_warmup_cosine", "check_plateau", "diagnose"]
+__all__ = ["check_cosine_annealing", "check_warmup_cosine", "check_plateau", "check_warmup_cosine_schedule", "diagnose"]
 
 
 # ----------------------------------------------------------------------------- exercise 1
@@ -60,6 +60,13 @@ def check_warmup_cosine(warmup_cosine_lr: Callable, base_lr: float = 0.2, warmup
     steps = list(range(N))
     want = lr_curve(lambda o: with_warmup(CosineAnnealingLR(o, T_max=N - W), W, start_factor), N, lr=base_lr)
     got = numbers("warmup_cosine_lr", warmup_cosine_lr, [(t, base_lr, W, N, start_factor) for t in steps])
+    verdict("warmup_cosine_lr", diagnose(got, want, _warmup_cosine_mistakes(base_lr, W, N, start_factor)),
+             f"SequentialLR(LinearLR({start_factor}, 1, {W}), CosineAnnealingLR({N - W})) at all {N} steps")
+
+
+def _warmup_cosine_mistakes(base_lr: float, W: int, N: int, start_factor: float) -> dict:
+    """The usual mistakes of a linear warm-up followed by a cosine, as rate curves over N steps."""
+    steps = list(range(N))
 
     def warm(t, denom=W, f0=start_factor):
         return base_lr * (f0 + (1 - f0) * min(t, denom) / denom)
@@ -76,8 +83,7 @@ def check_warmup_cosine(warmup_cosine_lr: Callable, base_lr: float = 0.2, warmup
         "the warm-up starts at 0: it should start at start_factor·base_lr":
             [warm(t, f0=0.0) if t < W else cos(t - W) for t in steps],
     }
-    verdict("warmup_cosine_lr", diagnose(got, want, variants),
-             f"SequentialLR(LinearLR({start_factor}, 1, {W}), CosineAnnealingLR({N - W})) at all {N} steps")
+    return variants
 
 
 # ----------------------------------------------------------------------------- exercise 3
@@ -126,3 +132,34 @@ def check_plateau(plateau_lrs: Callable, lr: float = 0.1, factor: float = 0.5, p
     }
     verdict("plateau_lrs", diagnose(got, want, variants, label="epoch"),
              f"ReduceLROnPlateau(factor={factor}, patience={patience}, threshold=0) over {len(metrics)} epochs")
+
+
+# ----------------------------------------------------------------------------- exercise 4
+def check_warmup_cosine_schedule(schedule_class: Callable, base_lr: float = 0.2, warmup_steps: int = 10,
+                                 total_steps: int = 100, start_factor: float = 0.1) -> None:
+    r"""Check a learner's schedule class ``schedule_class(optimizer, warmup_steps, total_steps,
+    start_factor)`` -- an :class:`~nnopt_lab.training.schedules.LRScheduler` subclass whose
+    ``get_lr()`` gives the rate at step ``self.last_epoch`` -- against
+    ``with_warmup(CosineAnnealingLR(opt, T_max=total_steps - warmup_steps), warmup_steps, start_factor)``
+    (= torch's ``SequentialLR([LinearLR, CosineAnnealingLR], [W])``) at every step, run the way
+    training runs it (built on an optimizer, ``step()`` after each update).
+
+    Prints ✓ or raises ExerciseFailed naming the mistake (cosine clock not shifted, wrong length,
+    warm-up one step short, warm-up from 0) or the first step that differs.
+
+    See: chapters/04_1_learning_rate.ipynb
+    """
+    from ..training.schedules import LRScheduler
+
+    name = "WarmupCosine"
+    if not (isinstance(schedule_class, type) and issubclass(schedule_class, LRScheduler)):
+        raise ExerciseFailed(f"✗ {name} must be a class derived from LRScheduler, got {schedule_class!r}")
+    W, N = warmup_steps, total_steps
+    want = lr_curve(lambda o: with_warmup(CosineAnnealingLR(o, T_max=N - W), W, start_factor), N, lr=base_lr)
+    result = call(name, lr_curve, lambda o: schedule_class(o, W, N, start_factor), N, base_lr)
+    try:
+        got = [float(v) for v in result]
+    except (TypeError, ValueError):
+        raise ExerciseFailed(f"✗ {name}.get_lr must return a number (the rate), got {result[:1]!r}") from None
+    verdict(name, diagnose(got, want, _warmup_cosine_mistakes(base_lr, W, N, start_factor)),
+            f"torch's SequentialLR(LinearLR({start_factor}, 1, {W}), CosineAnnealingLR({N - W})) at all {N} steps")
