@@ -706,14 +706,15 @@ def scatter_add(out: Any, index: Any, values: Any) -> Any:
 def scatter_add_portable(out: Any, index: Any, values: Any) -> Any:
     """Array-API fallback of :func:`scatter_add`: a one-hot matrix product, in place.
 
-    ``out += onehot(index).T @ values`` with ``onehot`` of shape (K, M).
+    ``out += onehot(index).T @ values`` with ``onehot`` of shape (K, M). (Integer ``out`` on
+    torch-cuda is not supported: torch's CUDA matmul has no integer kernel.)
     """
     _check_scatter(out, index, values)
     xp = namespace(out)
     m = out.shape[0]
     onehot = xp.astype(xp.astype(index, xp.int64)[:, None] == xp.arange(m, device=device(out))[None, :],
                        out.dtype)
-    flat = xp.reshape(values, (values.shape[0], -1))
+    flat = xp.reshape(values, (values.shape[0], math.prod(out.shape[1:])))   # not -1: ambiguous for K = 0
     out[...] = out + xp.reshape(onehot.T @ flat, out.shape)
     return out
 

@@ -304,3 +304,165 @@ def test_scatter_add_keeps_repeated_indices_and_equals_fallback(be64, index_dtyp
 def test_public_names_are_exported():
     for name in ("device", "int_matmul", "int_matmul_portable", "INT_DTYPES", "ARRAY_DTYPES"):
         assert name in B.__all__ and hasattr(B, name)
+
+
+# ----------------------------------------------------------------------------- errors that name the argument (fuzz)
+HUGE = 2**62
+
+
+@pytest.mark.parametrize("call,error,pattern", [
+    (lambda: B.get_backend(None), TypeError, "backend must be a str or Backend, got None .*backend name"),
+    (lambda: B.get_backend(2.5), TypeError, "backend must be a str or Backend, got 2.5 .*backend name"),
+    (lambda: B.set_backend(True), TypeError, "backend must be a str or Backend, got True .*backend name"),
+    (lambda: B.get_backend("abc"), ValueError, "backend must be one of .* got 'abc' \\(no backend has that name\\)"),
+    (lambda: B.set_backend("abc"), ValueError, "backend must be one of .* got 'abc' \\(no backend has that name\\)"),
+    (lambda: B.seed(-1), ValueError, "seed value must be an int >= 0, got -1"),
+    (lambda: B.seed(object()), TypeError, "seed value must be an int >= 0"),
+    (lambda: B.randn(HUGE), ValueError, f"shape must give an array that fits in memory, got \\({HUGE},\\)"),
+    (lambda: B.rand(2, HUGE), ValueError, f"shape must give an array that fits in memory, got \\(2, {HUGE}\\)"),
+    (lambda: B.uniform(0, 1, HUGE), ValueError, "shape must give an array that fits in memory"),
+    (lambda: B.permutation(HUGE), ValueError, f"n must give an array that fits in memory, got {HUGE}"),
+    (lambda: B.uniform(2.5, 1.0, 3), ValueError, "low must be <= high, got low=2.5 and high=1.0"),
+    (lambda: B.uniform(1e300, 1.0, 3), ValueError, "low must be <= high, got low=1e\\+300 and high=1.0"),
+    (lambda: B.uniform(-1e308, 1e308, 3), ValueError, "high - low must be a finite number"),
+    (lambda: B.float_of(None), TypeError, "x must be a real number or an array of one element, got None"),
+    (lambda: B.float_of("abc"), TypeError, "x must be a real number .* got 'abc'"),
+    (lambda: B.float_of(object()), TypeError, "x must be a real number .* got a object"),
+    (lambda: B.float_of(np.ones(3)), ValueError, "x must be a number or an array of one element, got shape \\(3,\\)"),
+    (lambda: B.float_of(np.array(1 + 2j)), TypeError, "x must be a real number"),
+    (lambda: B.to_bytes("abc", "uint8"), TypeError, "x must hold numbers or bools, got an array of dtype <U3"),
+    (lambda: B.to_bytes(object(), "uint8"), TypeError, "x must hold numbers or bools, got an array of dtype object"),
+    (lambda: B.to_bytes([[1], [1, 2]], "uint8"), ValueError, "x cannot be made into an array"),
+    (lambda: B.save_npz(None, {"a": np.zeros(2)}), TypeError, "file must be a path .* got None"),
+    (lambda: B.save_npz(0, {"a": np.zeros(2)}), TypeError, "file must be a path .* got 0"),
+    (lambda: B.save_npz(True, {"a": np.zeros(2)}), TypeError, "file must be a path .* got True"),
+    (lambda: B.save_npz(np.float32(0.5), {"a": np.zeros(2)}), TypeError, "file must be a path"),
+], ids=lambda v: "" if callable(v) or isinstance(v, type) else v[:40])
+def test_errors_name_the_parameter(call, error, pattern):
+    before = B.active()
+    with pytest.raises(error, match=pattern):
+        call()
+    assert B.active() == before
+
+
+def test_float_of_takes_numbers_bools_and_one_element_arrays(backend_name):
+    b = B.get_backend(backend_name, "float64")
+    assert B.float_of(B.to_backend(np.array(2.5), b)) == 2.5
+    assert B.float_of(B.to_backend(np.array([[-1.5]]), b)) == -1.5
+    assert B.float_of(b.xp.all(B.to_backend(np.ones(3), b) > 0)) == 1.0
+    assert B.float_of(np.float32(0.5)) == 0.5 and B.float_of(3) == 3.0 and B.float_of(True) == 1.0
+
+
+def test_save_npz_still_takes_open_files_and_paths(tmp_path):
+    import io
+    buffer = io.BytesIO()
+    B.save_npz(buffer, {"a": np.arange(3)})
+    buffer.seek(0)
+    np.testing.assert_array_equal(np.load(buffer)["a"], np.arange(3))
+    B.save_npz(tmp_path / "b.npz", {"b": torch.ones(2)})
+    np.testing.assert_array_equal(B.load_npz(tmp_path / "b.npz")["b"], np.ones(2))
+
+
+def _images(backend_name, shape=(1, 1, 4, 4)):
+    return B.to_backend(np.arange(np.prod(shape), dtype=np.float64).reshape(shape), B.get_backend(backend_name, "float64"))
+
+
+@pytest.mark.parametrize("which", ["sliding_windows", "sliding_windows_portable"])
+@pytest.mark.parametrize("args,pattern", [
+    (dict(kh=HUGE, kw=2), f"kh must be an int in \\[1, 4\\] \\(the height of x\\), got {HUGE}"),
+    (dict(kh=2, kw=HUGE), f"kw must be an int in \\[1, 4\\] \\(the width of x\\), got {HUGE}"),
+    (dict(kh=2, kw=2, shape=(1, 1, 4, 0)), "x must have H >= 1 and W >= 1 .* got shape \\(1, 1, 4, 0\\)"),
+    (dict(kh=2, kw=2, shape=(1, 1, 0, 4)), "x must have H >= 1 and W >= 1 .* got shape \\(1, 1, 0, 4\\)"),
+], ids=["kh-huge", "kw-huge", "W=0", "H=0"])
+def test_sliding_windows_refuse_windows_that_do_not_fit(backend_name, which, args, pattern):
+    args = dict(args)
+    x = _images(backend_name, args.pop("shape", (1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=pattern):
+        getattr(B, which)(x, **args)
+
+
+@pytest.mark.parametrize("stride", [4, 5, 2**31, HUGE])
+@pytest.mark.parametrize("which", ["sliding_windows", "sliding_windows_portable"])
+def test_a_stride_beyond_the_image_gives_the_one_window(backend_name, which, stride):
+    x = _images(backend_name, (2, 3, 4, 5))          # numpy overflowed its byte strides for a huge stride
+    got = B.to_numpy(getattr(B, which)(x, 2, 3, stride))
+    reference = torch.from_numpy(B.to_numpy(x)).unfold(2, 2, stride).unfold(3, 3, stride).numpy()
+    assert got.shape == (2, 3, 1, 1, 2, 3)
+    np.testing.assert_array_equal(got, reference)
+
+
+# scatter-add: every bad input refused up front, naming it (was AttributeError, IndexError, RuntimeError,
+# or -- numpy with a negative index -- a silently wrong sum)
+def _scatter_args(backend_name, dtype="float64"):
+    b = B.get_backend(backend_name, "float64")
+    out = B.to_backend(np.zeros((4, 2)), b, dtype=dtype)
+    index = B.to_backend(np.array([0, 1, 1]), b)
+    values = B.to_backend(np.arange(6.0).reshape(3, 2), b, dtype=dtype)
+    return dict(out=out, index=index, values=values)
+
+
+def _other_kind(a):
+    return B.to_numpy(a) if B.is_torch(a) else torch.from_numpy(np.array(a))
+
+
+SCATTER_BAD = {
+    "out=None": (lambda k: dict(k, out=None), TypeError, "out must be a numpy array or a torch tensor, got None"),
+    "index=None": (lambda k: dict(k, index=None), TypeError, "index must be a numpy array or a torch tensor, got None"),
+    "values=None": (lambda k: dict(k, values=None), TypeError, "values must be a numpy array or a torch tensor, got None"),
+    "out=list": (lambda k: dict(k, out=[0.0] * 4), TypeError, "out must be a numpy array or a torch tensor, got"),
+    "index=int": (lambda k: dict(k, index=-99999), TypeError, "index must be a numpy array or a torch tensor, got -99999"),
+    "out=other kind": (lambda k: dict(k, out=_other_kind(k["out"])), TypeError, "index must be a .* like out, got a"),
+    "index=other kind": (lambda k: dict(k, index=_other_kind(k["index"])), TypeError, "index must be a .* like out"),
+    "values=other kind": (lambda k: dict(k, values=_other_kind(k["values"])), TypeError, "values must be a .* like out"),
+    "out=0-d": (lambda k: dict(k, out=k["out"][0, 0]), ValueError, "out must have at least one axis"),
+    "out=empty": (lambda k: dict(k, out=k["out"][:0]), ValueError,
+                  "index entries must lie in \\[0, out.shape\\[0\\]\\) = \\[0, 0\\), got entries in \\[0, 1\\]"),
+    "index=2-D": (lambda k: dict(k, index=k["index"][None]), ValueError, "index must be a 1-D integer array, got shape"),
+    "index=float": (lambda k: dict(k, index=k["values"][:, 0]), TypeError, "index must be a 1-D integer array, got dtype float64"),
+    "index=negative": (lambda k: dict(k, index=k["index"] - 2), ValueError, "index entries .* got entries in \\[-2, -1\\]"),
+    "index=huge": (lambda k: dict(k, index=k["index"] + 10**9), ValueError,
+                   "index entries must lie in .* \\[0, 4\\), got entries in \\[1000000000, 1000000001\\]"),
+    "index=4": (lambda k: dict(k, index=k["index"] + 3), ValueError, "got entries in \\[3, 4\\]"),
+    "values=float32": (lambda k: dict(k, values=B.to_backend(k["values"], B.backend_of(k["values"]), dtype="float32")),
+                       TypeError, "values must have the dtype of out \\(float64\\), got float32"),
+    "values=int": (lambda k: dict(k, values=B.to_backend(k["values"], B.backend_of(k["values"]), dtype="int64")),
+                   TypeError, "values must have the dtype of out \\(float64\\), got int64"),
+    "out=uint8": (lambda k: dict(k, out=B.to_backend(k["out"], B.backend_of(k["out"]), dtype="uint8")),
+                  TypeError, "values must have the dtype of out \\(uint8\\), got float64"),
+    "values=shape": (lambda k: dict(k, values=k["values"][:, :1]), ValueError, "values must have shape .* \\(3, 2\\), got \\(3, 1\\)"),
+    "values=ndim+1": (lambda k: dict(k, values=k["values"][..., None]), ValueError, "values must have shape"),
+}
+
+
+@pytest.mark.parametrize("which", ["scatter_add", "scatter_add_portable"])
+@pytest.mark.parametrize("case", list(SCATTER_BAD))
+def test_scatter_add_refuses_bad_inputs_up_front(backend_name, which, case):
+    change, error, pattern = SCATTER_BAD[case]
+    kwargs = change(_scatter_args(backend_name))
+    before = {k: (B.to_numpy(v).copy() if B._is_array(v) else v) for k, v in kwargs.items()}
+    with pytest.raises(error, match=pattern):
+        getattr(B, which)(**kwargs)
+    if B._is_array(kwargs["out"]):
+        np.testing.assert_array_equal(B.to_numpy(kwargs["out"]), before["out"])   # nothing added before the error
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int32"])
+@pytest.mark.parametrize("which", ["scatter_add", "scatter_add_portable"])
+def test_scatter_add_of_each_dtype_equals_torch_index_add(backend_name, which, dtype):
+    if which == "scatter_add_portable" and dtype.startswith("int") and backend_name == "torch-cuda":
+        pytest.skip("torch's CUDA matmul has no integer kernel")
+    kwargs = _scatter_args(backend_name, dtype)
+    index = B.to_backend(np.array([3, 0, 3, 3, 1]), B.backend_of(kwargs["index"]))
+    values = B.to_backend(B.randn(5, 2) * 4, B.backend_of(kwargs["out"]), dtype=dtype)
+    got = B.to_numpy(getattr(B, which)(kwargs["out"], index, values))
+    reference = torch.zeros(4, 2, dtype=getattr(torch, dtype)).index_add_(
+        0, torch.from_numpy(B.to_numpy(index)), torch.from_numpy(B.to_numpy(values))).numpy()
+    assert got.dtype == reference.dtype
+    np.testing.assert_allclose(got, reference, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+def test_scatter_add_of_an_empty_index_changes_nothing(backend_name):
+    kwargs = _scatter_args(backend_name)
+    empty = dict(kwargs, index=kwargs["index"][:0], values=kwargs["values"][:0])
+    np.testing.assert_array_equal(B.to_numpy(B.scatter_add(**empty)), np.zeros((4, 2)))
+    np.testing.assert_array_equal(B.to_numpy(B.scatter_add_portable(**empty)), np.zeros((4, 2)))
