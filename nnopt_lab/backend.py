@@ -219,7 +219,8 @@ def namespace(*arrays: Any) -> Any:
     Raises
     ------
     TypeError
-        When numpy arrays and torch tensors are mixed, or a non-array is passed.
+        When numpy arrays and torch tensors are mixed, or a non-array is passed. The message
+        says "the arrays given to backend.namespace": functions pass their own arguments here.
     """
     xp = None
     for a in arrays:
@@ -230,14 +231,16 @@ def namespace(*arrays: Any) -> Any:
         elif torch is not None and isinstance(a, torch.Tensor):
             kind = _TORCH_XP
         else:
-            raise TypeError(f"arrays must be numpy arrays or torch tensors, got {type(a).__name__}")
+            raise TypeError(f"expected numpy arrays or torch tensors, got {type(a).__name__} "
+                            f"(among the arrays given to backend.namespace)")
         if xp is not None and kind is not xp:
-            raise TypeError("arrays must be all numpy or all torch: numpy arrays and torch tensors were mixed "
-                            "in one call; move them to one backend first with "
+            raise TypeError("numpy arrays and torch tensors were mixed in one call (the arrays given to "
+                            "backend.namespace); move them to one backend first with "
                             "nnopt_lab.backend.to_backend(x, backend)")
         xp = kind
     if xp is None:
-        raise TypeError("arrays must hold at least one numpy array or torch tensor, got none")
+        raise TypeError("expected at least one numpy array or torch tensor, got none (the arrays given to "
+                        "backend.namespace were all None)")
     return xp
 
 
@@ -558,7 +561,7 @@ def permutation(n: int, generator: np.random.Generator | None = None) -> np.ndar
 # ----------------------------------------------------------------------------- fast paths
 def _check_windows(x: Any, kh: int, kw: int, stride: int) -> tuple[int, int, int]:
     """Checked ``kh, kw, stride`` for the windows of ``x``; cheap (no pass over the data)."""
-    if getattr(x, "ndim", None) != 4 or not _is_array(x):
+    if getattr(x, "ndim", None) != 4:
         raise ValueError(f"x must be an image batch of shape (N, C, H, W), got "
                          f"{tuple(x.shape) if _is_array(x) else _describe(x)}")
     h, w = x.shape[2], x.shape[3]
@@ -566,10 +569,10 @@ def _check_windows(x: Any, kh: int, kw: int, stride: int) -> tuple[int, int, int
         raise ValueError(f"x must have H >= 1 and W >= 1 (shape (N, C, H, W)), got shape {tuple(x.shape)}")
     kh, kw = check_int("kh", kh), check_int("kw", kw)
     stride = check_int("stride", stride)
-    for name, k, size, what in (("kh", kh, h, "height"), ("kw", kw, w, "width")):
-        if k > size:
-            raise ValueError(f"{name} must be an int in [1, {size}] (the {what} of x), got {k}: "
-                             f"the window ({kh}, {kw}) is larger than the image ({h}, {w})")
+    if kh > h or kw > w:
+        name, k, size, what = ("kh", kh, h, "height") if kh > h else ("kw", kw, w, "width")
+        raise ValueError(f"{name} must be an int in [1, {size}] (the {what} of x), got {k}: "
+                         f"the window ({kh}, {kw}) is larger than the image ({h}, {w})")
     return kh, kw, stride
 
 
@@ -595,10 +598,11 @@ def sliding_windows(x: Any, kh: int, kw: int, stride: int = 1) -> Any:
     n, c, h, w = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     sn, sc, sh, sw = x.strides
-    # a stride >= H gives one row of windows, whose step is never taken: min() keeps a huge
-    # stride from overflowing the byte strides
+    # a stride >= H gives one row of windows, whose step is never taken: capping it at H keeps
+    # a huge stride from overflowing the byte strides, with the same result (same for W)
+    step_h, step_w = (stride if stride < h else h), (stride if stride < w else w)
     return np.lib.stride_tricks.as_strided(
-        x, (n, c, ho, wo, kh, kw), (sn, sc, sh * min(stride, h), sw * min(stride, w), sh, sw), writeable=False)
+        x, (n, c, ho, wo, kh, kw), (sn, sc, sh * step_h, sw * step_w, sh, sw), writeable=False)
 
 
 def sliding_windows_portable(x: Any, kh: int, kw: int, stride: int = 1) -> Any:

@@ -40,10 +40,12 @@ def test_cuda_request_without_gpu_is_refused():
 def test_mixing_numpy_and_torch_is_refused():
     with pytest.raises(TypeError, match="mixed"):
         B.namespace(np.zeros(2), torch.zeros(2))
-    with pytest.raises(TypeError, match="arrays must be numpy arrays or torch tensors, got list"):
+    with pytest.raises(TypeError, match="expected numpy arrays or torch tensors, got list .*arrays given"):
         B.namespace([1.0, 2.0])
-    with pytest.raises(TypeError, match="arrays must hold at least one numpy array or torch tensor, got none"):
+    with pytest.raises(TypeError, match="expected at least one numpy array or torch tensor, got none .*arrays given"):
         B.namespace(None)
+    with pytest.raises(TypeError, match="expected at least one"):
+        B.namespace()
 
 
 def test_to_backend_sets_float_dtype_and_keeps_values(backend_name):
