@@ -73,3 +73,35 @@ def test_the_noise_checker_does_not_change_the_global_generator():
     B.seed(0)
     ex.check_minibatch_noise(noise())
     assert B.rng().random() == before
+
+
+# ----------------------------------------------------------------------------- the chapter's explorer
+def test_the_explorer_moves_its_markers_in_one_figure_within_200_ms():
+    """The figure is made once; a redraw (update + the PNG the notebook shows, which draws the figure) takes < 200 ms."""
+    import io
+    import statistics
+    import time
+
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nnopt_lab.widgets.batch_size import BatchTradeoffView, batch_explorer, batch_tradeoff
+
+    view = BatchTradeoffView(1078, 17.0, 0.28, epochs=10)
+    lines_before = len(view.ax_noise.lines) + len(view.ax_updates.lines)
+    times = []
+    for b, lr in [(1, 0.01), (32, 0.1), (256, 1.0), (1024, 0.5), (8, 0.05)]:
+        t0 = time.perf_counter()
+        r = view.update(b, lr)
+        view.fig.savefig(io.BytesIO(), format="png")
+        times.append(time.perf_counter() - t0)
+        want = batch_tradeoff(b, lr, 1078, 17.0, 0.28, 10)
+        assert r == want
+        assert list(view.noise_marker.get_data()[0]) == [b]
+        assert list(view.updates_marker.get_data()[1]) == [want["total_updates"]]
+        assert f"ηN/B = {want['sgd_temperature']:.3g}" in view.ax_updates.get_title()
+    assert len(view.ax_noise.lines) + len(view.ax_updates.lines) == lines_before     # artists moved, none added
+    assert statistics.median(times) < 0.2, times
+    assert batch_explorer(1078, 17.0, 0.28).children
+    plt.close("all")

@@ -67,3 +67,33 @@ def test_right_answers_pass(capsys):
 def test_each_usual_mistake_is_named(checker, answer, message):
     with pytest.raises(ExerciseFailed, match=message):
         checker(answer)
+
+
+# ----------------------------------------------------------------------------- the chapter's explorer
+def test_the_schedule_designer_replaces_one_line_within_200_ms():
+    """The figure is made once; a redraw (new curve + the PNG the notebook shows, which draws the figure) takes < 200 ms."""
+    import io
+    import statistics
+    import time
+
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nnopt_lab.widgets import learning_rate as W
+
+    view = W.ScheduleView(total_steps=200, lr=0.1)
+    times = []
+    for kind, warmup, eta_min, log_y in [("cosine", 0, 0.0, False), ("step", 20, 0.0, True),
+                                         ("warm restarts", 60, 0.01, True), ("one-cycle", 0, 0.0, False),
+                                         ("linear", 10, 0.05, False)]:
+        t0 = time.perf_counter()
+        curve = view.update(kind, warmup, eta_min, log_y)
+        view.fig.savefig(io.BytesIO(), format="png")
+        times.append(time.perf_counter() - t0)
+        assert curve == W.schedule_curve(kind, 200, 0.1, warmup, eta_min=eta_min)
+        assert list(view.line.get_data()[1]) == curve and len(view.ax.lines) == 1
+        assert view.ax.get_yscale() == ("log" if log_y and min(curve) > 0 else "linear")
+    assert statistics.median(times) < 0.2, times
+    assert W.schedule_explorer().children
+    plt.close("all")

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..validation import check_int, check_number
 
-__all__ = ["batch_tradeoff", "batch_explorer"]
+__all__ = ["batch_tradeoff", "BatchTradeoffView", "batch_explorer"]
 
 
 def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float, grad_norm2: float,
@@ -53,33 +53,76 @@ def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float,
             "sgd_temperature": lr * N / B_}
 
 
+class BatchTradeoffView:
+    """The explorer's figure, made once: the noise law and the update count against B (fixed lines,
+    precomputed), and a marker per panel that :meth:`update` moves (``set_data``) -- no
+    computation beyond :func:`batch_tradeoff`'s arithmetic, so a redraw takes milliseconds.
+
+    See: chapters/04_2_batch_size.ipynb
+    """
+
+    def __init__(self, n_samples: int, trace_cov: float, grad_norm2: float, epochs: int = 10,
+                 figsize=(10, 3.4), dpi: int = 72):
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        self.args = (check_int("n_samples", n_samples, 1), trace_cov, grad_norm2, check_int("epochs", epochs))
+        self.sizes = [2 ** k for k in range(0, int(math.log2(n_samples)) + 1)]
+        curve = [batch_tradeoff(b, 1.0, *self.args[:3], epochs) for b in self.sizes]   # lr-free quantities
+        self.fig, (self.ax_noise, self.ax_updates) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
+        self.ax_noise.loglog(self.sizes, [max(c["noise"], 1e-300) for c in curve], label="gradient noise E‖g_B − G‖²")
+        self.ax_noise.axhline(grad_norm2, color="gray", ls=":", label="signal ‖G‖²")
+        (self.noise_marker,) = self.ax_noise.plot([], [], "ro", label="chosen B")
+        self.ax_noise.set(xlabel="batch size B (samples)", ylabel="squared gradient norm")
+        self.ax_noise.legend(fontsize=8)
+        self.ax_updates.loglog(self.sizes, [c["total_updates"] for c in curve], label=f"updates in {epochs} epochs")
+        (self.updates_marker,) = self.ax_updates.plot([], [], "ro")
+        self.ax_updates.set(xlabel="batch size B (samples)", ylabel="parameter updates")
+        self.ax_updates.legend(fontsize=8)
+        plain = FuncFormatter(lambda v, _: f"{v:g}")     # plain tick labels: mathtext 10^k costs most of a redraw
+        for ax in (self.ax_noise, self.ax_updates):
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(plain)
+                axis.set_minor_formatter(NullFormatter())
+            ax.set_title("B")                            # room for the titles update() writes
+        self.fig.tight_layout()
+
+    def update(self, batch_size: int, lr: float) -> dict:
+        """Move the markers to ``batch_size`` and retitle for ``lr``; returns :func:`batch_tradeoff`'s dict."""
+        n, trace_cov, grad_norm2, epochs = self.args
+        r = batch_tradeoff(batch_size, lr, n, trace_cov, grad_norm2, epochs)
+        self.noise_marker.set_data([batch_size], [max(r["noise"], 1e-300)])
+        self.updates_marker.set_data([batch_size], [r["total_updates"]])
+        self.ax_noise.set_title(f"B = {batch_size}: signal-to-noise {r['snr']:.3g}")
+        self.ax_updates.set_title(f"{r['total_updates']} updates, ηN/B = {r['sgd_temperature']:.3g}")
+        return r
+
+
 def batch_explorer(n_samples: int, trace_cov: float, grad_norm2: float, epochs: int = 10) -> Any:
     """An ipywidgets explorer of :func:`batch_tradeoff`: batch size and lr → updates and noise.
+
+    The figure is a :class:`BatchTradeoffView`, made once; a slider only moves its markers.
 
     See: chapters/04_2_batch_size.ipynb
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
-    sizes = [2 ** k for k in range(0, int(math.log2(n_samples)) + 1)]
+    with plt.ioff():
+        view = BatchTradeoffView(n_samples, trace_cov, grad_norm2, epochs)
+    out = widgets.Output()
+    log2_batch = widgets.IntSlider(5, 0, len(view.sizes) - 1, 1, description="log2 B")
+    lr = widgets.FloatLogSlider(0.1, base=10, min=-3, max=1, description="lr")
 
-    def draw(log2_batch=5, lr=0.1):
-        b = 2 ** log2_batch
-        r = batch_tradeoff(b, lr, n_samples, trace_cov, grad_norm2, epochs)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-        curve = [batch_tradeoff(s, lr, n_samples, trace_cov, grad_norm2, epochs) for s in sizes]
-        axes[0].loglog(sizes, [c["noise"] for c in curve], label="gradient noise E‖g_B − G‖²")
-        axes[0].axhline(grad_norm2, color="gray", ls=":", label="signal ‖G‖²")
-        axes[0].plot([b], [max(r["noise"], 1e-12)], "ro")
-        axes[0].set(xlabel="batch size B", ylabel="squared norm", title=f"B = {b}: SNR {r['snr']:.3g}")
-        axes[0].legend(fontsize=8)
-        axes[1].loglog(sizes, [c["total_updates"] for c in curve], label=f"updates in {epochs} epochs")
-        axes[1].plot([b], [r["total_updates"]], "ro")
-        axes[1].set(xlabel="batch size B", ylabel="parameter updates",
-                    title=f"{r['total_updates']} updates, ηN/B = {r['sgd_temperature']:.3g}")
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        plt.show()
-    return widgets.interactive(
-        draw, log2_batch=widgets.IntSlider(5, 0, len(sizes) - 1, 1, description="log2 B"),
-        lr=widgets.FloatLogSlider(0.1, base=10, min=-3, max=1, description="lr"))
+    def redraw(_=None):
+        view.update(2 ** log2_batch.value, lr.value)
+        view.fig.canvas.draw_idle()
+        out.clear_output(wait=True)
+        with out:
+            display(view.fig)
+
+    for w in (log2_batch, lr):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([log2_batch, lr]), out])

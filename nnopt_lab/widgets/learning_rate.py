@@ -15,7 +15,8 @@ from typing import Any
 from ..training import schedules as S
 from ..validation import check_choice, check_int
 
-__all__ = ["SCHEDULE_KINDS", "build_schedule", "schedule_curve", "plot_schedule_curves", "schedule_explorer"]
+__all__ = ["SCHEDULE_KINDS", "build_schedule", "schedule_curve", "plot_schedule_curves", "ScheduleView",
+           "schedule_explorer"]
 
 SCHEDULE_KINDS = ("constant", "step", "exponential", "linear", "cosine", "warm restarts", "one-cycle")
 
@@ -90,22 +91,66 @@ def plot_schedule_curves(curves: dict, ax: Any = None, log: bool = False, title:
     return ax
 
 
+class ScheduleView:
+    """The schedule designer's figure, made once: one line whose data :meth:`update` replaces
+    (``set_data``) with a freshly computed :func:`schedule_curve` (a few hundred Python floats:
+    milliseconds), and the axis scale and title.
+
+    See: chapters/04_1_learning_rate.ipynb
+    """
+
+    def __init__(self, total_steps: int = 200, lr: float = 0.1, figsize=(7, 3.2), dpi: int = 72):
+        import matplotlib.pyplot as plt
+
+        self.total_steps, self.lr = check_int("total_steps", total_steps, 2), float(lr)
+        self.fig, self.ax = plt.subplots(figsize=figsize, dpi=dpi)
+        (self.line,) = self.ax.plot([], [], label="schedule")
+        self.ax.set(xlabel="step", ylabel="learning rate", xlim=(0, self.total_steps - 1),
+                    title="schedule")                    # room for the title update() writes
+        self.ax.legend(fontsize=8)
+        self.fig.tight_layout()
+
+    def update(self, kind: str, warmup_steps: int = 0, eta_min: float = 0.0, log_y: bool = False) -> list[float]:
+        """Show ``kind`` with ``warmup_steps`` and ``eta_min``; returns the curve."""
+        curve = schedule_curve(kind, self.total_steps, self.lr, warmup_steps, eta_min=eta_min)
+        self.line.set_data(range(len(curve)), curve)
+        self.line.set_label(f"{kind}, warm-up {warmup_steps}")
+        log = log_y and min(curve) > 0
+        self.ax.set_yscale("log" if log else "linear")
+        top = max(curve)
+        self.ax.set_ylim((0.5 * min(curve), 2 * top) if log else (0.0, 1.05 * top))
+        self.ax.set_title(f"{kind}: lr from {curve[0]:.3g} to {curve[-1]:.3g}")
+        self.ax.legend(fontsize=8)
+        return curve
+
+
 def schedule_explorer(total_steps: int = 200, lr: float = 0.1) -> Any:
     """An ipywidgets designer: pick a schedule, warm-up, floor; the curve redraws live.
+
+    The figure is a :class:`ScheduleView`, made once; a control only replaces its line's data.
 
     See: chapters/04_1_learning_rate.ipynb
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
-    def draw(kind="cosine", warmup_steps=0, eta_min=0.0, log_y=False):
-        curve = schedule_curve(kind, total_steps, lr, warmup_steps, eta_min=eta_min)
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        plot_schedule_curves({f"{kind}, warm-up {warmup_steps}": curve}, ax, log=log_y and min(curve) > 0,
-                             title=f"{kind}: lr from {curve[0]:.3g} to {curve[-1]:.3g}")
-        plt.show()
-    return widgets.interactive(
-        draw, kind=widgets.Dropdown(options=SCHEDULE_KINDS, value="cosine"),
-        warmup_steps=widgets.IntSlider(0, 0, total_steps // 2, 1, description="warm-up"),
-        eta_min=widgets.FloatSlider(0.0, min=0.0, max=lr, step=lr / 20, description="eta_min"),
-        log_y=widgets.Checkbox(False, description="log lr axis"))
+    with plt.ioff():
+        view = ScheduleView(total_steps, lr)
+    out = widgets.Output()
+    kind = widgets.Dropdown(options=SCHEDULE_KINDS, value="cosine", description="kind")
+    warmup = widgets.IntSlider(0, 0, total_steps // 2, 1, description="warm-up")
+    eta_min = widgets.FloatSlider(0.0, min=0.0, max=lr, step=lr / 20, description="eta_min")
+    log_y = widgets.Checkbox(False, description="log lr axis")
+
+    def redraw(_=None):
+        view.update(kind.value, warmup.value, eta_min.value, log_y.value)
+        view.fig.canvas.draw_idle()
+        out.clear_output(wait=True)
+        with out:
+            display(view.fig)
+
+    for w in (kind, warmup, eta_min, log_y):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([kind, warmup]), widgets.HBox([eta_min, log_y]), out])
