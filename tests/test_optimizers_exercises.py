@@ -117,3 +117,43 @@ def test_a_wrong_moment_without_a_named_mistake_is_located_without_dumping_array
     with pytest.raises(ExerciseFailed, match="v \\(second moment\\) is wrong from step 1 on \\(max \\|diff\\| 1 ") as err:
         ex.check_adam_step(adam_bad_v)
     assert "array(" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- the chapter's playground
+def test_the_playground_moves_its_lines_in_one_figure_within_200_ms():
+    """One figure; a redraw (one 2-D path + the PNG the notebook shows) takes < 200 ms; the contours
+    are redrawn only when the function changes, and a diverged path is cut where it diverged."""
+    import io
+    import statistics
+    import time
+
+    import numpy as np
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nnopt_lab.widgets.optimizers import PlaygroundView, optimizer_path, playground
+
+    view = PlaygroundView()
+    times, contours = [], {}
+    for args in [("rosenbrock", "adam", 0.01, 0.9, 300), ("rosenbrock", "gd", 1e-3, 0.9, 1000),
+                 ("beale", "momentum", 0.01, 0.9, 500), ("saddle", "rmsprop", 0.01, 0.9, 300),
+                 ("ill-conditioned", "nesterov", 0.05, 0.9, 300), ("ill-conditioned", "gd", 0.05, 0.9, 200)]:
+        t0 = time.perf_counter()
+        out = view.update(*args)
+        view.fig.savefig(io.BytesIO(), format="png")
+        times.append(time.perf_counter() - t0)
+        want = optimizer_path(*args)
+        cut = want["diverged_at"] if want["diverged_at"] is not None else want["path"].shape[0]
+        np.testing.assert_array_equal(np.column_stack(view.path_line.get_data()), want["path"][:cut])
+        assert len(view.values_line.get_data()[0]) == cut and out["diverged_at"] == want["diverged_at"]
+        contours.setdefault(args[0], view.contours)
+        assert view.contours is contours[args[0]]          # same function: contours kept
+        assert len(view.ax_path.lines) == 3 + len(view.marks)
+    assert statistics.median(times) < 0.2, times
+    diverged = view.update("ill-conditioned", "gd", 1.0, 0.9, 200)
+    assert diverged["diverged_at"] is not None
+    assert len(view.path_line.get_data()[0]) == diverged["diverged_at"]
+    assert "diverged at step" in view.fig.texts[0].get_text()
+    assert playground().children
+    plt.close("all")

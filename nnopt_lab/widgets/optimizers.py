@@ -16,7 +16,7 @@ from ..functions2d import FUNCTIONS, Function2D, IllConditionedQuadratic, run_op
 from ..training.optim import SGD, Adagrad, Adam, AdamW, RMSprop
 
 __all__ = ["OPTIMIZER_CHOICES", "make_optimizer", "get_function", "optimizer_path", "plot_paths",
-           "playground"]
+           "PlaygroundView", "playground"]
 
 #: The optimizers of the playground. "gd" is SGD without momentum: on these deterministic
 #: functions the gradient is exact, so it is plain gradient descent.
@@ -131,35 +131,102 @@ def plot_paths(fn: Function2D, paths: dict, ax=None, title: str | None = None, n
     return ax
 
 
+class PlaygroundView:
+    """The playground's figure, made once: contours of the current function with the path, and
+    f − f* along the path. :meth:`update` computes one path (:func:`optimizer_path`, a few
+    milliseconds on a 2-D function) and moves the lines (``set_data``); the contours are redrawn
+    only when the function changes.
+
+    See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
+    """
+
+    def __init__(self, figsize=(11, 4), dpi: int = 72, n: int = 120):
+        import matplotlib.pyplot as plt
+
+        self.n, self.function, self.contours, self.marks = n, None, None, []
+        self.fig, (self.ax_path, self.ax_values) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
+        (self.path_line,) = self.ax_path.plot([], [], "-", color="C0", lw=1.4, label="path")
+        (self.end_marker,) = self.ax_path.plot([], [], "o", color="C0", ms=4)
+        (self.start_marker,) = self.ax_path.plot([], [], "ko", ms=6, mfc="white", label="start")
+        self.ax_path.set(xlabel="x (parameter 1, no unit)", ylabel="y (parameter 2, no unit)", title="path")
+        (self.values_line,) = self.ax_values.plot([], [], color="C0")
+        self.ax_values.set(xlabel="step", title="objective along the path")
+        self.fig.suptitle(" ")
+        self.fig.tight_layout()
+
+    def _draw_function(self, fn: Function2D) -> None:
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        if self.contours is not None:
+            self.contours.remove()
+        for artist in self.marks:
+            artist.remove()
+        gx, gy, z = fn.grid(self.n)
+        self.contours = self.ax_path.contour(gx, gy, z, levels=_levels(fn, z), colors="0.7", linewidths=0.6)
+        self.marks = [self.ax_path.plot(*m, "*", color="gold", mec="k", ms=14)[0] for m in fn.minima]
+        self.marks += [self.ax_path.plot(*st, "x", color="k", ms=10, mew=2)[0] for st in fn.stationary]
+        self.ax_path.set_xlim(*fn.xlim)
+        self.ax_path.set_ylim(*fn.ylim)
+        has_min = fn.min_value is not None
+        self.ax_values.set_yscale("log" if has_min else "linear")     # (resets the tick formatters)
+        self.ax_values.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        self.ax_values.yaxis.set_minor_formatter(NullFormatter())    # no crowded mathtext minor labels
+        self.ax_values.set_ylabel("f − f* (no unit)" if has_min else "f (no unit)")
+
+    def update(self, function: str, optimizer: str, lr: float, momentum: float, steps: int) -> dict:
+        """Run ``optimizer`` on ``function`` and show it; returns :func:`optimizer_path`'s dict."""
+        out = optimizer_path(function, optimizer, lr, momentum, steps)
+        fn = out["fn"]
+        if function != self.function:
+            self._draw_function(fn)
+            self.function = function
+        last = out["diverged_at"] if out["diverged_at"] is not None else out["path"].shape[0]
+        path = out["path"][:last]
+        self.path_line.set_data(path[:, 0], path[:, 1])
+        self.end_marker.set_data(path[-1:, 0], path[-1:, 1])
+        self.start_marker.set_data(path[:1, 0], path[:1, 1])
+        values = out["values"][:last] - (fn.min_value or 0.0)
+        if fn.min_value is not None:
+            values = [max(float(v), 1e-300) for v in values]
+        self.values_line.set_data(range(len(values)), values)
+        self.ax_values.relim()
+        self.ax_values.autoscale_view()
+        self.ax_path.set_title(f"{optimizer}, lr = {lr:.2g} on {fn.name}")
+        note = f"diverged at step {out['diverged_at']}" if out["diverged_at"] is not None \
+            else f"final f = {out['final_value']:.3g}, distance to minimum {out['distance']:.3g}"
+        self.fig.suptitle(note)
+        return out
+
+
 def playground(steps_max: int = 1000) -> Any:
     """ipywidgets explorer: pick function, optimizer, lr (log slider), momentum/β1, steps.
+
+    The figure is a :class:`PlaygroundView`, made once; a control computes one 2-D path and moves
+    the lines.
 
     See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
-    def show(function, optimizer, log10_lr, momentum, steps):
-        out = optimizer_path(function, optimizer, 10.0 ** log10_lr, momentum, steps)
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        plot_paths(out["fn"], {optimizer: out["path"]}, ax=ax1,
-                   title=f"{optimizer}, lr = {10.0 ** log10_lr:.2g} on {out['fn'].name}")
-        ax2.plot(out["values"] - (out["fn"].min_value or 0.0), color="C0")
-        if out["fn"].min_value is not None:
-            ax2.set_yscale("log")
-        ax2.set_xlabel("step")
-        ax2.set_ylabel("f − f* (no unit)" if out["fn"].min_value is not None else "f (no unit)")
-        ax2.set_title("objective along the path")
-        note = f"diverged at step {out['diverged_at']}" if out["diverged_at"] is not None \
-            else f"final f = {out['final_value']:.3g}, distance to minimum {out['distance']:.3g}"
-        fig.suptitle(note)
-        plt.show()
+    with plt.ioff():
+        view = PlaygroundView()
+    out = W.Output()
+    function = W.Dropdown(options=list(FUNCTIONS), value="rosenbrock", description="function")
+    optimizer = W.Dropdown(options=list(OPTIMIZER_CHOICES), value="adam", description="optimizer")
+    log10_lr = W.FloatSlider(value=-2.0, min=-5.0, max=0.0, step=0.1, description="log10 lr")
+    momentum = W.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum/β1")
+    steps = W.IntSlider(value=300, min=10, max=steps_max, step=10, description="steps")
 
-    return W.interactive(
-        show,
-        function=W.Dropdown(options=list(FUNCTIONS), value="rosenbrock", description="function"),
-        optimizer=W.Dropdown(options=list(OPTIMIZER_CHOICES), value="adam", description="optimizer"),
-        log10_lr=W.FloatSlider(value=-2.0, min=-5.0, max=0.0, step=0.1, description="log10 lr"),
-        momentum=W.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum/β1"),
-        steps=W.IntSlider(value=300, min=10, max=steps_max, step=10, description="steps"),
-    )
+    def redraw(_=None):
+        view.update(function.value, optimizer.value, 10.0 ** log10_lr.value, momentum.value, steps.value)
+        view.fig.canvas.draw_idle()
+        out.clear_output(wait=True)
+        with out:
+            display(view.fig)
+
+    for w in (function, optimizer, log10_lr, momentum, steps):
+        w.observe(redraw, names="value")
+    redraw()
+    return W.VBox([W.HBox([function, optimizer]), W.HBox([log10_lr, momentum, steps]), out])
