@@ -60,6 +60,7 @@ __all__ = [
     "namespace", "is_torch", "device", "device_of", "to_numpy", "to_backend", "asarray", "dtype_name",
     "same_kind", "cuda_available", "seed", "rng", "generator", "backend_of", "randn", "rand", "uniform",
     "permutation", "sliding_windows", "sliding_windows_portable", "scatter_add", "scatter_add_portable",
+    "segment_sum", "segment_sum_portable",
     "int_matmul", "int_matmul_portable", "synchronize", "float_of", "no_tf32", "copy",
 ]
 
@@ -703,6 +704,67 @@ def scatter_add(out: Any, index: Any, values: Any) -> Any:
             index = index.to(torch.int64)
         return out.index_add_(0, index, values)
     np.add.at(out, index, values)
+    return out
+
+
+def _check_segments(values: Any, offsets: Any) -> int:
+    """``values`` (K, ...) and ``offsets`` (M + 1,) non-decreasing integers from 0 to K; returns M."""
+    for name, a in (("values", values), ("offsets", offsets)):
+        if not _is_array(a):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, got {_describe(a)}")
+    if is_torch(values) != is_torch(offsets):
+        raise TypeError(f"offsets must be a {_kind(values)} like values, got a {_kind(offsets)}")
+    if values.ndim < 1:
+        raise ValueError(f"values must have at least one axis (K, ...), got shape {tuple(values.shape)}")
+    if offsets.ndim != 1 or offsets.shape[0] < 1 or dtype_name(offsets) not in INT_DTYPES:
+        raise TypeError(f"offsets must be a 1-D integer array (M + 1,), got {dtype_name(offsets)} "
+                        f"of shape {tuple(offsets.shape)}")
+    steps = offsets[1:] - offsets[:-1]
+    first, last = int(offsets[0]), int(offsets[-1])
+    if first != 0 or last != values.shape[0] or (steps.shape[0] and int(steps.min()) < 0):
+        raise ValueError(f"offsets must rise from 0 to len(values) = {values.shape[0]} without falling, "
+                         f"got offsets from {first} to {last}")
+    return int(offsets.shape[0]) - 1
+
+
+def segment_sum(values: Any, offsets: Any) -> Any:
+    r"""Sums of consecutive runs of rows: :math:`S_{i} = \sum_{p=o_i}^{o_{i+1}-1} V_{p}`.
+
+    The rows of ``values`` belonging to segment ``i`` are ``values[offsets[i]:offsets[i+1]]``
+    (sorted, as in a CSR matrix, whose row pointers are exactly these offsets); an empty
+    segment sums to 0. Fast path: numpy's ``add.reduceat`` over the non-empty segments, torch's
+    ``index_add_``; the fallback :func:`segment_sum_portable` is a cumulative-count scatter.
+
+    Parameters
+    ----------
+    values : array, shape (K, ...)
+    offsets : integer array, shape (M + 1,), non-decreasing from 0 to K
+
+    Returns
+    -------
+    array, shape (M, ...), the dtype of ``values``
+    """
+    m = _check_segments(values, offsets)
+    if is_torch(values):
+        return segment_sum_portable(values, offsets)
+    out = np.zeros((m,) + tuple(values.shape[1:]), dtype=values.dtype)
+    starts = offsets[:-1]
+    nonempty = starts < offsets[1:]
+    if values.shape[0]:
+        out[nonempty] = np.add.reduceat(values, starts[nonempty], axis=0)
+    return out
+
+
+def segment_sum_portable(values: Any, offsets: Any) -> Any:
+    """Array-API fallback of :func:`segment_sum`: segment ids from the offsets, then a scatter-add."""
+    m = _check_segments(values, offsets)
+    xp = namespace(values)
+    counts = xp.astype(offsets[1:] - offsets[:-1], xp.int64)
+    ids = xp.repeat(xp.arange(m, dtype=xp.int64, device=device(values)), counts) if m else \
+        xp.zeros((0,), dtype=xp.int64, device=device(values))
+    out = xp.zeros((m,) + tuple(values.shape[1:]), dtype=values.dtype, device=device(values))
+    if values.shape[0]:
+        scatter_add(out, ids, values)
     return out
 
 

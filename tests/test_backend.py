@@ -468,3 +468,30 @@ def test_scatter_add_of_an_empty_index_changes_nothing(backend_name):
     empty = dict(kwargs, index=kwargs["index"][:0], values=kwargs["values"][:0])
     np.testing.assert_array_equal(B.to_numpy(B.scatter_add(**empty)), np.zeros((4, 2)))
     np.testing.assert_array_equal(B.to_numpy(B.scatter_add_portable(**empty)), np.zeros((4, 2)))
+
+
+# ----------------------------------------------------------------------------- segment_sum
+@pytest.mark.parametrize("offsets", [[0, 3, 3, 5, 5, 5], [0, 0, 0], [0, 2, 4, 6], [0], [0, 0, 7]])
+@pytest.mark.parametrize("fn", [B.segment_sum, B.segment_sum_portable], ids=["fast", "portable"])
+def test_segment_sum_equals_a_loop_over_the_segments(fn, offsets, backend_name):
+    be = B.get_backend(backend_name, "float64")
+    values = np.random.default_rng(1).standard_normal((offsets[-1], 3))
+    want = np.stack([values[a:b].sum(0) for a, b in zip(offsets[:-1], offsets[1:])]) if len(offsets) > 1 \
+        else np.zeros((0, 3))
+    got = fn(be.asarray(values), B.to_backend(np.array(offsets, dtype=np.int64), be))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(B.to_numpy(got), want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("values, offsets, error, name", [
+    (None, np.array([0]), TypeError, "values"),
+    (np.ones(3), [0, 3], TypeError, "offsets"),
+    (np.ones(3), np.array([0.0, 3.0]), TypeError, "offsets"),
+    (np.ones(3), np.array([0, 2]), ValueError, "offsets"),
+    (np.ones(3), np.array([1, 3]), ValueError, "offsets"),
+    (np.ones(3), np.array([0, 2, 1, 3]), ValueError, "offsets"),
+])
+def test_segment_sum_refuses_bad_offsets(values, offsets, error, name):
+    for fn in (B.segment_sum, B.segment_sum_portable):
+        with pytest.raises(error, match=name):
+            fn(values, offsets)

@@ -272,6 +272,8 @@ def _examples():
         "backend.sliding_windows_portable": lambda: dict(x=rand(1, 1, 4, 4), kh=2, kw=2),
         "backend.scatter_add": lambda: dict(out=np.zeros(4), index=np.array([0, 1, 1]), values=rand(3)),
         "backend.scatter_add_portable": lambda: dict(out=np.zeros(4), index=np.array([0, 1, 1]), values=rand(3)),
+        "backend.segment_sum": lambda: dict(values=rand(5, 2), offsets=np.array([0, 2, 2, 5])),
+        "backend.segment_sum_portable": lambda: dict(values=rand(5, 2), offsets=np.array([0, 2, 2, 5])),
         "backend.float_of": lambda: dict(x=np.float64(2.0)),
         "backend.copy": lambda: dict(x=rand(3)),
         "backend.from_bytes": lambda: dict(buffer=bytes(8), dtype="uint8", shape=(2, 4)),

@@ -157,7 +157,7 @@ class GradientNoise:
     n_samples : int
         N.
     trace_cov : float
-        :math:`\operatorname{tr}\Sigma` (per-sample gradient covariance, divisor N − 1), fitted to
+        :math:`\operatorname{tr}\Sigma` (per-sample gradient covariance, divisor N), fitted to
         ``variance`` through the law of :meth:`predicted` in log space (geometric mean of v / c(B)).
     grad_norm2 : float
         :math:`\|G\|^2`.
