@@ -127,3 +127,20 @@ def test_every_see_line_names_a_notebook_that_exists():
     existing = {f"chapters/{nb.name}" for nb in NOTEBOOKS}
     broken = [f"{where}: {ref}" for where, ref in references if ref not in existing]
     assert not broken, "See: lines naming no existing notebook (chapters/*.ipynb):\n" + "\n".join(broken)
+
+
+SHARED_KITS = {"exercises": {"checks"}, "widgets": {"figures"}}
+# Chapters whose companions take the name of the library module they teach (preprocessing/<name>.py).
+COMPANION_NAMES = {"data_cleaning": "cleaning", "data_augmentation": "augmentation",
+                   "data_compression": "input_compression"}
+
+
+@pytest.mark.parametrize("package", sorted(SHARED_KITS))
+def test_chapter_companions_are_one_per_chapter_slug(package):
+    """``widgets/<slug>.py`` and ``exercises/<slug>.py`` belong to a chapter ``NN_<slug>.ipynb``;
+    only the shared kit of each package is not named after a chapter."""
+    slugs = {re.sub(r"^\d+(_\d+)?_", "", p.stem) for p in (ROOT / "chapters").glob("*.ipynb")}
+    slugs = {COMPANION_NAMES.get(slug, slug) for slug in slugs}
+    modules = {p.stem for p in (ROOT / "nnopt_lab" / package).glob("*.py")} - {"__init__"}
+    strays = modules - slugs - SHARED_KITS[package]
+    assert not strays, f"nnopt_lab/{package}/ modules that name no chapter: {sorted(strays)} (chapters: {sorted(slugs)})"

@@ -25,6 +25,7 @@ from ..inference.sparse import three_ways
 from ..measure import latency, model_bytes, summary
 from ..models import mlp
 from ..validation import check_int, check_probability, check_sequence
+from .figures import canvas_png
 
 __all__ = ["FORMS", "pruned_forms", "latency_grid", "crossover", "explore", "plot_grid", "explorer"]
 
@@ -201,15 +202,7 @@ class _Explorer:
 
     def frame(self) -> bytes:
         """The figure as drawn now, as PNG bytes."""
-        import io
-
-        from PIL import Image
-
-        width, height = self.canvas.get_width_height()
-        out = io.BytesIO()
-        Image.frombuffer("RGBA", (width, height), bytes(self.canvas.buffer_rgba()), "raw", "RGBA", 0, 1).save(
-            out, format="png", compress_level=1)
-        return out.getvalue()
+        return canvas_png(self.canvas)
 
 
 def explorer(grid: Mapping):

@@ -25,6 +25,7 @@ from ..measure import measure_model_latency, model_bytes, summary
 from ..nn.layers import Conv2d, Linear, Module, Sequential
 from ..training.loop import evaluate
 from ..validation import check_int, check_number, check_sequence
+from .figures import canvas_png
 
 __all__ = ["mask_smallest_units", "interleaved_latency", "merge_sweep", "removal_sweep", "explore",
            "plot_sweeps", "explorer"]
@@ -246,15 +247,7 @@ class _Explorer:
 
     def frame(self) -> bytes:
         """The figure as drawn now, as PNG bytes."""
-        import io
-
-        from PIL import Image
-
-        width, height = self.canvas.get_width_height()
-        out = io.BytesIO()
-        Image.frombuffer("RGBA", (width, height), bytes(self.canvas.buffer_rgba()), "raw", "RGBA", 0, 1).save(
-            out, format="png", compress_level=1)
-        return out.getvalue()
+        return canvas_png(self.canvas)
 
 
 def explorer(merge: Mapping, removal: Mapping, removal_name: str = "channels"):
