@@ -17,7 +17,7 @@ from ..compression.quantization import quantize_uniform
 from ..preprocessing.input_compression import PCA, otsu_threshold
 from . import checks
 
-__all__ = ["check_kbit_quantizer", "check_explained_variance_ratio", "check_otsu_threshold"]
+__all__ = ["check_kbit_quantizer", "check_explained_variance_ratio", "check_otsu_threshold", "check_pca_reconstruct"]
 
 _TOL = 1e-5
 
@@ -150,3 +150,51 @@ def check_otsu_threshold(fn: Callable[[Any], float]) -> None:
         detail = f"on test input {i + 1}: your t = {t:.4f} puts {n_got} values in class 0, expected {n_ref} (t = {t_ref:.4f})"
         raise ExerciseFailed("✗ " + (f"{hint} ({detail})" if hint else detail))
     print("✓ your Otsu threshold splits both test inputs like nnopt_lab.preprocessing.input_compression.otsu_threshold")
+
+
+# ----------------------------------------------------------------------------- exercise 4: PCA code
+def _pca_code_inputs():
+    """Fixed small tables: train (30, 6) with correlated columns and an offset, test (5, 6), float64."""
+    g = B.generator(21)
+    mix = g.standard_normal((6, 6)) * (0.3 + g.uniform(size=(6, 1)) * 2.0)
+    numpy64 = B.get_backend("numpy", "float64")
+    train = g.standard_normal((30, 6)) @ mix + 3.0
+    test = g.standard_normal((5, 6)) @ mix + 3.0
+    return numpy64.asarray(train), numpy64.asarray(test)
+
+
+def check_pca_reconstruct(fn: Callable[[Any, Any, int], Any]) -> None:
+    r"""``fn(train, x, k)``: the rank-``k`` PCA reconstruction :math:`\hat x = (x - \mu) V_k V_k^\top + \mu`
+    of ``x`` with :math:`\mu` and :math:`V_k` from ``train``; compared with
+    :meth:`nnopt_lab.preprocessing.input_compression.PCA.reconstruct` (equal to scikit-learn's PCA)
+    for k = 1, 2, 4 on fixed 30×6 / 5×6 tables. The reconstruction does not depend on the signs of
+    the components, so any SVD gives the same answer."""
+    train, test = _pca_code_inputs()
+    xp = B.namespace(train)
+    for k in (1, 2, 4):
+        want = B.to_numpy(PCA(k).fit(train).reconstruct(test))
+        got = checks.as_float64(checks.call("pca_reconstruct", fn, xp.asarray(train, copy=True),
+                                            xp.asarray(test, copy=True), k),
+                                f"pca_reconstruct(train, x, {k})", tuple(test.shape))
+        if _close(got, want):
+            continue
+        mu, mu_x = xp.mean(train, axis=0), xp.mean(test, axis=0)
+        vt = xp.linalg.svd(train - mu, full_matrices=False)[2]
+        vt_raw = xp.linalg.svd(train, full_matrices=False)[2]
+        v_k, smallest = vt[:k].T, vt[-k:].T
+        mistakes = {
+            "the data was not centred: subtract the training mean before the SVD and add it back after":
+                (test @ vt_raw[:k].T) @ vt_raw[:k],
+            "the mean was not added back: x̂ = (x − μ)·V_k·V_kᵀ + μ": (test - mu) @ v_k @ v_k.T,
+            "x was centred with its own mean; μ must come from the TRAINING data": (test - mu_x) @ v_k @ v_k.T + mu_x,
+            "those are the k components of SMALLEST variance: the SVD returns them largest first":
+                (test - mu) @ smallest @ smallest.T + mu,
+            "the components are the ROWS of Vᵀ (xp.linalg.svd returns U, S, Vᵀ), not its columns":
+                (test - mu) @ vt[:, :k] @ vt[:, :k].T + mu,
+        }
+        for message, values in mistakes.items():
+            if _close(got, B.to_numpy(values)):
+                raise ExerciseFailed(f"✗ pca_reconstruct(k={k}): {message}")
+        error = float(abs(got - want).max())
+        raise ExerciseFailed(f"✗ pca_reconstruct(k={k}): differs from the reference by up to {error:.3g}")
+    print("✓ pca_reconstruct matches PCA(k).fit(train).reconstruct(x) (and so sklearn's PCA) for k = 1, 2, 4")
