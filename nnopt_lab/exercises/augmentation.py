@@ -153,7 +153,10 @@ def check_rotate(fn: Callable[[Any, float, float], Any]) -> None:
     """``fn(image, angle, fill)``: an (H, W) image turned ``angle`` degrees counter-clockwise about
     its centre ((H-1)/2, (W-1)/2), bilinear, ``fill`` outside; compared with
     :func:`nnopt_lab.preprocessing.augmentation.rotate` (equal to ``scipy.ndimage.rotate``, order 1)
-    on a fixed 7×9 image at four angles."""
+    on a fixed 7×9 image at four angles.
+
+    See: chapters/02_2_data_augmentation.ipynb
+    """
     image, fill = _rotation_image(), 0.25
     xp = _NUMPY64.xp
     for angle in _ANGLES:

@@ -193,6 +193,8 @@ def check_knn_impute(fn: Callable[[Any, Any, int], Any]) -> None:
     :math:`d(x, y) = \\sqrt{D/|P| \\sum_{m \\in P} (x_m - y_m)^2}`.
 
     Compared with :class:`nnopt_lab.preprocessing.cleaning.KNNImputer` (equal to scikit-learn's).
+
+    See: chapters/02_1_data_cleaning.ipynb
     """
     train, test = _knn_tables()
     k = 3

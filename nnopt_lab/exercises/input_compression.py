@@ -168,7 +168,10 @@ def check_pca_reconstruct(fn: Callable[[Any, Any, int], Any]) -> None:
     of ``x`` with :math:`\mu` and :math:`V_k` from ``train``; compared with
     :meth:`nnopt_lab.preprocessing.input_compression.PCA.reconstruct` (equal to scikit-learn's PCA)
     for k = 1, 2, 4 on fixed 30×6 / 5×6 tables. The reconstruction does not depend on the signs of
-    the components, so any SVD gives the same answer."""
+    the components, so any SVD gives the same answer.
+
+    See: chapters/02_3_data_compression.ipynb
+    """
     train, test = _pca_code_inputs()
     xp = B.namespace(train)
     for k in (1, 2, 4):

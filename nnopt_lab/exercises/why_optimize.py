@@ -104,6 +104,8 @@ def check_linear_backward(fn) -> None:
 
     Compared with :func:`nnopt_lab.nn.functional.linear_backward` (itself checked against torch
     autograd) on a fixed batch, x (5, 4), W (3, 4), dy (5, 3); the usual mistakes are named.
+
+    See: chapters/01_why_optimize.ipynb
     """
     x, weight, dout = _linear_case()
     want = F.linear_backward(dout, ("linear", x, weight, True))
