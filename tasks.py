@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run nnopt-lab with nothing but Python >= 3.10 and pip.
 
-    python tasks.py lab     # create .venv, install, open the workbook in JupyterLab
+    python tasks.py lab     # create .venv, install, open your working copy (workbook/) in JupyterLab
     python tasks.py test    # create .venv, install, run the whole test suite
     python tasks.py bench   # create .venv, install, print the speed ratios against torch
     python tasks.py student # create .venv, install, write nbgrader student copies to build/student/
@@ -15,6 +15,7 @@ Extra arguments after `test` go to pytest (e.g. `python tasks.py test -k backend
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,72 @@ def setup() -> Path:
     return py
 
 
+WORKBOOK = ROOT / "workbook"
+MANIFEST = ".nnopt-lab-copies.json"   # in the working copy: the hashes of each source and copy when copied
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def working_copy(source: Path = ROOT / "chapters", copy: Path = WORKBOOK) -> list[str]:
+    """The learner's copy of the chapters, in ``copy`` (git-ignored ``workbook/``).
+
+    JupyterLab saves into the files it opens, so it opens these copies and never the sources in
+    ``chapters/``, which are only read. A missing copy is created; a copy the learner has not
+    changed follows its source; a copy the learner changed is never overwritten: when its source
+    changed too, the new source is put beside it as ``NAME.new.ipynb``. Returns what was done,
+    one line per file.
+    """
+    copy.mkdir(parents=True, exist_ok=True)
+    manifest_path = copy / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    done = []
+    for src in sorted(p for p in source.iterdir() if p.suffix in (".ipynb", ".md")):
+        dst, src_hash = copy / src.name, _sha256(src)
+        seen = manifest.get(src.name, {})
+        if not dst.exists():
+            shutil.copy2(src, dst)
+            done.append(f"created {dst.name}")
+        elif src_hash != seen.get("source"):
+            if _sha256(dst) == seen.get("copy"):        # untouched by the learner: follow the source
+                shutil.copy2(src, dst)
+                done.append(f"updated {dst.name}")
+            elif _sha256(dst) != src_hash:              # the learner's work: keep it, offer the new one
+                fresh = dst.with_name(f"{src.stem}.new{src.suffix}")
+                shutil.copy2(src, fresh)
+                done.append(f"kept your {dst.name}; the new version is {fresh.name}")
+                manifest[src.name] = {"source": src_hash, "copy": seen.get("copy", _sha256(dst))}
+                continue
+        else:
+            continue
+        manifest[src.name] = {"source": src_hash, "copy": _sha256(dst)}
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(manifest_path)                          # written whole or not at all
+    return done
+
+
+def _lab_settings(copy: Path = WORKBOOK) -> Path:
+    """JupyterLab settings for this server only: no news prompt, no update check (nothing leaves 127.0.0.1)."""
+    folder = copy / ".jupyter-settings" / "@jupyterlab" / "apputils-extension"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")
+    return copy / ".jupyter-settings"
+
+
+def lab_command(py: Path, rest: list[str], copy: Path = WORKBOOK) -> list[str]:
+    """The JupyterLab command line: on 127.0.0.1 with token auth, in the working copy, chapter 1 open."""
+    command = [str(py), "-m", "jupyter", "lab", "--ip=127.0.0.1", f"--ServerApp.root_dir={copy}",
+               f"--LabApp.user_settings_dir={_lab_settings(copy)}", "--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest:
+        print("note: running as root (a container or classroom VM?): adding --allow-root", flush=True)
+        command.append("--allow-root")
+    return command + ["--LabApp.default_url=/lab/tree/01_why_optimize.ipynb", *rest]
+
+
 def student_copies(py: Path, out: Path = ROOT / "build" / "student") -> Path:
     """nbgrader's ``generate_assignment`` over every chapter: solutions replaced, checks kept.
 
@@ -89,7 +156,10 @@ def main(argv: list[str]) -> int:
     elif task == "lab":
         py = setup()
         # bound to this machine only, with the token JupyterLab prints (token auth stays on)
-        run(py, "-m", "jupyter", "lab", "--ip=127.0.0.1", "--notebook-dir=chapters", *rest)
+        for line in working_copy():
+            print(line, flush=True)
+        print(f"your working copy: {WORKBOOK} (the sources in chapters/ are never written)", flush=True)
+        run(*lab_command(py, rest))
     elif task == "test":
         py = setup()
         workers = ["-n", os.environ.get("NNOPT_TEST_WORKERS", "2")]
