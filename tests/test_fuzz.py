@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import io
 import itertools
@@ -553,7 +554,35 @@ def _examples():
     ex["validation.check_generator"] = lambda: dict(name="arg", value=np.random.default_rng(0))
     ex["validation.as_int"] = lambda: dict(value=3)
     ex["validation.as_float"] = lambda: dict(value=0.5)
+    examples, _ = _area_tables()
+    ex.update(examples)
     return {"nnopt_lab." + k: v for k, v in ex.items()}
+
+
+FUZZ_AREAS = os.path.join(os.path.dirname(__file__), "fuzz_examples")
+
+
+def _area_tables():
+    """The example tables of ``tests/fuzz_examples/*.py``, one file per area of the library.
+
+    Each file defines ``examples(h)`` -> ``{qualname: factory}`` (qualname without the leading
+    ``nnopt_lab.``) and may define ``methods(h)`` -> ``{label: (make, method, factory)}``, as in
+    ``_examples`` and ``_methods`` here; ``h`` is this module, for its helpers (``h.rand``,
+    ``h.labels``, ``h._model``, ...).
+    """
+    import sys
+    examples, methods = {}, {}
+    this = sys.modules[__name__]
+    for name in sorted(os.listdir(FUZZ_AREAS)) if os.path.isdir(FUZZ_AREAS) else ():
+        if not name.endswith(".py") or name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"fuzz_examples_{name[:-3]}", os.path.join(FUZZ_AREAS, name))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        examples.update(module.examples(this))
+        if hasattr(module, "methods"):
+            methods.update(module.methods(this))
+    return examples, methods
 
 
 _VALID_VALUE = {"check_int": 3, "check_number": 0.5, "check_probability": 0.5, "check_bool": True,
@@ -675,6 +704,7 @@ def _methods():
         "Dataset.to": (_dataset, "to", lambda: dict(backend="torch-cpu")),
         "Dataset.images": (_dataset, "images", lambda: dict(x=rand(3, 40))),
         "Dataset.flat": (_dataset, "flat", lambda: dict(x=rand(3, 1, 40))),
+        **_area_tables()[1],
     }
 
 
