@@ -1,0 +1,4 @@
+"""(being written) -- see issue 11."""
+from __future__ import annotations
+
+__all__: list[str] = []
