@@ -5,6 +5,8 @@
     python tasks.py test    # create .venv, install, run the whole test suite
     python tasks.py bench   # create .venv, install, print the speed ratios against torch
     python tasks.py student # create .venv, install, write nbgrader student copies to build/student/
+    python tasks.py book    # create .venv, install, execute every chapter into the offline HTML book build/book/
+    python tasks.py app 05_2  # create .venv, install, serve one chapter's explorers as a Voila app
     python tasks.py setup   # only create .venv and install
 
 The virtual environment lives in .venv/ next to this file. Installs use the exact versions
@@ -166,6 +168,9 @@ def main(argv: list[str]) -> int:
         run(py, "-m", "pytest", *workers, *rest)
     elif task == "student":
         student_copies(setup())
+    elif task == "book":
+        py = setup()
+        run(py, "book/build.py", *rest)   # --full, --from-executed DIR, --only NAME..., --out DIR
     elif task == "bench":
         py = setup()
         run(py, "benchmarks/run.py", *rest)
