@@ -40,7 +40,8 @@ from ..compression.quantization import MAX_BITS, integer_range, qparams, qparams
 from ..validation import check_bool, check_choice, check_int, check_number
 
 __all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
-           "OBSERVERS", "make_observer"]
+           "PercentileObserver", "MSEObserver", "EntropyObserver", "OBSERVERS", "make_observer",
+           "MAX_HISTOGRAM_BINS"]
 
 _FLOAT32_MAX = 2.0 ** 128 - 2.0 ** 104          # the largest float32
 
@@ -289,8 +290,419 @@ class PerChannelMinMaxObserver(Observer):
         return qparams_per_channel(lo, hi, self.bits, self.symmetric)
 
 
+# ----------------------------------------------------------------------------- histograms
+MAX_HISTOGRAM_BINS = 2 ** 22
+"""Most bins a histogram may grow to when later batches widen the range (about 32 MiB of counts)."""
+
+
+def _counts(x: Any, start: float, width: float, n: int, *, clip_below: bool = False) -> Any:
+    r"""Counts of ``x`` in the ``n`` bins :math:`[e_i, e_{i+1})` of edges :math:`e_i = start + i\,w`.
+
+    The last bin is closed (it holds :math:`e_n`), as ``numpy.histogram``'s; values beyond
+    :math:`e_n` go to the last bin, values below :math:`e_0` to the first (``clip_below``) --
+    callers make the edges span the data, so these only catch float rounding. int64 counts on
+    ``x``'s backend. Bins found by sorting and ``searchsorted`` on the edges (float64).
+    """
+    xp = B.namespace(x)
+    xs = xp.sort(xp.reshape(xp.astype(x, xp.float64), (-1,)))
+    edges = xp.astype(xp.arange(n + 1, dtype=xp.int64, device=B.device(x)), xp.float64) * width + start
+    inner = xp.searchsorted(xs, edges[1:n], side="left")                  # entries below e_1 .. e_{n-1}
+    total = xs.shape[0]
+    zero = xp.zeros((1,), dtype=inner.dtype, device=B.device(x))
+    low = zero if clip_below else xp.searchsorted(xs, edges[:1], side="left")
+    top = xp.full((1,), total, dtype=inner.dtype, device=B.device(x))
+    cumulative = xp.concat([low, inner, top])
+    return xp.astype(cumulative[1:] - cumulative[:-1], xp.int64)
+
+
+class _SignedHistogram:
+    r"""onnxruntime's ``HistogramCollector.collect_value``: counts on :math:`[-t, t]`, t = max |x| seen.
+
+    The first batch makes ``bins`` bins on :math:`[-t_1, t_1]`. A batch inside the range adds its
+    counts; a wider one adds whole bins of the same width on both sides (the old counts keep
+    their bins, so nothing is re-binned): :math:`h = \lfloor (t' - t)/s \rfloor + 1` bins each side,
+    :math:`s = 2t/n`, and the new :math:`t = t + h s`. Batches of zeros before any other are
+    counted into the bin of 0 when the first non-zero batch sets the range.
+    """
+
+    def __init__(self, bins: int):
+        self.bins = bins
+        self.counts, self.threshold, self.zeros = None, 0.0, 0
+
+    def add(self, x: Any, t: float) -> None:
+        if self.counts is None:
+            if t == 0:
+                self.zeros += math.prod(tuple(x.shape))
+                return
+            self.threshold = t
+            self.counts = _counts(x, -t, 2 * t / self.bins, self.bins)
+            if self.zeros:
+                self._add_zeros(self.zeros)
+            return
+        n, old = self.counts.shape[0], self.threshold
+        stride = 2 * old / n
+        if t <= old:
+            self.counts = self.counts + B.asarray(_counts(x, -old, stride, n), self.counts)
+            return
+        half = int((t - old) // stride + 1)
+        if n + 2 * half > MAX_HISTOGRAM_BINS:
+            raise ValueError(f"x widens the calibration range from {old:.6g} to {t:.6g}: the histogram would need "
+                             f"{n + 2 * half} bins of width {stride:.3g} (more than {MAX_HISTOGRAM_BINS}); calibrate "
+                             f"with a first batch that spans the range, or reset() the observer")
+        self.threshold = half * stride + old
+        counts = B.asarray(_counts(x, -self.threshold, stride, n + 2 * half), self.counts)
+        xp = B.namespace(counts)
+        self.counts = xp.concat([counts[:half], counts[half:half + n] + self.counts, counts[half + n:]])
+
+    def _add_zeros(self, count: int) -> None:
+        xp = B.namespace(self.counts)
+        middle = self.counts.shape[0] // 2
+        one = xp.astype(xp.arange(self.counts.shape[0], device=B.device(self.counts)) == middle, xp.int64)
+        self.counts = self.counts + count * one
+
+    def edges(self) -> Any:
+        xp = B.namespace(self.counts)
+        n = self.counts.shape[0]
+        return xp.astype(xp.arange(n + 1, device=B.device(self.counts)), xp.float64) * (2 * self.threshold / n) \
+            - self.threshold
+
+
+class _HistogramObserver(MinMaxObserver):
+    """A min-max observer that also keeps a histogram of the values (the base of the three below)."""
+
+    def __init__(self, bins: int = 2048, bits: int = 8, symmetric: bool = False):
+        self.n_bins = check_int("bins", bins, 2, 2 ** 16)
+        if self.n_bins % 2:
+            raise ValueError(f"bins must be an even int (the bins are symmetric about 0), got {bins}")
+        super().__init__(bits, symmetric)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.histogram = _SignedHistogram(self.n_bins)
+
+    def _observe(self, x: Any) -> None:
+        lo, hi = self._batch_minmax(x)
+        self.min_val, self.max_val = min(self.min_val, lo), max(self.max_val, hi)
+        self.histogram.add(x, max(abs(lo), abs(hi)))
+
+    def _clipped(self, lo: float, hi: float) -> tuple[float, float]:
+        """(lo, hi) as float32 numbers, inside [min seen, max seen] (onnxruntime clips the same way)."""
+        return max(_float32(lo), self.min_val), min(_float32(hi), self.max_val)
+
+    def _range(self) -> tuple[float, float]:
+        if self.histogram.counts is None:                      # only zeros seen
+            return self.min_val, self.max_val
+        return self._chosen()
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", bins={self.n_bins})"
+
+
+class PercentileObserver(_HistogramObserver):
+    r"""Clip the tails: the range holding ``percentile`` % of the values, read off a histogram.
+
+    onnxruntime's ``HistogramCollector("percentile", symmetric, num_bins=bins, percentile=p)``:
+    with :math:`F` the cumulative fraction of the counts and :math:`e` the bin edges,
+
+    .. math::
+
+        \text{affine:}\quad x_{\min} = e_{\,\mathrm{ss}(F,\, c)},\quad x_{\max} = e_{\,\mathrm{ss}(F,\, 1 - c)},
+        \qquad c = \frac{100 - p}{200}
+
+        \text{symmetric:}\quad x_{\max} = -x_{\min} = e'_{\,\mathrm{ss}(F',\, p/100)}
+
+    where ss is ``searchsorted`` (the first bin where F reaches the level), the affine
+    histogram is the signed one on :math:`[-t, t]` (see :class:`MSEObserver`) and the
+    symmetric one is a histogram of :math:`|x|` from the first batch's :math:`\min|x|` to
+    :math:`\max|x|`, extended by bins of the same width when a later batch goes beyond; then
+    clipped to :math:`[\min x, \max x]`. Values of a later batch below the first edge of the
+    :math:`|x|` histogram are counted in its first bin (onnxruntime drops them).
+
+    Parameters
+    ----------
+    percentile : float in (0, 100]
+        100 gives the range of the histogram (min-max up to a bin).
+    bins : even int in [2, 65536]
+        Bins of the first batch's histogram (later, wider batches add bins).
+    bits, symmetric : see :class:`Observer`
+
+    Seed: §3.4.3.1 (整数化, calibration by percentile).
+    See: chapters/05_3_quantization.ipynb
+    """
+
+    method = "percentile"
+
+    def __init__(self, percentile: float = 99.99, bins: int = 2048, bits: int = 8, symmetric: bool = False):
+        self.percentile = check_number("percentile", percentile, 0.0, 100.0, low_open=True)
+        super().__init__(bins, bits, symmetric)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.abs_counts, self.abs_start, self.abs_width = None, 0.0, 0.0
+
+    def _observe(self, x: Any) -> None:
+        super()._observe(x)
+        if not self.symmetric:
+            return
+        xp = B.namespace(x)
+        a = xp.abs(x)
+        amin, amax = _float32(B.float_of(xp.min(a))), _float32(B.float_of(xp.max(a)))
+        if self.abs_counts is None:
+            start, stop = (amin, amax) if amax > amin else (amin - 0.5, amax + 0.5)   # numpy.histogram's rule
+            self.abs_start, self.abs_width = start, (stop - start) / self.n_bins
+            self.abs_counts = _counts(a, start, self.abs_width, self.n_bins, clip_below=True)
+            return
+        n = self.abs_counts.shape[0]
+        last = self.abs_start + n * self.abs_width
+        if amax > last:
+            n = n + math.ceil((amax - last) / self.abs_width)
+            if n > MAX_HISTOGRAM_BINS:
+                raise ValueError(f"x widens the calibration range to |x| <= {amax:.6g}: the |x| histogram would "
+                                 f"need {n} bins (more than {MAX_HISTOGRAM_BINS}); reset() the observer")
+        counts = B.asarray(_counts(a, self.abs_start, self.abs_width, n, clip_below=True), self.abs_counts)
+        xq = B.namespace(counts)
+        old = self.abs_counts.shape[0]
+        self.abs_counts = xq.concat([counts[:old] + self.abs_counts, counts[old:]])
+
+    @staticmethod
+    def _edge_at(counts: Any, edges: Any, level: float) -> float:
+        xp = B.namespace(counts)
+        cdf = xp.cumulative_sum(xp.astype(counts, xp.float64) / B.float_of(xp.sum(counts)))
+        index = int(B.float_of(xp.searchsorted(cdf, B.asarray([level], cdf), side="left")[0]))
+        return B.float_of(edges[min(index, edges.shape[0] - 1)])
+
+    def _chosen(self) -> tuple[float, float]:
+        if self.symmetric:
+            xp = B.namespace(self.abs_counts)
+            n = self.abs_counts.shape[0]
+            edges = xp.astype(xp.arange(n + 1, device=B.device(self.abs_counts)), xp.float64) * self.abs_width \
+                + self.abs_start
+            t = self._edge_at(self.abs_counts, edges, self.percentile / 100.0)
+            return self._clipped(-t, t)
+        cut = (100.0 - self.percentile) / 200.0
+        counts, edges = self.histogram.counts, self.histogram.edges()
+        return self._clipped(self._edge_at(counts, edges, cut), self._edge_at(counts, edges, 1.0 - cut))
+
+
+def _sawtooth_integral(v: Any, vlo: Any, vhi: Any) -> Any:
+    r""":math:`H(v) = \int_{v_{lo}}^{v} r(u)^2\,du`, r(u) = u - clamp(round(u), v_lo, v_hi), v_lo, v_hi integers.
+
+    Inside: :math:`\lfloor v\rfloor`-many full periods of :math:`\int (u - \mathrm{round}\,u)^2 = 1/12`
+    plus :math:`g(s) = s^3/3` (:math:`s \le 1/2`) or :math:`1/12 + (s-1)^3/3`; outside, the
+    clipping error :math:`\pm|v - v_{end}|^3/3`.
+    """
+    xp = B.namespace(v)
+    inside = xp.clip(v, vlo, vhi)
+    whole = xp.floor(inside)
+    s = inside - whole
+    g = xp.where(s <= 0.5, s ** 3 / 3, 1.0 / 12 + (s - 1) ** 3 / 3)
+    above = xp.clip(v - vhi, 0.0, None) ** 3 / 3
+    below = xp.clip(vlo - v, 0.0, None) ** 3 / 3
+    return (whole - vlo) / 12 + g + above - below
+
+
+class MSEObserver(_HistogramObserver):
+    r"""The range whose quantization has the smallest mean squared error on the values seen.
+
+    .. math::
+
+        [x_{\min}, x_{\max}] = \arg\min_{[a, b]} \; \sum_i n_i\,
+        \frac{1}{w}\int_{e_i}^{e_{i+1}} \big(x - \hat x_{a,b}(x)\big)^2\,dx
+
+    over a histogram of counts :math:`n_i` in bins :math:`[e_i, e_{i+1})` of width w, taking
+    the values uniform inside a bin; :math:`\hat x_{a,b}` is the fake-quantized value with
+    the (scale, zero point) of ``qparams(a, b)`` (rounding error inside, clipping error
+    outside the range). The integral is exact (:math:`\int (u - \mathrm{round}\,u)^2` in
+    closed form), every candidate at once. Symmetric: :math:`b = -a = t` over every
+    positive bin edge; affine: :math:`b` over the edges :math:`\ge 0` and :math:`a` over those
+    :math:`\le 0` (and the observed min and max), by coordinate descent from the min-max
+    range (at most 4 sweeps), each 1-D search coarse to fine (65 candidates a level).
+
+    The histogram is onnxruntime's signed one: ``bins`` bins on :math:`[-t, t]`, t = the
+    largest :math:`|x|` seen, grown by whole bins when a later batch is wider.
+    ``torch.ao.quantization.HistogramObserver`` minimizes the same error by a greedy search
+    that narrows the range bin by bin; this exhaustive search finds a range at least as good.
+
+    Parameters
+    ----------
+    bins : even int in [2, 65536]
+    bits, symmetric : see :class:`Observer`
+
+    Seed: §3.4.3.1 (整数化, calibration by the error).
+    See: chapters/05_3_quantization.ipynb
+    """
+
+    method = "mse"
+    sweeps = 4
+    grid = 65
+
+    def errors(self, lo: Any, hi: Any) -> Any:
+        r"""Estimated :math:`\sum_x (x - \hat x)^2` of the histogram for candidate ranges ``lo[k], hi[k]`` (float64 (K,))."""
+        xp = B.namespace(self.histogram.counts)
+        counts = xp.astype(self.histogram.counts, xp.float64)
+        edges = self.histogram.edges()
+        used = counts > 0
+        n, a, b = counts[used], edges[:-1][used], edges[1:][used]
+        scale, zero_point = qparams_per_channel(xp.astype(lo, xp.float32), xp.astype(hi, xp.float32), self.bits,
+                                                self.symmetric)
+        scale = xp.astype(scale, xp.float64)[:, None]
+        z = xp.astype(zero_point, xp.float64)[:, None]
+        vlo, vhi = self.qmin - z, self.qmax - z
+        va, vb = a[None, :] / scale, b[None, :] / scale
+        mean_r2 = (_sawtooth_integral(vb, vlo, vhi) - _sawtooth_integral(va, vlo, vhi)) / (vb - va)
+        return xp.sum(n[None, :] * mean_r2, axis=1) * scale[:, 0] ** 2
+
+    def _search(self, candidates: Any, make: Any) -> float:
+        """The candidate c (sorted 1-D float64) whose range make(c) has the smallest error: coarse to fine.
+
+        A grid of at most :attr:`grid` candidates, then the same around the best one, down to
+        neighbouring candidates (the error is smooth in the range, up to the zero point's steps).
+        """
+        xp = B.namespace(candidates)
+        lo_i, hi_i = 0, candidates.shape[0] - 1
+        while True:
+            step = max(1, -(-(hi_i - lo_i) // (self.grid - 1)))
+            index = xp.arange(lo_i, hi_i + 1, step, device=B.device(candidates))
+            if int(B.float_of(index[-1])) != hi_i:
+                index = xp.concat([index, B.asarray([hi_i], index)])
+            cands = xp.take(candidates, index)
+            k = int(B.float_of(xp.argmin(self.errors(*make(cands)))))
+            best = int(B.float_of(index[k]))
+            if step == 1:
+                return B.float_of(candidates[best])
+            lo_i, hi_i = max(lo_i, best - step), min(hi_i, best + step)
+
+    def _chosen(self) -> tuple[float, float]:
+        edges = self.histogram.edges()
+        xp = B.namespace(edges)
+        lo_seen, hi_seen = self.min_val, self.max_val
+        if self.symmetric:
+            top = max(abs(lo_seen), abs(hi_seen))
+            t = edges[(edges > 0) & (edges < top)]
+            t = xp.concat([t, B.asarray([top], t)])
+            best = self._search(t, lambda c: (-c, c))
+            return self._clipped(-best, best)
+        his = xp.concat([edges[(edges >= 0) & (edges < hi_seen)], B.asarray([max(hi_seen, 0.0)], edges)])
+        los = xp.concat([edges[(edges <= 0) & (edges > lo_seen)], B.asarray([min(lo_seen, 0.0)], edges)])
+        los = xp.sort(los)
+        lo, hi = min(lo_seen, 0.0), max(hi_seen, 0.0)
+        for _ in range(self.sweeps):
+            before = (lo, hi)
+            hi = self._search(his, lambda c: (xp.full_like(c, lo), c))
+            lo = self._search(los, lambda c: (c, xp.full_like(c, hi)))
+            if (lo, hi) == before:
+                break
+        return self._clipped(lo, hi)
+
+
+class EntropyObserver(_HistogramObserver):
+    r"""The range whose quantized histogram is closest in KL divergence to the real one (TensorRT).
+
+    onnxruntime's ``HistogramCollector("entropy", num_bins=bins, num_quantized_bins=m)``
+    (after TensorRT's 8-bit calibration, Migacz 2017, and MXNet's code). On the signed
+    histogram of :math:`N` bins (zero bin :math:`N/2`), for each half-width
+    :math:`i = m/2, \ldots, N/2` the window :math:`[N/2 - i, N/2 + i]`:
+
+    * :math:`p` = the window's counts, the counts left and right of it added to its end bins;
+    * :math:`q` = the window's counts merged into m groups of :math:`\lfloor L/m \rfloor`
+      bins (the rest into the last group), each group's sum spread evenly (floored to an
+      integer, as onnxruntime keeps q in int64) over the group's bins where :math:`p \ne 0`;
+    * both smoothed (zeros get :math:`\varepsilon = 10^{-4}`, taken off the non-zeros) and
+      normalised; :math:`D_i = \sum_j p_j \log(p_j/q_j)` (inf where a side is all zero).
+
+    The range is the window's edges at :math:`\arg\min_i D_i`, clipped to :math:`[\min x, \max x]`.
+
+    Parameters
+    ----------
+    bins : even int in [2, 65536]
+    quantized_bins : int in [1, bins] or None
+        m, the levels the window is quantized to; None: :math:`2^{b-1}` (128 at 8 bits, onnxruntime's
+        default ``num_quantized_bins``).
+    bits, symmetric : see :class:`Observer`
+
+    Seed: §3.4.3.1 (整数化, calibration by KL divergence).
+    See: chapters/05_3_quantization.ipynb
+    """
+
+    method = "entropy"
+
+    def __init__(self, bins: int = 2048, quantized_bins: int | None = None, bits: int = 8, symmetric: bool = False):
+        super().__init__(bins, bits, symmetric)
+        if quantized_bins is None:
+            quantized_bins = 2 ** (self.bits - 1)
+            if quantized_bins > self.n_bins:
+                raise ValueError(f"bins must be >= 2**(bits - 1) = {quantized_bins} for entropy calibration at "
+                                 f"{self.bits} bits, got bins={self.n_bins}")
+        self.quantized_bins = check_int("quantized_bins", quantized_bins, 1, self.n_bins)
+
+    def divergences(self) -> Any:
+        r"""(thresholds (K, 2) float64, :math:`D` (K,) float64): every window's edges and KL divergence."""
+        self._check_calibrated()
+        counts = self.histogram.counts
+        xp = B.namespace(counts)
+        hist = xp.astype(counts, xp.float64)
+        edges = self.histogram.edges()
+        n, m = hist.shape[0], self.quantized_bins
+        zero, half = n // 2, m // 2
+        cum = xp.concat([xp.zeros((1,), dtype=xp.float64, device=B.device(hist)), xp.cumulative_sum(hist)])
+        total = B.float_of(cum[-1])
+        lows, highs, divs = [], [], []
+        for i in range(half, zero + 1):
+            start, end = zero - i, min(zero + i + 1, n)
+            lows.append(start)
+            highs.append(end)
+            sliced = hist[start:end]
+            length = end - start
+            p = B.copy(sliced)
+            p[0] = p[0] + B.float_of(cum[start])
+            p[-1] = p[-1] + (total - B.float_of(cum[end]))
+            nonzero = xp.astype(p != 0, xp.float64)
+            merged = length // m
+            if merged == 0:
+                divs.append(math.inf)
+                continue
+            groups = xp.reshape(sliced[:merged * m], (m, merged))
+            quantized = xp.sum(groups, axis=1)
+            rest = B.float_of(xp.sum(sliced[merged * m:])) if merged * m < length else 0.0
+            quantized = xp.concat([quantized[:-1], quantized[-1:] + rest])
+            norm = xp.sum(xp.reshape(nonzero[:merged * m], (m, merged)), axis=1)
+            spread = xp.where(norm > 0, xp.floor(quantized / xp.where(norm > 0, norm, 1.0)), 0.0)
+            q = xp.concat([xp.reshape(xp.broadcast_to(spread[:, None], (m, merged)), (-1,)),
+                           xp.zeros((length - merged * m,), dtype=xp.float64, device=B.device(hist))])
+            divs.append(_kl(_smooth(p), _smooth(q)))
+        bounds = B.asarray([[B.float_of(edges[a]), B.float_of(edges[b])] for a, b in zip(lows, highs)], hist)
+        return bounds, B.asarray(divs, hist)
+
+    def _chosen(self) -> tuple[float, float]:
+        bounds, divs = self.divergences()
+        xp = B.namespace(divs)
+        k = int(B.float_of(xp.argmin(divs)))
+        return self._clipped(B.float_of(bounds[k, 0]), B.float_of(bounds[k, 1]))
+
+
+def _smooth(p: Any, eps: float = 1e-4) -> Any:
+    """Zeros of the counts ``p`` replaced by eps, eps·(#zeros/#non-zeros) taken off the others; None if all 0."""
+    xp = B.namespace(p)
+    zeros = xp.astype(p == 0, xp.float64)
+    n_zeros = B.float_of(xp.sum(zeros))
+    n_nonzeros = p.shape[0] - n_zeros
+    if not n_nonzeros:
+        return None
+    return p + eps * zeros - (eps * n_zeros / n_nonzeros) * (1 - zeros)
+
+
+def _kl(p: Any, q: Any) -> float:
+    r""":math:`\sum p \log(p/q)` of p and q normalised to sum 1 (inf if either is None)."""
+    if p is None or q is None:
+        return math.inf
+    xp = B.namespace(p)
+    p, q = p / xp.sum(p), q / xp.sum(q)
+    return B.float_of(xp.sum(p * xp.log(p / q)))
+
+
 # ----------------------------------------------------------------------------- by name
 OBSERVERS: dict = {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver,
+                   "percentile": PercentileObserver, "mse": MSEObserver, "entropy": EntropyObserver,
                    "per_channel_minmax": PerChannelMinMaxObserver}
 """Observer classes by method name (what :func:`make_observer` accepts)."""
 
