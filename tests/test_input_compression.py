@@ -313,9 +313,15 @@ def test_plots_and_widget_build(digits):
     fig2 = W.plot_explorer(W.explore(x, 2, 4, pca))
     assert len(fig2.axes) == 3
     plt.close("all")
-    w = W.explorer(x, pca, {})
-    assert [c.description for c in w.children[:2]] == ["bits", "PCA k"]
-    assert list(w.children[1].options) == [1, 2, 4, 8, 16]
+    w = W.explorer(x, pca, {("kbit", 3): 0.5})
+    assert [c.description for c in w.controls.values()] == ["bits", "PCA k"]
+    assert list(w.controls["n_components"].options) == [1, 2, 4, 8, 16]
+    first = w.image.value
+    w.controls["bits"].value = 3                                   # a redraw: new pixels, new title
+    assert w.image.value != first and w.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert w.view.axes[1].get_title(loc="left").startswith("3-bit") and "50.0 %" in w.view.axes[1].get_title(loc="left")
+    ref = W.explore(x, 3, w.controls["n_components"].value, pca)
+    assert (w.view.images[1].get_array() == np.array(W._strip(ref["kbit"], (8, 8)))).all()
 
 
 # ----------------------------------------------------------------------------- exercise checkers

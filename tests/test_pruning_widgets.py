@@ -119,9 +119,13 @@ def test_the_ipywidgets_layer_builds_and_redraws_on_every_control(trained):
     model, ds = trained
     data = wp.explorer_data(model, ds.val, GRID)
     box = wp.explorer(data)
-    controls, slider, out = box.children
-    scope, layer = controls.children
-    assert isinstance(out, ipywidgets.Output) and [v for _, v in slider.options] == [0, 1, 2]
+    scope, layer, slider = box.controls.values()
+    assert isinstance(box.image, ipywidgets.Image) and [v for _, v in slider.options] == [0, 1, 2]
     assert list(scope.options) == ["global", "layer"] and list(layer.options) == data["names"]
-    slider.value, scope.value, layer.value = 2, "layer", "2.weight"      # each change redraws without error
+    frames = [box.image.value]
+    for control, value in ((slider, 2), (scope, "layer"), (layer, "2.weight")):   # each change redraws
+        control.value = value
+        frames.append(box.image.value)
+    assert all(a != b for a, b in zip(frames, frames[1:])), "a control changed nothing in the picture"
+    assert box.view.ax_acc.get_title().startswith("layer, 90 % pruned")
     plt.close("all")

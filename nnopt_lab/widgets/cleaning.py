@@ -1,7 +1,8 @@
 """Explorer of chapter 2.1: noise level × filter type × window size on one image.
 
-:func:`denoise_preview` is the pure compute function (tested); :func:`explorer` is the thin
-ipywidgets layer over it (with matplotlib panels: clean, noisy, filtered, error).
+:func:`denoise_preview` is the pure compute function (tested); :class:`DenoiseView` is the
+figure made once (four images: clean, noisy, filtered, error) whose images and titles a setting
+replaces; :func:`explorer` is the thin ipywidgets layer over it.
 
 See: chapters/02_1_data_cleaning.ipynb (seed §3.1.1.1: mean / median / Gaussian filtering)
 """
@@ -11,8 +12,9 @@ from typing import Any
 
 from .. import backend as B
 from ..preprocessing import cleaning as C
+from .figures import FigureView, agg_figure, image_explorer
 
-__all__ = ["NOISES", "FILTERS", "denoise_preview", "explorer"]
+__all__ = ["NOISES", "FILTERS", "denoise_preview", "DenoiseView", "explorer"]
 
 NOISES = ("gaussian", "salt_and_pepper")
 FILTERS = ("none", "mean", "median", "gaussian")
@@ -67,39 +69,70 @@ def denoise_preview(image: Any, noise: str = "gaussian", level: float = 0.2, fil
             "mse_noisy": _mse(noisy, clean), "mse_filtered": _mse(filtered, clean)}
 
 
-def explorer(images: Any):
+class DenoiseView(FigureView):
+    """The explorer's figure, made once: four images (clean, noisy, filtered, error) and a
+    colour bar. :meth:`update` runs :func:`denoise_preview` on one small image (a few
+    milliseconds) and replaces the images' data and the titles.
+
+    Parameters
+    ----------
+    images : array, shape (N, H, W) or (N, 1, H, W)
+
+    See: chapters/02_1_data_cleaning.ipynb
+    """
+
+    def __init__(self, images: Any, figsize=(11, 3.1), dpi: int = 72):
+        xp = B.namespace(images)
+        self.images = xp.reshape(images, (images.shape[0],) + tuple(images.shape[-2:]))
+        self.fig, axes = agg_figure(figsize, dpi, ncols=4)
+        blank = B.to_numpy(self.images[0])
+        self.panels = []
+        for ax in axes:
+            self.panels.append(ax.imshow(blank, cmap="gray_r", interpolation="nearest"))
+            ax.set_title(" ", fontsize=9)
+            ax.axis("off")
+        self.axes = axes
+        self.fig.colorbar(self.panels[-1], ax=axes[-1], fraction=0.046)
+        self.fig.subplots_adjust(left=0.01, right=0.95, top=0.86, bottom=0.03, wspace=0.08)
+
+    def update(self, index: int = 0, noise: str = "gaussian", level: float = 0.2, filter: str = "median",
+               size: int = 3, sigma: float = 1.0, seed: int = 0) -> dict:
+        """Show image ``index`` with one noise and filter setting; returns :func:`denoise_preview`'s dict."""
+        r = denoise_preview(self.images[index], noise, level, filter, size, sigma, seed)
+        xp = B.namespace(r["clean"])
+        lo, hi = B.float_of(xp.min(r["clean"])), B.float_of(xp.max(r["clean"]))
+        panels = [("clean", r["clean"], lo), (f"noisy, MSE {r['mse_noisy']:.4f}", r["noisy"], lo),
+                  (f"{filter} filter, MSE {r['mse_filtered']:.4f}", r["filtered"], lo),
+                  ("|filtered − clean|", abs(r["filtered"] - r["clean"]), 0.0)]
+        for ax, image, (title, values, vmin) in zip(self.axes, self.panels, panels):
+            image.set_data(B.to_numpy(values))
+            image.set_clim(vmin, hi)
+            ax.set_title(title, fontsize=9)
+        return r
+
+
+def explorer(images: Any) -> Any:
     """Pick an image, a noise and its level, a filter and its size; see the four panels.
 
     Parameters
     ----------
     images : array, shape (N, H, W) or (N, 1, H, W)
+
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
+    See: chapters/02_1_data_cleaning.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
-    xp = B.namespace(images)
-    images = xp.reshape(images, (images.shape[0],) + tuple(images.shape[-2:]))
-
-    def show(index, noise, level, filter, size, sigma, seed):
-        r = denoise_preview(images[index], noise, level, filter, size, sigma, seed)
-        panels = [("clean", r["clean"]), (f"noisy, MSE {r['mse_noisy']:.4f}", r["noisy"]),
-                  (f"{filter} filter, MSE {r['mse_filtered']:.4f}", r["filtered"]),
-                  ("|filtered − clean|", abs(r["filtered"] - r["clean"]))]
-        fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
-        lo, hi = B.float_of(xp.min(r["clean"])), B.float_of(xp.max(r["clean"]))
-        for ax, (title, img) in zip(axes, panels):
-            im = ax.imshow(B.to_numpy(img), cmap="gray_r", vmin=lo if "|" not in title else 0, vmax=hi)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.colorbar(im, ax=axes[-1], fraction=0.046)
-        plt.show()
-
-    return widgets.interactive(
-        show,
-        index=widgets.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image"),
-        noise=widgets.Dropdown(options=NOISES, value="salt_and_pepper", description="noise"),
-        level=widgets.FloatSlider(value=0.15, min=0.0, max=0.6, step=0.01, description="level"),
-        filter=widgets.Dropdown(options=FILTERS, value="median", description="filter"),
-        size=widgets.IntSlider(value=3, min=1, max=7, description="window"),
-        sigma=widgets.FloatSlider(value=1.0, min=0.2, max=3.0, step=0.1, description="σ (Gaussian)"),
-        seed=widgets.IntSlider(value=0, min=0, max=20, description="seed"))
+    view = DenoiseView(images)
+    controls = {
+        "index": widgets.IntSlider(value=0, min=0, max=view.images.shape[0] - 1, description="image"),
+        "noise": widgets.Dropdown(options=NOISES, value="salt_and_pepper", description="noise"),
+        "level": widgets.FloatSlider(value=0.15, min=0.0, max=0.6, step=0.01, description="level"),
+        "filter": widgets.Dropdown(options=FILTERS, value="median", description="filter"),
+        "size": widgets.IntSlider(value=3, min=1, max=7, description="window"),
+        "sigma": widgets.FloatSlider(value=1.0, min=0.2, max=3.0, step=0.1, description="σ (Gaussian)"),
+        "seed": widgets.IntSlider(value=0, min=0, max=20, description="seed")}
+    return image_explorer(view, controls, rows=[["index", "noise", "level"], ["filter", "size", "sigma", "seed"]])

@@ -5,7 +5,8 @@
   computed beforehand (so the widget answers at once);
 * :func:`plot_explorer` -- one figure of that result; :func:`reconstruction_grid` -- the static
   figure beside the widget (several settings at once);
-* :func:`explorer` -- the thin ipywidgets layer.
+* :class:`InputCompressionView` -- the explorer's figure made once (three rows of images whose
+  pixels and titles a setting replaces); :func:`explorer` -- the thin ipywidgets layer.
 
 See: chapters/02_3_data_compression.ipynb
 """
@@ -15,8 +16,9 @@ from typing import Any, Mapping
 
 from .. import backend as B
 from ..preprocessing.input_compression import PCA, bytes_per_sample, quantize_inputs
+from .figures import FigureView, agg_figure, image_explorer
 
-__all__ = ["explore", "plot_explorer", "reconstruction_grid", "explorer"]
+__all__ = ["explore", "plot_explorer", "reconstruction_grid", "InputCompressionView", "explorer"]
 
 
 def _squared_error(a: Any, b: Any) -> float:
@@ -118,20 +120,57 @@ def reconstruction_grid(x: Any, pca: PCA, bits_list=(1, 2, 3, 8), components_lis
     return _draw_rows(rows, image_shape, "k-bit quantization and PCA reconstructions of test digits")
 
 
+class InputCompressionView(FigureView):
+    """The explorer's figure, made once: original, k-bit and PCA rows of the samples ``x``.
+
+    :meth:`update` computes :func:`explore` (a k-bit rounding and one PCA projection of a few
+    samples: milliseconds; the accuracies are looked up) and replaces the rows' pixels and titles.
+
+    See: chapters/02_3_data_compression.ipynb
+    """
+
+    def __init__(self, x: Any, pca: PCA, accuracy: Mapping | None = None, image_shape: tuple = (8, 8),
+                 dpi: int = 72):
+        self.x, self.pca, self.accuracy, self.image_shape = x, pca, accuracy, tuple(image_shape)
+        n = x.shape[0]
+        self.fig, axes = agg_figure((max(6.0, 0.9 * n), 0.95 * 3 + 0.4), dpi, nrows=3)
+        strip = _strip(B.to_numpy(x), self.image_shape)
+        self.axes, self.images = list(axes), []
+        for ax in self.axes:
+            self.images.append(ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest"))
+            ax.set_title("original (float32)", loc="left", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self.fig.suptitle("Input compression explorer (pixel value 0 = white, 1 = black)", fontsize=10)
+        self.fig.tight_layout()
+
+    def update(self, bits: int, n_components: int) -> dict:
+        """Show ``bits``-bit inputs and the PCA reconstruction from ``n_components``; returns :func:`explore`'s dict."""
+        r = explore(self.x, bits, n_components, self.pca, self.accuracy)
+        rows = [(_label(f"{bits}-bit", r["kbit_bytes"], r["kbit_mse"], r["kbit_acc"]), r["kbit"]),
+                (_label(f"PCA k={n_components}", r["pca_bytes"], r["pca_mse"], r["pca_acc"]), r["pca"])]
+        for ax, image, (label, values) in zip(self.axes[1:], self.images[1:], rows):
+            image.set_data(_strip(values, self.image_shape))
+            ax.set_title(label, loc="left", fontsize=8)
+        return r
+
+
 def explorer(x: Any, pca: PCA, accuracy: Mapping | None = None, bits_options=range(1, 9),
-             components_options=(1, 2, 4, 8, 16, 32, 64)):
-    """The ipywidgets explorer: sliders for bits and PCA components, redrawing :func:`plot_explorer`."""
+             components_options=(1, 2, 4, 8, 16, 32, 64)) -> Any:
+    """The ipywidgets explorer: sliders for bits and PCA components over an :class:`InputCompressionView`.
+
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
+    See: chapters/02_3_data_compression.ipynb
+    """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
     options = [k for k in components_options if k <= pca.n_components]
-
-    def show(bits, n_components):
-        plot_explorer(explore(x, bits, n_components, pca, accuracy))
-        plt.show()
-
-    return widgets.interactive(
-        show,
-        bits=widgets.SelectionSlider(options=list(bits_options), value=list(bits_options)[1], description="bits"),
-        n_components=widgets.SelectionSlider(options=options, value=options[min(3, len(options) - 1)],
-                                             description="PCA k"))
+    bits = list(bits_options)
+    view = InputCompressionView(x, pca, accuracy)
+    controls = {"bits": widgets.SelectionSlider(options=bits, value=bits[min(1, len(bits) - 1)], description="bits"),
+                "n_components": widgets.SelectionSlider(options=options, value=options[min(3, len(options) - 1)],
+                                                        description="PCA k")}
+    return image_explorer(view, controls)

@@ -8,8 +8,9 @@ histogram, its reconstruction error and the model's accuracy.
   the histogram of the reconstructed weight, the relative error
   :math:`\lVert W - \hat W\rVert_F / \lVert W\rVert_F`, the layer's bytes and the model's
   accuracy with that layer replaced. Everything the sliders index is computed here, once;
-* :func:`explorer` -- the thin ipywidgets layer: one figure made once, whose artists are
-  updated (``set_ydata``, ``set_data``) by :func:`update`, which does no computing;
+* :func:`explorer` -- the thin ipywidgets layer: one figure made once (:class:`CompressionView`),
+  whose artists are updated (``set_ydata``, ``set_data``) by :func:`update`, which does no
+  computing, and sent as a PNG;
 * :func:`static_figure` -- the figure beside the widget (a few settings of each method).
 
 See: chapters/03_1_model_compression.ipynb
@@ -25,8 +26,9 @@ from ..compression import quantization as Q
 from ..compression import weight_sharing as WS
 from ..nn.layers import Linear, Module
 from ..validation import check_callable, check_choice, check_int
+from .figures import FigureView, agg_figure, image_explorer
 
-__all__ = ["METHODS", "compression_grid", "explorer", "update", "static_figure"]
+__all__ = ["METHODS", "compression_grid", "CompressionView", "explorer", "update", "static_figure"]
 
 METHODS = ("bits", "clusters", "rank")
 """The three sliders: uniform quantization bits, k-means clusters, SVD rank."""
@@ -128,11 +130,16 @@ def compression_grid(model: Module, layer_index: int, evaluate: Callable[[Module
     return out
 
 
-def _make_figure(grid: dict):
-    """The explorer's figure, made once: histogram, error and accuracy panels with their artists."""
-    import matplotlib.pyplot as plt
+def _make_figure(grid: dict, fig: Any = None):
+    """The explorer's figure, made once: histogram, error and accuracy panels with their artists.
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    ``fig``: a figure to draw in (default: an Agg figure outside pyplot, :func:`~.figures.agg_figure`).
+    The axis scales are set here, once (a ``set_xscale`` per redraw would rebuild the ticks).
+    """
+    if fig is None:
+        fig, axes = agg_figure((14, 3.8), 72, ncols=3)
+    else:
+        axes = fig.subplots(1, 3)
     width = grid["edges"][1] - grid["edges"][0]
     axes[0].bar(grid["centers"], grid["original"], width=width, color="0.8", label="original (float32)")
     hist, = axes[0].step(grid["centers"], grid["original"], where="mid", color="C3", label="compressed")
@@ -146,11 +153,16 @@ def _make_figure(grid: dict):
     axes[2].axhline(100 * grid["base_accuracy"], color="k", ls=":", lw=1, label="float32")
     axes[2].set(xlabel="bytes of the layer's weight (log)", ylabel="test accuracy (%)")
     axes[2].legend(fontsize=8)
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_yscale("log")
+    axes[2].set_xscale("log")
     for ax in axes:
         ax.grid(alpha=0.3)
+    artists = {"axes": axes, "hist": hist, "curve": curve, "marker": marker, "acc_curve": acc_curve,
+               "acc_marker": acc_marker}
+    update(grid, artists, METHODS[0], 0)              # data on the log axes before the layout is measured
     fig.tight_layout()
-    return fig, {"axes": axes, "hist": hist, "curve": curve, "marker": marker, "acc_curve": acc_curve,
-                 "acc_marker": acc_marker}
+    return fig, artists
 
 
 def update(grid: dict, artists: dict, method: str, position: int) -> None:
@@ -165,12 +177,11 @@ def update(grid: dict, artists: dict, method: str, position: int) -> None:
     artists["marker"].set_data([value], [error[position]])
     artists["acc_curve"].set_data(rows["bytes"], [100 * a for a in rows["accuracy"]])
     artists["acc_marker"].set_data([rows["bytes"][position]], [100 * rows["accuracy"][position]])
-    for ax in axes[1:]:
-        ax.relim()
-        ax.autoscale_view()
-    axes[1].set_xscale("log", base=2)
-    axes[1].set_yscale("log")
-    axes[2].set_xscale("log")
+    if artists.get("method") != method:                                         # new curves: new limits
+        for ax in axes[1:]:
+            ax.relim()
+            ax.autoscale_view()
+        artists["method"] = method
     label = {"bits": f"{value} bit(s)" + (" (binary)" if value == 1 else ""), "clusters": f"k = {value} clusters",
              "rank": f"rank {value}"}[method]
     axes[0].set_title(f"layer {grid['layer_index']}: {label}", fontsize=9)
@@ -179,59 +190,45 @@ def update(grid: dict, artists: dict, method: str, position: int) -> None:
                       f"fp32), accuracy {100 * rows['accuracy'][position]:.1f} %", fontsize=9)
 
 
+class CompressionView(FigureView):
+    """The explorer's figure (:func:`_make_figure`), made once; :meth:`update` calls :func:`update`.
+
+    See: chapters/03_1_model_compression.ipynb
+    """
+
+    def __init__(self, grid: dict):
+        self.grid = grid
+        self.fig, self.artists = _make_figure(grid)
+
+    def update(self, method: str, value: int) -> None:
+        """Show the setting ``value`` (an option, e.g. 4 bits) of ``method``."""
+        check_choice("method", method, METHODS)
+        options = self.grid["methods"][method]["options"]
+        update(self.grid, self.artists, method, options.index(check_choice("value", value, options)))
+
+
 def explorer(grid: dict):
     """The ipywidgets explorer over a :func:`compression_grid`: method and setting sliders.
 
-    Returns the widget box; its ``redraw`` (the callback), ``figure`` and ``artists`` attributes
-    let a notebook time :func:`update`.
+    Returns the widget box (:func:`~nnopt_lab.widgets.figures.image_explorer`); its ``redraw``
+    (the callback), ``figure`` and ``artists`` attributes let a notebook time :func:`update`.
+
+    See: chapters/03_1_model_compression.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        fig, artists = _make_figure(grid)
+    view = CompressionView(grid)
     method = widgets.ToggleButtons(options=list(METHODS), value="bits", description="method")
     position = widgets.SelectionSlider(options=grid["methods"]["bits"]["options"], description="setting")
-    out = widgets.Output()
 
-    live = hasattr(fig.canvas, "layout")          # ipympl: the canvas is a widget that redraws itself
-    busy = []
+    def on_change(name: str) -> None:
+        options = grid["methods"][method.value]["options"]
+        if list(position.options) != options:
+            position.options = options
+            position.value = options[0]
 
-    def show():
-        if live:
-            fig.canvas.draw_idle()
-            return
-        with out:                                   # inline backend: replace the picture
-            out.clear_output(wait=True)
-            display(fig)
-
-    def redraw(*_):
-        if busy:                                    # the options' change below calls redraw again
-            return
-        rows = grid["methods"][method.value]
-        busy.append(True)
-        try:
-            if list(position.options) != rows["options"]:
-                position.options = rows["options"]
-            value = position.value if position.value in rows["options"] else rows["options"][0]
-        finally:
-            busy.clear()
-        update(grid, artists, method.value, rows["options"].index(value))
-        show()
-
-    method.observe(redraw, names="value")
-    position.observe(redraw, names="value")
-    update(grid, artists, "bits", 0)
-    if live:
-        with out:
-            display(fig.canvas)
-    else:
-        show()
-    box = widgets.VBox([widgets.HBox([method, position]), out])
-    box.redraw = redraw
-    box.figure = fig
-    box.artists = artists
+    box = image_explorer(view, {"method": method, "value": position}, on_change=on_change)
+    box.figure, box.artists = view.fig, view.artists
     return box
 
 

@@ -21,6 +21,7 @@ from ..nn.layers import Conv2d, Linear, Module
 from ..training.loop import check_xy, evaluate
 from ..training.snapshot import preserved
 from ..validation import check_choice, check_int, check_probability, check_sequence
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["csr_bytes", "storage_bytes", "weight_layers", "explorer_data", "PruningView", "explorer"]
 
@@ -178,18 +179,17 @@ def explorer_data(model: Module, data: tuple, sparsities: Any, *, scopes: Any = 
 
 
 # ----------------------------------------------------------------------------- explorer: drawing
-class PruningView:
+class PruningView(FigureView):
     """One figure made once (histogram + threshold, mask picture, accuracy curve); :meth:`update`
-    only moves its artists (``set_data``, ``set_xdata``), so a redraw takes milliseconds.
+    only moves its artists (``set_data``, ``set_xdata``), so a redraw takes milliseconds. The
+    figure is an Agg figure outside pyplot (``display(view.fig)`` shows it in a notebook).
 
     See: chapters/03_2_pruning.ipynb
     """
 
     def __init__(self, data: dict, figsize=(13, 3.6), dpi: int = 72):
-        import matplotlib.pyplot as plt
-
         self.data = data
-        self.fig, (self.ax_hist, self.ax_mask, self.ax_acc) = plt.subplots(1, 3, figsize=figsize, dpi=dpi)
+        self.fig, (self.ax_hist, self.ax_mask, self.ax_acc) = agg_figure(figsize, dpi, ncols=3)
         name = data["names"][0]
         counts, edges = data["hist"][name]
         self.stairs = self.ax_hist.stairs(counts, edges, fill=True, alpha=0.6, label="|w| before pruning")
@@ -233,28 +233,18 @@ class PruningView:
 def explorer(data: dict) -> Any:
     """The thin ipywidgets layer over :func:`explorer_data`: scope, layer and a sparsity slider.
 
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
     See: chapters/03_2_pruning.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        view = PruningView(data)
-    out = widgets.Output()
-    scope = widgets.ToggleButtons(options=list(data["frames"]), description="scope")
-    layer = widgets.Dropdown(options=data["names"], description="weight")
+    view = PruningView(data)
     labels = [(f"{100 * s:g} %", i) for i, s in enumerate(data["sparsities"])]
-    slider = widgets.SelectionSlider(options=labels, value=0, description="sparsity", continuous_update=True)
-
-    def redraw(_=None):
-        view.update(scope.value, layer.value, slider.value)
-        view.fig.canvas.draw_idle()
-        out.clear_output(wait=True)
-        with out:
-            display(view.fig)
-
-    for w in (scope, layer, slider):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([scope, layer]), slider, out])
+    controls = {"scope": widgets.ToggleButtons(options=list(data["frames"]), description="scope"),
+                "name": widgets.Dropdown(options=data["names"], description="weight"),
+                "index": widgets.SelectionSlider(options=labels, value=0, description="sparsity",
+                                                 continuous_update=True)}
+    return image_explorer(view, controls, rows=[["scope", "name"], ["index"]])
