@@ -20,9 +20,14 @@ See: chapters/01_why_optimize.ipynb
 """
 from __future__ import annotations
 
+import copy
+import io
+import time
+import warnings
 from typing import Any, Callable
 
 import torch
+import torch.ao.quantization
 import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mask)
 
 from . import backend as B
@@ -32,7 +37,8 @@ from .nn import layers as L
 from .training.loop import batches
 from .validation import check_bool, check_callable, check_choice, check_int, check_number
 
-__all__ = ["register_twin", "torch_twin", "torch_module", "train_torch_twin"]
+__all__ = ["register_twin", "torch_twin", "torch_module", "train_torch_twin", "from_torch", "to_torch", "IMPORTABLE",
+           "torch_tools_baseline"]
 
 MAX_EPOCHS = 10 ** 6            # more is a typo, not a training run
 _TWINS: dict[type, tuple[Callable[[L.Module], torch.nn.Module], bool]] = {}
@@ -285,3 +291,320 @@ def train_torch_twin(twin: torch.nn.Module, train: tuple, *, epochs: int, batch_
             n += xb.shape[0]
         losses.append(total / n)
     return losses
+
+
+# ----------------------------------------------------------------------------- a learner's torch model
+IMPORTABLE = ("Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "Flatten", "MaxPool2d",
+              "AvgPool2d", "Dropout")
+
+
+def _refuse(where: str, module: torch.nn.Module, why: str) -> None:
+    raise ValueError(f"{where} is a torch.nn.{type(module).__name__} {why}")
+
+
+def _pool_args(where: str, m: torch.nn.Module) -> tuple:
+    pair = (lambda v: v if isinstance(v, int) else tuple(v))
+    if m.padding not in (0, (0, 0)):
+        _refuse(where, m, f"with padding={m.padding}: nnopt_lab's pooling has no padding")
+    if m.ceil_mode:
+        _refuse(where, m, "with ceil_mode=True: nnopt_lab's pooling floors the output size")
+    if isinstance(m, torch.nn.MaxPool2d) and (m.dilation not in (1, (1, 1)) or m.return_indices):
+        _refuse(where, m, "with dilation or return_indices: nnopt_lab's MaxPool2d has neither")
+    if isinstance(m, torch.nn.AvgPool2d) and m.divisor_override is not None:
+        _refuse(where, m, "with divisor_override: nnopt_lab's AvgPool2d divides by the window size")
+    return pair(m.kernel_size), pair(m.stride)
+
+
+def _import_layer(where: str, m: torch.nn.Module, backend: B.Backend) -> L.Module:
+    """Our layer of the same kind and shape as the torch module ``m`` (its weights copied later)."""
+    if isinstance(m, torch.nn.Sequential):
+        return L.Sequential(*[_import_layer(f"{where}[{i}]", c, backend) for i, c in enumerate(m)])
+    if type(m) is torch.nn.Linear:
+        return L.Linear(m.in_features, m.out_features, bias=m.bias is not None, backend=backend)
+    if type(m) is torch.nn.Conv2d:
+        if isinstance(m.padding, str) and m.padding != "valid":
+            _refuse(where, m, f"with padding={m.padding!r}: give the padding as numbers")
+        if m.padding_mode != "zeros":
+            _refuse(where, m, f"with padding_mode={m.padding_mode!r}: nnopt_lab pads with zeros only")
+        padding = 0 if m.padding == "valid" else m.padding
+        return L.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
+                        dilation=m.dilation, groups=m.groups, bias=m.bias is not None, backend=backend)
+    if type(m) in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d):
+        if not m.affine or not m.track_running_stats or m.momentum is None:
+            _refuse(where, m, "without affine=True, track_running_stats=True and a momentum: nnopt_lab's "
+                              "BatchNorm has all three")
+        cls = L.BatchNorm1d if type(m) is torch.nn.BatchNorm1d else L.BatchNorm2d
+        return cls(m.num_features, eps=m.eps, momentum=m.momentum, backend=backend)
+    if type(m) is torch.nn.ReLU:
+        return L.ReLU()
+    if type(m) is torch.nn.Flatten:
+        if m.start_dim != 1 or m.end_dim != -1:
+            _refuse(where, m, f"with start_dim={m.start_dim}, end_dim={m.end_dim}: nnopt_lab's Flatten keeps "
+                              f"the batch axis and flattens the rest (1, -1)")
+        return L.Flatten()
+    if type(m) is torch.nn.MaxPool2d:
+        return L.MaxPool2d(*_pool_args(where, m))
+    if type(m) is torch.nn.AvgPool2d:
+        return L.AvgPool2d(*_pool_args(where, m))
+    if type(m) is torch.nn.Dropout:
+        return L.Dropout(m.p)
+    raise ValueError(f"{where} is a {type(m).__module__}.{type(m).__name__}, which nnopt_lab cannot import; "
+                     f"supported: torch.nn.{', torch.nn.'.join(IMPORTABLE)}")
+
+
+def from_torch(torch_sequential: torch.nn.Module, backend: Any = None) -> L.Sequential:
+    """Our :class:`~nnopt_lab.nn.Sequential` with the same layers and a copy of a torch model's weights.
+
+    Supported: ``torch.nn.Sequential`` (nested too) of Linear, Conv2d (zero padding), BatchNorm1d/2d
+    (affine, running statistics), ReLU, Flatten (from dim 1), MaxPool2d / AvgPool2d (no padding,
+    floor mode), Dropout. Weights, biases, running statistics and pruning masks
+    (``torch.nn.utils.prune``'s ``weight_orig`` / ``weight_mask``) are copied, the train/eval mode
+    too, so that ``model(x)`` equals ``torch_sequential(x)`` (float64: to ~1e-12, float32: ~1e-6).
+
+    Parameters
+    ----------
+    torch_sequential : torch.nn.Sequential
+    backend : None, a backend name or a Backend
+        None: the active backend, in the torch model's float dtype; a name: that backend in the
+        torch model's dtype; a Backend: exactly it (weights converted to its dtype).
+
+    Raises
+    ------
+    TypeError
+        When ``torch_sequential`` is not a torch.nn.Sequential.
+    ValueError
+        For a layer nnopt_lab cannot import, named by its position and type
+        (``torch_sequential[2] is a torch.nn.modules.activation.GELU, which nnopt_lab cannot import``),
+        or a setting it does not have (padding_mode="reflect", ceil_mode=True, ...).
+
+    Seed: building the layers does not draw from the project's random stream.
+
+    See: chapters/06_capstone.ipynb
+    """
+    if not isinstance(torch_sequential, torch.nn.Sequential):
+        raise TypeError(f"torch_sequential must be a torch.nn.Sequential (of {', '.join(IMPORTABLE[1:])}), got "
+                        f"{type(torch_sequential).__name__}")
+    floats = [t.dtype for t in torch_sequential.state_dict().values() if t.is_floating_point()]
+    dtype = str(floats[0]).replace("torch.", "") if floats else "float32"
+    if dtype not in B.DTYPES:
+        raise ValueError(f"torch_sequential holds {dtype} weights; nnopt_lab computes in {B.DTYPES}: call "
+                         f"torch_sequential.float() or .double() first")
+    if isinstance(backend, B.Backend):
+        target = backend
+    else:
+        name = B.active().name if backend is None else backend
+        target = B.get_backend(name, dtype)
+    state = B.rng().bit_generator.state              # layer initialisation must not move the project's stream
+    try:
+        model = _import_layer("torch_sequential", torch_sequential, target)
+    finally:
+        B.rng().bit_generator.state = state
+    source = {k: v.detach().cpu() for k, v in torch_sequential.state_dict().items()}
+    model.load_state_dict({k: B.to_backend(v.numpy(), target, dtype=None if not v.is_floating_point() else
+                                           target.dtype) for k, v in source.items()})
+    return model.train(torch_sequential.training)
+
+
+def to_torch(model: L.Module, dtype: str | None = None, device: str = "cpu") -> torch.nn.Module:
+    """Export one of our models as a ``torch.nn.Sequential`` with a copy of its weights (same outputs).
+
+    :func:`torch_twin` under the name a user looks for: pruning masks become torch.nn.utils.prune
+    masks (``weight_orig``, ``weight_mask``), a k-means shared layer a Linear/Conv2d holding
+    ``codebook[indices]``, a CSR layer a dense Linear. ``from_torch(to_torch(m))`` gives back the
+    same weights and masks.
+
+    See: chapters/06_capstone.ipynb
+    """
+    return torch_twin(model, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- what a user would pick instead
+_FUSABLE = ((torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU), (torch.nn.Conv2d, torch.nn.BatchNorm2d),
+            (torch.nn.Conv2d, torch.nn.ReLU), (torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU),
+            (torch.nn.Linear, torch.nn.BatchNorm1d), (torch.nn.Linear, torch.nn.ReLU))
+
+
+def _fusions(seq: torch.nn.Sequential, prefix: str = "") -> list[list[str]]:
+    """Names of the runs of a Sequential that eager-mode ``fuse_modules`` fuses (conv/linear [+bn] [+relu])."""
+    children = list(seq.named_children())
+    out, i = [], 0
+    while i < len(children):
+        name, m = children[i]
+        if isinstance(m, torch.nn.Sequential):
+            out += _fusions(m, prefix + name + ".")
+            i += 1
+            continue
+        for pattern in _FUSABLE:
+            run = children[i:i + len(pattern)]
+            if len(run) == len(pattern) and all(type(c) is t for (_, c), t in zip(run, pattern)):
+                try:                                   # this torch may not fuse the pattern (linear+bn+relu)
+                    torch.ao.quantization.fuse_modules(torch.nn.Sequential(*[copy.deepcopy(c) for _, c in run]).eval(),
+                                                       [[str(k) for k in range(len(run))]])
+                except (AssertionError, NotImplementedError, RuntimeError, KeyError):
+                    continue
+                out.append([prefix + n for n, _ in run])
+                i += len(pattern)
+                break
+        else:
+            i += 1
+    return out
+
+
+def _code_storage(codes: torch.Tensor) -> tuple[int, str]:
+    from .pipeline import _storage
+    w2d = codes.reshape(codes.shape[0], -1)
+    return _storage(codes.numel(), int(torch.count_nonzero(codes)), int(codes.shape[0]), 8, w2d)
+
+
+def _quantized_bytes(qmodel: torch.nn.Module) -> tuple[int, int, int, int, str]:
+    """(bytes, parameters, zero codes, codes, storage) of a torch.ao quantized model, counted as
+    :func:`nnopt_lab.pipeline.stored_bytes` counts ours: int8 codes (CSR when smaller), float32
+    biases and scales, int32 zero points (weights' and every quantized output's)."""
+    total_bits, params, zeros, codes_n, formats = 0, 0, 0, 0, set()
+    for m in qmodel.modules():
+        if isinstance(m, torch.ao.nn.quantized.Quantize):
+            total_bits += 64
+        if not isinstance(m, (torch.ao.nn.quantized.Linear, torch.ao.nn.quantized.Conv2d)):
+            continue
+        w = m.weight()
+        codes = w.int_repr()
+        size, fmt = _code_storage(codes)
+        formats.add(fmt)
+        channels = w.q_per_channel_scales().numel() if w.qscheme() in (torch.per_channel_affine,
+                                                                       torch.per_channel_symmetric) else 1
+        bias = m.bias()
+        nb = 0 if bias is None else bias.numel()
+        total_bits += 8 * size + 32 * nb + 64 * channels + 64      # codes, bias, weight qparams, output qparams
+        params += codes.numel() + nb
+        zeros += codes.numel() - int(torch.count_nonzero(codes))
+        codes_n += codes.numel()
+    return -(-total_bits // 8), params, zeros, codes_n, "+".join(sorted(formats)) or "dense"
+
+
+def _torch_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.inference_mode():
+        logits = torch.cat([net(x[i:i + 1024]) for i in range(0, x.shape[0], 1024)])
+    return float((logits.argmax(1) == y).double().mean())
+
+
+def _torch_latency_ms(net: torch.nn.Module, x: torch.Tensor, batch: int, repeats: int) -> float:
+    from .measure import latency
+    xb = x[:batch]
+    if xb.shape[0] < batch:
+        xb = xb.repeat(-(-batch // xb.shape[0]), *([1] * (xb.ndim - 1)))[:batch]
+
+    def run(xb):
+        with torch.inference_mode():
+            return net(xb)
+    return latency(run, xb, warmup=2, repeats=repeats).median * 1e3
+
+
+def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibration_samples: int = 256,
+                         engine: str | None = None, fine_tune_epochs: int = 0, lr: float = 0.01,
+                         batch_size: int = 64, latency: bool = True, repeats: int = 20, seed: int = 0) -> dict:
+    """What a user would pick instead: torch's own pruning and post-training int8 on the same model.
+
+    1. ``to_torch(model)`` (float32, eval);
+    2. ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured`` at ``sparsity`` over every
+       Linear / Conv2d weight (optionally fine-tuned ``fine_tune_epochs`` with torch.optim.SGD through
+       :func:`train_torch_twin`), then ``prune.remove``;
+    3. eager-mode static post-training quantization (``torch.ao.quantization``): ``QuantWrapper``,
+       ``fuse_modules`` (conv/linear [+bn] [+relu]), ``get_default_qconfig(engine)``, ``prepare``,
+       calibration on ``calibration_samples`` training samples, ``convert``.
+
+    It is measured as :class:`nnopt_lab.pipeline.Pipeline` measures its rows: test and validation
+    accuracy, bytes counted by the same rule (int8 codes, CSR when smaller; float32 biases and
+    scales; int32 zero points), MACs, and the median latency at batch 1 and 64.
+
+    Parameters
+    ----------
+    model : Module (the trained float model, as given to the pipeline)
+    data : nnopt_lab Dataset
+    sparsity : float in [0, 1)
+    calibration_samples : int >= 1
+    engine : {"qnnpack", "x86", "fbgemm", "onednn"} or None
+        The quantized engine; None takes "qnnpack" where torch has it, else "x86". Restored afterwards.
+    fine_tune_epochs : int >= 0
+    lr, batch_size : the fine-tuning's SGD
+    latency : bool
+    repeats : int >= 1
+    seed : int >= 0 (the fine-tuning's batch order)
+
+    Returns
+    -------
+    dict with the fields of :class:`nnopt_lab.pipeline.StepResult` (``Report.add`` takes it) and
+    ``engine``, ``pruned_accuracy`` (float, after pruning, before int8), ``serialized_bytes``
+    (``torch.save`` of the quantized state_dict) and ``quantized_model``.
+
+    See: chapters/06_capstone.ipynb
+    """
+    from .datasets import Dataset
+    from .measure import flops, model_bytes, MAX_REPEATS
+
+    if not isinstance(model, L.Module):
+        raise TypeError(f"model must be an nnopt_lab Module, got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be an nnopt_lab Dataset, got {type(data).__name__}")
+    sparsity = check_number("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    calibration_samples = check_int("calibration_samples", calibration_samples, 1)
+    engines = tuple(e for e in torch.backends.quantized.supported_engines if e != "none")
+    engine = ("qnnpack" if "qnnpack" in engines else "x86") if engine is None else check_choice("engine", engine,
+                                                                                                 engines)
+    fine_tune_epochs = check_int("fine_tune_epochs", fine_tune_epochs, 0, MAX_EPOCHS)
+    lr = check_number("lr", lr, 0.0, low_open=True)
+    batch_size = check_int("batch_size", batch_size, 1)
+    latency = check_bool("latency", latency)
+    repeats = check_int("repeats", repeats, 1, MAX_REPEATS)
+    seed = check_int("seed", seed, 0)
+    start = time.perf_counter()
+    as_torch = (lambda a, dt=torch.float32: torch.as_tensor(B.to_numpy(a)).to(dt))
+    x_test, y_test = as_torch(data.test[0]), as_torch(data.test[1], torch.int64)
+    x_val, y_val = as_torch(data.val[0]), as_torch(data.val[1], torch.int64)
+    twin = to_torch(model, dtype="float32").eval()
+    targets = [(m, "weight") for m in twin.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    if not targets:
+        raise ValueError("model has no Linear or Conv2d weight to prune")
+    torch.nn.utils.prune.global_unstructured(targets, pruning_method=torch.nn.utils.prune.L1Unstructured,
+                                             amount=sparsity)
+    if fine_tune_epochs:
+        train_torch_twin(twin, (data.train[0], data.train[1]), epochs=fine_tune_epochs, batch_size=batch_size,
+                         lr=lr, seed=seed)
+        twin.eval()
+    for m, name in targets:
+        torch.nn.utils.prune.remove(m, name)
+    pruned_accuracy = _torch_accuracy(twin, x_test, y_test)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        with warnings.catch_warnings():          # torch's own deprecation notes on quantized tensors
+            warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range).*", category=UserWarning)
+            qmodel = _eager_ptq(twin, engine, as_torch(data.train[0][:calibration_samples]))
+            size, params, zeros, codes, storage = _quantized_bytes(qmodel)
+            accuracy, val_accuracy = _torch_accuracy(qmodel, x_test, y_test), _torch_accuracy(qmodel, x_val, y_val)
+            lat = ((_torch_latency_ms(qmodel, x_test, 1, repeats), _torch_latency_ms(qmodel, x_test, 64, repeats))
+                   if latency else (None, None))
+            buffer = io.BytesIO()
+            torch.save(qmodel.state_dict(), buffer)
+    finally:
+        torch.backends.quantized.engine = previous
+    return {"step": f"torch: prune.global_unstructured({sparsity:g}) + torch.ao PTQ int8 ({engine})",
+            "kind": "torch", "accuracy": accuracy, "val_accuracy": val_accuracy, "bytes": size,
+            "compression": model_bytes(model, "float32") / size,
+            "macs": flops(model, tuple(data.input_shape), batch_size=1).total_macs, "params": params,
+            "sparsity": zeros / codes if codes else 0.0, "latency_b1_ms": lat[0], "latency_b64_ms": lat[1],
+            "storage": storage, "seconds": time.perf_counter() - start, "engine": engine,
+            "pruned_accuracy": pruned_accuracy, "serialized_bytes": len(buffer.getvalue()),
+            "quantized_model": qmodel}
+
+
+def _eager_ptq(twin: torch.nn.Module, engine: str, calibration: torch.Tensor) -> torch.nn.Module:
+    """Eager-mode static post-training int8 of a float torch model, as torch's tutorial does it."""
+    qmodel = torch.ao.quantization.QuantWrapper(copy.deepcopy(twin)).eval()
+    fusions = _fusions(qmodel.module)
+    if fusions:
+        torch.ao.quantization.fuse_modules(qmodel.module, fusions, inplace=True)
+    qmodel.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+    torch.ao.quantization.prepare(qmodel, inplace=True)
+    with torch.inference_mode():
+        qmodel(calibration)
+    return torch.ao.quantization.convert(qmodel, inplace=True)
