@@ -3,6 +3,11 @@ text (tagged ``nbval-check-output``) print the same thing when run again (nbval)
 
 Notebooks are executed with papermill into a temporary folder: a run never writes over a source
 notebook (checked). Run one chapter: ``python tasks.py test -k 01_why``.
+
+A chapter that passes its QUICK run (with matplotlib's inline backend, so its figures are in the
+outputs, as in JupyterLab) leaves its executed copy in ``build/executed/`` (git-ignored), marked with
+its source's sha256: ``python tasks.py book --from-executed build/executed`` builds the HTML book
+from these copies instead of running every chapter again (CI does).
 """
 import hashlib
 import json
@@ -16,6 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+EXECUTED = ROOT / "build" / "executed"   # executed QUICK copies kept for the book (book/build.py)
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 QUICK_BUDGET_S = 60  # the workbook's promise on a 2-core laptop; reported, not asserted (noisy machines)
 CELL_TIMEOUT_S = 300  # a hung cell fails the test instead of stalling the suite
 
@@ -48,12 +55,14 @@ def _checked_cells(nb_path: Path) -> int:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_path, quick_env):
+def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_path, quick_env, monkeypatch):
     before = _digest(nb)
     executed = tmp_path / nb.name
+    monkeypatch.setenv("MPLBACKEND", INLINE_BACKEND)   # the figures land in the outputs (kept for the book)
     start = time.perf_counter()
     _execute(nb, executed)
     seconds = time.perf_counter() - start
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     assert _digest(nb) == before, f"running {nb.name} changed the source notebook"
     print(f"{nb.name}: QUICK run took {seconds:.1f} s (budget {QUICK_BUDGET_S} s)")
 
@@ -63,6 +72,17 @@ def test_chapter_runs_in_quick_mode_and_its_checked_outputs_reproduce(nb, tmp_pa
          "-p", "no:randomly", "--no-header", "-o", "addopts=", str(executed)],
         cwd=nb.parent, capture_output=True, text=True, env={**os.environ, "QUICK": "1"})
     assert result.returncode == 0, f"nbval: checked outputs of {nb.name} did not reproduce:\n{result.stdout[-4000:]}"
+    _keep_for_the_book(executed, before)
+
+
+def _keep_for_the_book(executed: Path, source_sha256: str) -> None:
+    """Put a passing QUICK run in build/executed/, marked so that the book knows its source and mode."""
+    copy = json.loads(executed.read_text(encoding="utf-8"))
+    copy.setdefault("metadata", {})["nnopt_lab"] = {"source_sha256": source_sha256, "quick": True}
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    tmp = EXECUTED / f".{executed.name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(copy, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(EXECUTED / executed.name)              # written whole or not at all
 
 
 @pytest.mark.notebook
