@@ -27,6 +27,8 @@ import warnings
 from typing import Any, Callable
 
 import torch
+import torch.ao.nn.intrinsic.quantized
+import torch.ao.nn.quantized
 import torch.ao.quantization
 import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mask)
 
@@ -38,7 +40,7 @@ from .training.loop import batches
 from .validation import check_bool, check_callable, check_choice, check_int, check_number
 
 __all__ = ["register_twin", "torch_twin", "torch_module", "train_torch_twin", "from_torch", "to_torch", "IMPORTABLE",
-           "torch_tools_baseline"]
+           "torch_tools_baseline", "to_torch_quantized", "QuantizedSequential"]
 
 MAX_EPOCHS = 10 ** 6            # more is a typo, not a training run
 _TWINS: dict[type, tuple[Callable[[L.Module], torch.nn.Module], bool]] = {}
@@ -608,3 +610,115 @@ def _eager_ptq(twin: torch.nn.Module, engine: str, calibration: torch.Tensor) ->
     with torch.inference_mode():
         qmodel(calibration)
     return torch.ao.quantization.convert(qmodel, inplace=True)
+
+
+# ----------------------------------------------------------------------------- int8 export
+class QuantizedSequential(torch.nn.Sequential):
+    """A ``torch.nn.Sequential`` of torch.ao quantized modules that runs on the quantized engine its
+    weights were packed for (``engine``; set for the call, restored after it).
+
+    See: chapters/06_capstone.ipynb
+    """
+
+    def __init__(self, engine: str, *modules: torch.nn.Module):
+        super().__init__(*modules)
+        self.engine = engine
+
+    def forward(self, x):
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = self.engine
+        try:
+            return super().forward(x)
+        finally:
+            torch.backends.quantized.engine = previous
+
+
+def _qweight(layer: Any) -> torch.Tensor:
+    codes = torch.as_tensor(B.to_numpy(layer.weight_codes)).to(torch.int8)
+    if layer.per_channel:
+        scales = torch.as_tensor(B.to_numpy(layer.weight_scale), dtype=torch.float64)
+        return torch._make_per_channel_quantized_tensor(codes, scales, torch.zeros(codes.shape[0], dtype=torch.int64),
+                                                        0)
+    return torch._make_per_tensor_quantized_tensor(codes, float(layer.weight_scale), 0)
+
+
+def _float_bias(layer: Any) -> torch.Tensor | None:
+    """The float bias whose torch quantization (at S_w·S_x) gives back the int32 bias codes."""
+    if layer.bias_codes is None:
+        return None
+    codes = torch.as_tensor(B.to_numpy(layer.bias_codes)).to(torch.float64)
+    sx = float(torch.tensor(layer.input_scale, dtype=torch.float32))
+    sw = torch.as_tensor(B.to_numpy(layer.weight_scale), dtype=torch.float32).to(torch.float64) \
+        if layer.per_channel else torch.tensor(float(layer.weight_scale), dtype=torch.float32).to(torch.float64)
+    sb = (sw * sx).to(torch.float32).to(torch.float64)
+    return (codes * sb).to(torch.float32)
+
+
+def _export_integer_layer(layer: Any) -> torch.nn.Module:
+    from .inference import integer as I
+
+    if isinstance(layer, I.IntegerLinear):
+        if layer.relu:
+            m = torch.ao.nn.intrinsic.quantized.LinearReLU(layer.in_features, layer.out_features,
+                                                           bias=layer.bias_codes is not None)
+        else:
+            m = torch.ao.nn.quantized.Linear(layer.in_features, layer.out_features, bias_=layer.bias_codes is not None)
+    elif isinstance(layer, I.IntegerConv2d):
+        cls = torch.ao.nn.intrinsic.quantized.ConvReLU2d if layer.relu else torch.ao.nn.quantized.Conv2d
+        m = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                dilation=layer.dilation, groups=layer.groups, bias=layer.bias_codes is not None)
+    elif isinstance(layer, I.IntegerMaxPool2d):
+        return torch.nn.MaxPool2d(layer.kernel_size, layer.stride)
+    elif isinstance(layer, I.IntegerReLU):
+        return torch.nn.ReLU()
+    elif isinstance(layer, I.IntegerFlatten):
+        return torch.nn.Flatten()
+    else:                                           # IntegerModel checks its layers: nothing else gets here
+        raise TypeError(f"no torch quantized module for {type(layer).__name__}")
+    m.set_weight_bias(_qweight(layer), _float_bias(layer))
+    m.scale, m.zero_point = float(layer.output_scale), int(layer.output_zero_point)
+    return m
+
+
+def to_torch_quantized(integer_model: Any, engine: str = "qnnpack") -> torch.nn.Module:
+    """Export an int8 :class:`~nnopt_lab.inference.integer.IntegerModel` as torch.ao quantized modules.
+
+    ``Quantize(S_0, z_0, quint8)`` -> ``torch.ao.nn.quantized.Linear`` / ``Conv2d`` (``LinearReLU`` /
+    ``ConvReLU2d`` where our layer fuses its ReLU) with our int8 codes, weight scales (per tensor or
+    per channel, zero point 0), the float bias that torch quantizes back to our int32 codes, and our
+    output scales and zero points; ``MaxPool2d``, ``ReLU``, ``Flatten`` as they are; ``DeQuantize``.
+    Weights are packed for ``engine`` and the returned :class:`QuantizedSequential` switches to it for
+    each call. On "qnnpack", its uint8 codes equal ours bit for bit for a model converted with
+    ``requantization="float"`` (QNNPACK's float32 multiplier), and within one code with
+    ``"fixed"`` (gemmlowp's integer multiplier rounds ties otherwise). Input: float32 tensors.
+
+    Parameters
+    ----------
+    integer_model : IntegerModel (from :func:`nnopt_lab.inference.integer.convert` or the
+        pipeline's :class:`~nnopt_lab.pipeline.QuantizeInt8`)
+    engine : {"qnnpack", "x86", "fbgemm", "onednn"}, where torch has it
+
+    Returns
+    -------
+    QuantizedSequential (a torch.nn.Sequential)
+
+    See: chapters/06_capstone.ipynb
+    """
+    from .inference import integer as I
+
+    if not isinstance(integer_model, I.IntegerModel):
+        raise TypeError(f"integer_model must be an nnopt_lab IntegerModel (inference.integer.convert), got "
+                        f"{type(integer_model).__name__}")
+    engines = tuple(e for e in torch.backends.quantized.supported_engines if e != "none")
+    engine = check_choice("engine", engine, engines)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
+            inner = [_export_integer_layer(layer) for layer in integer_model.layers]
+    finally:
+        torch.backends.quantized.engine = previous
+    stub = torch.ao.nn.quantized.Quantize(float(integer_model.input_scale), int(integer_model.input_zero_point),
+                                          torch.quint8)
+    return QuantizedSequential(engine, stub, *inner, torch.ao.nn.quantized.DeQuantize()).eval()
