@@ -295,34 +295,55 @@ MAX_HISTOGRAM_BINS = 2 ** 22
 """Most bins a histogram may grow to when later batches widen the range (about 32 MiB of counts)."""
 
 
-def _counts(x: Any, start: float, width: float, n: int, *, clip_below: bool = False) -> Any:
-    r"""Counts of ``x`` in the ``n`` bins :math:`[e_i, e_{i+1})` of edges :math:`e_i = start + i\,w`.
+def _counts(x: Any, edges: Any, *, clip_below: bool = False) -> Any:
+    r"""Counts of ``x`` in the bins :math:`[e_i, e_{i+1})` of ``edges`` (float64, increasing, on x's backend).
 
     The last bin is closed (it holds :math:`e_n`), as ``numpy.histogram``'s; values beyond
-    :math:`e_n` go to the last bin, values below :math:`e_0` to the first (``clip_below``) --
-    callers make the edges span the data, so these only catch float rounding. int64 counts on
-    ``x``'s backend. Bins found by sorting and ``searchsorted`` on the edges (float64).
+    :math:`e_n` go to the last bin, values below :math:`e_0` to the first (``clip_below``) or
+    nowhere -- callers make the edges span the data, so these only catch float rounding.
+    int64 counts on ``x``'s backend, found by sorting ``x`` (rounded to float32, as the
+    observers see it) and ``searchsorted`` on the edges.
     """
     xp = B.namespace(x)
-    xs = xp.sort(xp.reshape(xp.astype(x, xp.float64), (-1,)))
-    edges = xp.astype(xp.arange(n + 1, dtype=xp.int64, device=B.device(x)), xp.float64) * width + start
+    xs = xp.sort(xp.reshape(xp.astype(xp.astype(x, xp.float32), xp.float64), (-1,)))
+    edges = B.asarray(edges, xs)
+    n = edges.shape[0] - 1
     inner = xp.searchsorted(xs, edges[1:n], side="left")                  # entries below e_1 .. e_{n-1}
-    total = xs.shape[0]
-    zero = xp.zeros((1,), dtype=inner.dtype, device=B.device(x))
+    zero = xp.zeros((1,), dtype=inner.dtype, device=B.device(xs))
     low = zero if clip_below else xp.searchsorted(xs, edges[:1], side="left")
-    top = xp.full((1,), total, dtype=inner.dtype, device=B.device(x))
+    top = xp.full((1,), xs.shape[0], dtype=inner.dtype, device=B.device(xs))
     cumulative = xp.concat([low, inner, top])
     return xp.astype(cumulative[1:] - cumulative[:-1], xp.int64)
+
+
+def _linspace32(start: float, stop: float, n: int, like: Any) -> Any:
+    r"""``numpy.linspace(start, stop, n + 1, dtype=float32)`` op by op, as float64 on ``like``'s backend.
+
+    :math:`e_i = \mathrm{fl}(\mathrm{fl}(i\cdot s) + start)`, :math:`s = \mathrm{fl}(\mathrm{fl}(stop - start)/n)`
+    in float32, :math:`e_n = stop` -- the edges of ``numpy.histogram(x, n, range=(start, stop))``
+    on float32 data, which onnxruntime's calibrators use (0 need not be an edge). Where
+    :math:`stop - start` overflows float32 the edges are computed in float64.
+    """
+    xp = B.namespace(like)
+    i = xp.arange(n + 1, device=B.device(like))
+    delta = _float32(stop - start)
+    if math.isinf(delta):
+        edges = xp.astype(i, xp.float64) * ((stop - start) / n) + start
+    else:
+        edges = xp.astype(xp.astype(i, xp.float32) * _float32(delta / n) + start, xp.float64)
+    ends = xp.astype(i == n, xp.float64)
+    return edges * (1 - ends) + stop * ends
 
 
 class _SignedHistogram:
     r"""onnxruntime's ``HistogramCollector.collect_value``: counts on :math:`[-t, t]`, t = max |x| seen.
 
-    The first batch makes ``bins`` bins on :math:`[-t_1, t_1]`. A batch inside the range adds its
-    counts; a wider one adds whole bins of the same width on both sides (the old counts keep
-    their bins, so nothing is re-binned): :math:`h = \lfloor (t' - t)/s \rfloor + 1` bins each side,
-    :math:`s = 2t/n`, and the new :math:`t = t + h s`. Batches of zeros before any other are
-    counted into the bin of 0 when the first non-zero batch sets the range.
+    The first batch makes ``bins`` bins on :math:`[-t_1, t_1]` (edges of :func:`_linspace32`).
+    A batch inside the range adds its counts; a wider one adds whole bins on both sides (the
+    old counts keep their bins, nothing is re-binned): :math:`h = \lfloor (t' - t)/s \rfloor + 1`
+    bins each side, :math:`s = 2t/n`, and the new :math:`t = t + h s` (float32, as onnxruntime).
+    Batches of zeros before any other are counted into the bin of 0 when the first non-zero
+    batch sets the range (onnxruntime adds them bin by bin into the new histogram).
     """
 
     def __init__(self, bins: int):
@@ -335,36 +356,28 @@ class _SignedHistogram:
                 self.zeros += math.prod(tuple(x.shape))
                 return
             self.threshold = t
-            self.counts = _counts(x, -t, 2 * t / self.bins, self.bins)
+            self.counts = _counts(x, _linspace32(-t, t, self.bins, x))
             if self.zeros:
-                self._add_zeros(self.zeros)
+                self.counts = self.counts + self.zeros * _counts(x[..., :1] * 0, self.edges())
             return
         n, old = self.counts.shape[0], self.threshold
-        stride = 2 * old / n
         if t <= old:
-            self.counts = self.counts + B.asarray(_counts(x, -old, stride, n), self.counts)
+            self.counts = self.counts + B.asarray(_counts(x, self.edges()), self.counts)
             return
-        half = int((t - old) // stride + 1)
+        stride = _float32(2 * old / n)
+        half = int(_float32(t - old) / stride // 1 + 1)
         if n + 2 * half > MAX_HISTOGRAM_BINS:
             raise ValueError(f"x widens the calibration range from {old:.6g} to {t:.6g}: the histogram would need "
                              f"{n + 2 * half} bins of width {stride:.3g} (more than {MAX_HISTOGRAM_BINS}); calibrate "
                              f"with a first batch that spans the range, or reset() the observer")
-        self.threshold = half * stride + old
-        counts = B.asarray(_counts(x, -self.threshold, stride, n + 2 * half), self.counts)
+        self.threshold = _float32(_float32(half * stride) + old)
+        counts = B.asarray(_counts(x, _linspace32(-self.threshold, self.threshold, n + 2 * half, x)), self.counts)
         xp = B.namespace(counts)
         self.counts = xp.concat([counts[:half], counts[half:half + n] + self.counts, counts[half + n:]])
 
-    def _add_zeros(self, count: int) -> None:
-        xp = B.namespace(self.counts)
-        middle = self.counts.shape[0] // 2
-        one = xp.astype(xp.arange(self.counts.shape[0], device=B.device(self.counts)) == middle, xp.int64)
-        self.counts = self.counts + count * one
-
     def edges(self) -> Any:
-        xp = B.namespace(self.counts)
-        n = self.counts.shape[0]
-        return xp.astype(xp.arange(n + 1, device=B.device(self.counts)), xp.float64) * (2 * self.threshold / n) \
-            - self.threshold
+        """The bin edges (float64 array holding float32 numbers, on the counts' backend)."""
+        return _linspace32(-self.threshold, self.threshold, self.counts.shape[0], self.counts)
 
 
 class _HistogramObserver(MinMaxObserver):
@@ -450,7 +463,7 @@ class PercentileObserver(_HistogramObserver):
         if self.abs_counts is None:
             start, stop = (amin, amax) if amax > amin else (amin - 0.5, amax + 0.5)   # numpy.histogram's rule
             self.abs_start, self.abs_width = start, (stop - start) / self.n_bins
-            self.abs_counts = _counts(a, start, self.abs_width, self.n_bins, clip_below=True)
+            self.abs_counts = _counts(a, self._abs_edges(self.n_bins, a), clip_below=True)
             return
         n = self.abs_counts.shape[0]
         last = self.abs_start + n * self.abs_width
@@ -459,10 +472,15 @@ class PercentileObserver(_HistogramObserver):
             if n > MAX_HISTOGRAM_BINS:
                 raise ValueError(f"x widens the calibration range to |x| <= {amax:.6g}: the |x| histogram would "
                                  f"need {n} bins (more than {MAX_HISTOGRAM_BINS}); reset() the observer")
-        counts = B.asarray(_counts(a, self.abs_start, self.abs_width, n, clip_below=True), self.abs_counts)
+        counts = B.asarray(_counts(a, self._abs_edges(n, a), clip_below=True), self.abs_counts)
         xq = B.namespace(counts)
         old = self.abs_counts.shape[0]
         self.abs_counts = xq.concat([counts[:old] + self.abs_counts, counts[old:]])
+
+    def _abs_edges(self, n: int, like: Any) -> Any:
+        """Edges of the |x| histogram: start + i·width (float64), i = 0..n."""
+        xp = B.namespace(like)
+        return xp.astype(xp.arange(n + 1, device=B.device(like)), xp.float64) * self.abs_width + self.abs_start
 
     @staticmethod
     def _edge_at(counts: Any, edges: Any, level: float) -> float:
@@ -473,10 +491,7 @@ class PercentileObserver(_HistogramObserver):
 
     def _chosen(self) -> tuple[float, float]:
         if self.symmetric:
-            xp = B.namespace(self.abs_counts)
-            n = self.abs_counts.shape[0]
-            edges = xp.astype(xp.arange(n + 1, device=B.device(self.abs_counts)), xp.float64) * self.abs_width \
-                + self.abs_start
+            edges = self._abs_edges(self.abs_counts.shape[0], self.abs_counts)
             t = self._edge_at(self.abs_counts, edges, self.percentile / 100.0)
             return self._clipped(-t, t)
         cut = (100.0 - self.percentile) / 200.0
