@@ -18,8 +18,9 @@ r"""Self-checks for chapters/05_3_quantization.ipynb: a linear quantizer and an 
        + b_q)\big) + z_y,\; 0,\; 255\Big),\qquad M = \frac{S_x S_w}{S_y},
 
    with the sum in int32 and :math:`b_q` the int32 bias at scale :math:`S_x S_w`.
-   :func:`check_quantized_linear` compares it with the same computation done here (the tests hold
-   it equal to ``torch.ao.nn.quantized.Linear`` on the ``qnnpack`` engine, exactly) and names the
+   :func:`check_quantized_linear` compares it with :class:`nnopt_lab.inference.integer.IntegerLinear`
+   (QNNPACK's float32 requantization; the tests hold the expected codes equal to
+   ``torch.ao.nn.quantized.Linear`` on the ``qnnpack`` engine, exactly) and names the
    usual mistakes: the input zero point not subtracted, an accumulator narrower than int32 that
    wraps (int8/int16, or a uint8 ``x_q - z_x``), the bias missing or added at the output scale,
    :math:`M` upside down, the output zero point missing, truncation instead of rounding, no clamp.
@@ -32,6 +33,7 @@ from typing import Any, Callable
 
 from .. import backend as B
 from ..compression.quantization import quantize
+from ..inference.integer import IntegerLinear
 from . import checks
 
 __all__ = ["check_linear_quantize", "check_quantized_linear", "QUANTIZE_CASES", "LINEAR_CASES"]
@@ -200,8 +202,11 @@ def _accumulator(a: dict, subtract: bool = True, wrap_sub: bool = False, bias: b
 
 
 def _linear_reference(a: dict) -> Any:
-    """The right output codes (float64 numpy)."""
-    return _requantize(_accumulator(a), _multiplier(a), a["y_zp"])
+    """The right output codes (float64 numpy): :class:`nnopt_lab.inference.integer.IntegerLinear` with
+    QNNPACK's float32 requantization."""
+    layer = IntegerLinear(a["w_q"], a["w_scale"], a["bias_q"], a["x_scale"], a["x_zp"], a["y_scale"], a["y_zp"],
+                          requantization="float")
+    return B.to_numpy(layer.forward(a["x_q"])).astype("float64")
 
 
 def _linear_variants(a: dict) -> dict[str, Any]:
