@@ -580,6 +580,8 @@ def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibra
     try:
         with warnings.catch_warnings():          # torch's own deprecation notes on quantized tensors
             warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range).*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*",
+                                    category=DeprecationWarning)
             qmodel = _eager_ptq(twin, engine, as_torch(data.train[0][:calibration_samples]))
             size, params, zeros, codes, storage = _quantized_bytes(qmodel)
             accuracy, val_accuracy = _torch_accuracy(qmodel, x_test, y_test), _torch_accuracy(qmodel, x_val, y_val)
