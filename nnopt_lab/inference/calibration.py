@@ -113,9 +113,9 @@ class Observer:
         self.batches = 0
         self.reset()
 
-    # -- what subclasses define
+    # -- what subclasses define (the base observes nothing)
     def _reset(self) -> None:
-        raise NotImplementedError
+        pass
 
     def _observe(self, x: Any) -> None:
         raise NotImplementedError
@@ -647,7 +647,8 @@ class EntropyObserver(_HistogramObserver):
             quantized_bins = 2 ** (self.bits - 1)
             if quantized_bins > self.n_bins:
                 raise ValueError(f"bins must be >= 2**(bits - 1) = {quantized_bins} for entropy calibration at "
-                                 f"{self.bits} bits, got bins={self.n_bins}")
+                                 f"{self.bits} bits with quantized_bins=None (or give quantized_bins <= bins), "
+                                 f"got bins={self.n_bins}")
         self.quantized_bins = check_int("quantized_bins", quantized_bins, 1, self.n_bins)
 
     def divergences(self) -> Any:
