@@ -63,7 +63,7 @@ def setup() -> Path:
     return py
 
 
-WORKBOOK = ROOT / "workbook"
+WORKBOOK = Path(os.environ.get("NNOPT_WORKBOOK") or ROOT / "workbook")   # the tests point it elsewhere
 MANIFEST = ".nnopt-lab-copies.json"   # in the working copy: the hashes of each source and copy when copied
 
 
@@ -151,6 +151,35 @@ def student_copies(py: Path, out: Path = ROOT / "build" / "student") -> Path:
     return out
 
 
+def chapter_for(name: str, source: Path = ROOT / "chapters") -> Path:
+    """The chapter that ``name`` names: its file name, number (``02_2``, ``2.2``) or slug (``data_augmentation``)."""
+    stems = sorted(p.stem for p in source.glob("*.ipynb"))
+    key = name.strip().removesuffix(".ipynb").replace(".", "_")
+    number = "_".join(part.zfill(2) if i == 0 else part for i, part in enumerate(key.split("_")))
+    found = [s for s in stems if s == key] or [s for s in stems if s.startswith(number + "_") or s == number] \
+        or [s for s in stems if s.endswith("_" + key)]
+    if len(found) != 1:
+        raise SystemExit(f"app: {name!r} names {'no chapter' if not found else 'several: ' + ', '.join(found)}; "
+                         f"give a number or slug of one of: {', '.join(stems)}")
+    return source / f"{found[0]}.ipynb"
+
+
+def app_command(py: Path, name: str, rest: list[str]) -> tuple[list[str], dict]:
+    """Voila on one chapter with the ``nnopt_app`` template (book/jupyter/voila/templates): its explorers only.
+
+    Bound to 127.0.0.1 with token auth; nothing is loaded from another host (see the template).
+    The chapter is read from ``chapters/`` (Voila never writes a notebook). QUICK=1 unless QUICK is set.
+    """
+    chapter = chapter_for(name)
+    command = [str(py), "-m", "voila", str(chapter), "--template=nnopt_app", "--Voila.ip=127.0.0.1",
+               "--show_tracebacks=True"]
+    if not any(a.startswith(("--token", "--Voila.token", "--Voila.auto_token")) for a in rest):
+        command.append("--Voila.auto_token=True")
+    paths = os.pathsep.join(p for p in (str(ROOT / "book" / "jupyter"), os.environ.get("JUPYTER_PATH")) if p)
+    env = {**os.environ, "JUPYTER_PATH": paths, "QUICK": os.environ.get("QUICK", "1")}
+    return command + rest, env
+
+
 def main(argv: list[str]) -> int:
     task, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if task == "setup":
@@ -171,6 +200,14 @@ def main(argv: list[str]) -> int:
     elif task == "book":
         py = setup()
         run(py, "book/build.py", *rest)   # --full, --from-executed DIR, --only NAME..., --out DIR
+    elif task == "app":
+        if not rest or rest[0].startswith("-"):
+            print("usage: python tasks.py app NAME [voila options], NAME a chapter number or slug (02_2, data_augmentation)")
+            return 2
+        py = setup()
+        command, env = app_command(py, rest[0], rest[1:])
+        print(f"explorers of {chapter_for(rest[0]).name} (QUICK={env['QUICK']}; QUICK=0 for the full run)", flush=True)
+        run(*command, env=env)
     elif task == "bench":
         py = setup()
         run(py, "benchmarks/run.py", *rest)
