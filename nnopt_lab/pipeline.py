@@ -146,8 +146,8 @@ class Step:
         raise NotImplementedError
 
 
-def _train_settings(self, epochs, lr, momentum, batch_size, *, epochs_low: int = 1) -> None:
-    self.epochs = check_int("epochs", epochs, epochs_low, MAX_EPOCHS)
+def _train_settings(self, epochs, lr, momentum, batch_size, *, epochs_low: int = 1, epochs_name: str = "epochs") -> None:
+    self.epochs = check_int(epochs_name, epochs, epochs_low, MAX_EPOCHS)
     self.lr = check_number("lr", lr, 0.0, low_open=True)
     self.momentum = check_number("momentum", momentum, 0.0, 1.0, high_open=True)
     self.batch_size = check_int("batch_size", batch_size, 1)
@@ -246,7 +246,7 @@ class Prune(Step):
         self.schedule = check_choice("schedule", schedule, ("oneshot", "iterative"))
         self.rounds = check_int("rounds", rounds, 1, pruning.MAX_ROUNDS)
         self.scope = check_choice("scope", scope, ("global", "layer"))
-        _train_settings(self, fine_tune_epochs, lr, momentum, batch_size, epochs_low=0)
+        _train_settings(self, fine_tune_epochs, lr, momentum, batch_size, epochs_low=0, epochs_name="fine_tune_epochs")
         if self.schedule == "iterative" and self.epochs == 0:
             raise ValueError("fine_tune_epochs must be >= 1 with schedule='iterative' (it fine-tunes after every "
                              "round), got 0")
@@ -425,7 +425,7 @@ class ShareWeights(Step):
         from .compression.weight_sharing import INITS
         self.bits = check_int("bits", bits, 1, MAX_SHARE_BITS)
         self.init = check_choice("init", init, INITS)
-        _train_settings(self, fine_tune_epochs, lr, momentum, batch_size, epochs_low=0)
+        _train_settings(self, fine_tune_epochs, lr, momentum, batch_size, epochs_low=0, epochs_name="fine_tune_epochs")
         self.fine_tune_epochs = self.epochs
 
     def _params(self) -> dict:
@@ -800,6 +800,8 @@ class Report:
 
         Its ``compression`` is recomputed against this report's baseline.
         """
+        if not isinstance(row, (StepResult, dict)):
+            raise TypeError(f"row must be a StepResult or a dict of its fields, got {type(row).__name__}")
         row = row if isinstance(row, StepResult) else StepResult.from_dict(row)
         from dataclasses import replace
         self.rows.append(replace(row, compression=self.rows[0].bytes / row.bytes if self.rows else row.compression))

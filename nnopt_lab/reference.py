@@ -502,13 +502,13 @@ def _torch_latency_ms(net: torch.nn.Module, x: torch.Tensor, batch: int, repeats
 
 
 def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibration_samples: int = 256,
-                         engine: str | None = None, fine_tune_epochs: int = 0, lr: float = 0.01,
+                         engine: str | None = None, epochs: int = 0, lr: float = 0.01,
                          batch_size: int = 64, latency: bool = True, repeats: int = 20, seed: int = 0) -> dict:
     """What a user would pick instead: torch's own pruning and post-training int8 on the same model.
 
     1. ``to_torch(model)`` (float32, eval);
     2. ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured`` at ``sparsity`` over every
-       Linear / Conv2d weight (optionally fine-tuned ``fine_tune_epochs`` with torch.optim.SGD through
+       Linear / Conv2d weight (optionally fine-tuned ``epochs`` with torch.optim.SGD through
        :func:`train_torch_twin`), then ``prune.remove``;
     3. eager-mode static post-training quantization (``torch.ao.quantization``): ``QuantWrapper``,
        ``fuse_modules`` (conv/linear [+bn] [+relu]), ``get_default_qconfig(engine)``, ``prepare``,
@@ -526,7 +526,7 @@ def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibra
     calibration_samples : int >= 1
     engine : {"qnnpack", "x86", "fbgemm", "onednn"} or None
         The quantized engine; None takes "qnnpack" where torch has it, else "x86". Restored afterwards.
-    fine_tune_epochs : int >= 0
+    epochs : int >= 0, fine-tuning epochs after pruning (0: none)
     lr, batch_size : the fine-tuning's SGD
     latency : bool
     repeats : int >= 1
@@ -552,7 +552,7 @@ def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibra
     engines = tuple(e for e in torch.backends.quantized.supported_engines if e != "none")
     engine = ("qnnpack" if "qnnpack" in engines else "x86") if engine is None else check_choice("engine", engine,
                                                                                                  engines)
-    fine_tune_epochs = check_int("fine_tune_epochs", fine_tune_epochs, 0, MAX_EPOCHS)
+    epochs = check_int("epochs", epochs, 0, MAX_EPOCHS)
     lr = check_number("lr", lr, 0.0, low_open=True)
     batch_size = check_int("batch_size", batch_size, 1)
     latency = check_bool("latency", latency)
@@ -568,8 +568,8 @@ def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibra
         raise ValueError("model has no Linear or Conv2d weight to prune")
     torch.nn.utils.prune.global_unstructured(targets, pruning_method=torch.nn.utils.prune.L1Unstructured,
                                              amount=sparsity)
-    if fine_tune_epochs:
-        train_torch_twin(twin, (data.train[0], data.train[1]), epochs=fine_tune_epochs, batch_size=batch_size,
+    if epochs:
+        train_torch_twin(twin, (data.train[0], data.train[1]), epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed)
         twin.eval()
     for m, name in targets:
@@ -622,7 +622,14 @@ class QuantizedSequential(torch.nn.Sequential):
     See: chapters/06_capstone.ipynb
     """
 
-    def __init__(self, engine: str, *modules: torch.nn.Module):
+    def __init__(self, engine: str, modules=()):
+        engines = tuple(e for e in torch.backends.quantized.supported_engines if e != "none")
+        engine = check_choice("engine", engine, engines)
+        if isinstance(modules, torch.nn.Module) or not isinstance(modules, (list, tuple)):
+            raise TypeError(f"modules must be a list of torch.nn.Module, got {type(modules).__name__}")
+        for i, m in enumerate(modules):
+            if not isinstance(m, torch.nn.Module):
+                raise TypeError(f"modules[{i}] must be a torch.nn.Module, got {type(m).__name__}")
         super().__init__(*modules)
         self.engine = engine
 
@@ -723,4 +730,4 @@ def to_torch_quantized(integer_model: Any, engine: str = "qnnpack") -> torch.nn.
         torch.backends.quantized.engine = previous
     stub = torch.ao.nn.quantized.Quantize(float(integer_model.input_scale), int(integer_model.input_zero_point),
                                           torch.quint8)
-    return QuantizedSequential(engine, stub, *inner, torch.ao.nn.quantized.DeQuantize()).eval()
+    return QuantizedSequential(engine, [stub, *inner, torch.ao.nn.quantized.DeQuantize()]).eval()
