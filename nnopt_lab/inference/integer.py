@@ -271,10 +271,23 @@ def saturating_rounding_doubling_high_mul(a: Any, b: Any) -> Any:
         else:
             values.append(check_int(name, v, INT32_MIN, INT32_MAX))
     av, bv = values
+    if hasattr(av, "shape") and hasattr(bv, "shape"):
+        _broadcast_shape(tuple(av.shape), tuple(bv.shape))
     if not hasattr(av, "shape"):
         av = B.namespace(bv).ones_like(bv) * av
     xp = B.namespace(av)
     return xp.astype(_srdhm(av, bv), xp.int32)
+
+
+def _broadcast_shape(a: tuple, b: tuple) -> tuple:
+    """The broadcast shape of ``a`` and ``b``; a ValueError naming both when they do not broadcast."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x, y = (a[-i] if i <= len(a) else 1), (b[-i] if i <= len(b) else 1)
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"a and b must have broadcastable shapes, got a {a} and b {b}")
+        out.append(y if x == 1 else x)
+    return tuple(out[::-1])
 
 
 def rounding_divide_by_pot(x: Any, exponent: Any) -> Any:
@@ -960,7 +973,7 @@ class IntegerModel:
     """
 
     def __init__(self, layers: Any, input_scale: float, input_zero_point: int, dtype: str = "float32"):
-        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__") or hasattr(layers, "shape"):
             raise TypeError(f"layers must be a sequence of integer layers, got {type(layers).__name__}")
         layers = list(layers)
         self.input_scale = _scale32("input_scale", input_scale)
@@ -973,8 +986,12 @@ class IntegerModel:
                                 f"{type(layer).__name__}")
             if isinstance(layer, _Weighted):
                 if (layer.input_scale, layer.input_zero_point) != (scale, zero_point):
+                    if where is None:
+                        raise ValueError(f"input_scale and input_zero_point ({scale}, {zero_point}) must be the "
+                                         f"input ones of layers[{i}], ({layer.input_scale}, "
+                                         f"{layer.input_zero_point})")
                     raise ValueError(f"layers[{i}] expects input scale/zero point ({layer.input_scale}, "
-                                     f"{layer.input_zero_point}) but gets ({scale}, {zero_point})")
+                                     f"{layer.input_zero_point}) but the layer before gives ({scale}, {zero_point})")
                 if where is not None and not B.same_kind(layer.weight_codes, where):
                     raise ValueError(f"layers[{i}] is on another backend than the layers before it")
                 scale, zero_point, where = layer.output_scale, layer.output_zero_point, layer.weight_codes
@@ -1140,9 +1157,10 @@ def convert(model: Sequential, calibration_x: Any, *, per_channel: bool = True, 
     params = model.parameters()
     backend = B.backend_of(params[0].data)
     xp = Q._float_array("calibration_x", calibration_x)
-    if calibration_x.ndim < 2 or calibration_x.shape[0] == 0:
-        raise ValueError(f"calibration_x must be (N, ...) with at least one sample, got shape "
+    if calibration_x.ndim < 2 or 0 in tuple(calibration_x.shape):
+        raise ValueError(f"calibration_x must be (N, ...) with at least one sample and no empty axis, got shape "
                          f"{tuple(calibration_x.shape)}")
+    Q._as_float32("calibration_x", calibration_x)                  # no NaN, no inf: every value has a code
     plan = _plan(layers)
     # observers: [0] the input, then one after every Linear/Conv2d (and its fused ReLU)
     observers = [calibration.make_observer(observer, bits=8, symmetric=False)]
