@@ -304,8 +304,10 @@ def test_fake_quantize_module_errors():
         qat.FakeQuantize(17)
     with pytest.raises(ValueError, match="bits"):
         qat.FakeQuantize(0)
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="observer must be one of"):
         qat.FakeQuantize(8, observer="magic")
+    with pytest.raises(TypeError, match="observer must be one of"):
+        qat.FakeQuantize(8, observer=None)
     with pytest.raises(ValueError, match="calibrate first"):
         qat.FakeQuantize(8).eval()(np.ones((2, 3), dtype=np.float32))
     with pytest.raises(RuntimeError, match="before forward"):
@@ -452,7 +454,7 @@ def test_prepare_qat_errors():
     for bad in (0, 17):
         with pytest.raises(ValueError, match="activation_bits"):
             qat.prepare_qat(mlp((3, 4, 2)), activation_bits=bad)
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="observer must be one of"):
         qat.prepare_qat(mlp((3, 4, 2)), observer="nope")
 
     class Odd(ReLU):

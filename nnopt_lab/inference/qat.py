@@ -72,7 +72,7 @@ from ..compression import quantization as Q
 from ..compression.weight_sharing import SharedLayer
 from ..nn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module,
                          Parameter, ReLU, Sequential)
-from ..validation import check_array, check_bool, check_int, check_number
+from ..validation import check_array, check_bool, check_choice, check_int, check_number
 from . import calibration
 
 __all__ = ["fake_quantize_forward", "fake_quantize_backward", "lsq_grad_factor", "lsq_forward", "lsq_backward",
@@ -337,6 +337,14 @@ def lsq_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
 
 
 # ----------------------------------------------------------------------------- layers
+def _observer_name(observer: Any) -> str:
+    """A method name of :data:`nnopt_lab.inference.calibration.OBSERVERS`, checked as the caller's ``observer``."""
+    names = tuple(calibration.OBSERVERS)
+    if not isinstance(observer, str):
+        raise TypeError(f"observer must be one of {names}, got {type(observer).__name__}")
+    return check_choice("observer", observer, names)
+
+
 def _backend_of(backend: Any) -> B.Backend:
     return B.active() if backend is None else B.get_backend(backend)
 
@@ -397,7 +405,8 @@ class FakeQuantize(Module):
         self.symmetric = check_bool("symmetric", symmetric)
         self.qmin, self.qmax = Q.integer_range(self.bits, self.symmetric)
         self.learnable = check_bool("learnable", learnable)
-        self.observer = calibration.make_observer(observer, self.bits, self.symmetric, **observer_options)
+        self.observer = calibration.make_observer(_observer_name(observer), self.bits, self.symmetric,
+                                                  **observer_options)
         self._scale, self._zero_point = None, None
         if self.learnable:
             self._params["scale"] = Parameter(_backend_of(backend).zeros((1,)) + 1.0)
@@ -654,6 +663,7 @@ def prepare_qat(model: Sequential, bits: int = 8, activation_bits: int = 8, per_
                          f"bits), got {bits!r}")
     activation_bits = check_int("activation_bits", activation_bits, 1, Q.MAX_BITS)
     per_channel, learnable = check_bool("per_channel", per_channel), check_bool("learnable", learnable)
+    observer = _observer_name(observer)
     supported = _WEIGHTED + _KEEPS_CODES + (ReLU, AvgPool2d)
     layers = list(model)
     for i, layer in enumerate(layers):
