@@ -62,20 +62,21 @@ def test_bad_arguments_are_named(setup):
 def test_redraw_is_fast_and_only_updates_artists():
     import matplotlib
     matplotlib.use("Agg")
+    from nnopt_lab.widgets.figures import redraw_times
     B.set_backend("numpy")
     B.seed(0)
     model = models.mlp((64, 100, 10))
     x = B.randn(50, 64)
     grid = W.compression_grid(model, 0, lambda m: float(B.to_numpy(m(x)).mean()))
-    fig, artists = W._make_figure(grid)
-    times = []
-    for method in W.METHODS:
-        for i in range(len(grid["methods"][method]["options"])):
-            t0 = time.perf_counter()
-            W.update(grid, artists, method, i)
-            fig.canvas.draw()
-            times.append(time.perf_counter() - t0)
-    assert np.median(times) < 0.2, f"median redraw {np.median(times):.3f} s"
+    view = W.CompressionView(grid)
+    artists = dict(view.artists)
+    settings = [dict(method=m, value=v) for m in W.METHODS for v in grid["methods"][m]["options"]]
+    times = redraw_times(view, settings, repeats=len(settings))        # update + draw (blitted), as the widget does
+    assert all(view.artists[k] is artists[k] for k in artists)
+    assert times["frame_ms"] < 200, f"median redraw {times['frame_ms']:.0f} ms"
+    view.update("rank", 4)
+    assert list(view.artists["marker"].get_xdata()) == [4]
+    assert list(view.artists["hist"].get_ydata()) == [max(c, 0.5) for c in grid["methods"]["rank"]["counts"][3]]
     W.static_figure(grid)
 
 

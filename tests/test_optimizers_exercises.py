@@ -123,7 +123,6 @@ def test_a_wrong_moment_without_a_named_mistake_is_located_without_dumping_array
 def test_the_playground_moves_its_lines_in_one_figure_within_200_ms():
     """One figure; a redraw (one 2-D path + the PNG the notebook shows) takes < 200 ms; the contours
     are redrawn only when the function changes, and a diverged path is cut where it diverged."""
-    import io
     import statistics
     import time
 
@@ -139,10 +138,10 @@ def test_the_playground_moves_its_lines_in_one_figure_within_200_ms():
     for args in [("rosenbrock", "adam", 0.01, 0.9, 300), ("rosenbrock", "gd", 1e-3, 0.9, 1000),
                  ("beale", "momentum", 0.01, 0.9, 500), ("saddle", "rmsprop", 0.01, 0.9, 300),
                  ("ill-conditioned", "nesterov", 0.05, 0.9, 300), ("ill-conditioned", "gd", 0.05, 0.9, 200)]:
-        t0 = time.perf_counter()
+        t0 = time.process_time()          # CPU time of this process: a busy shared machine does not count
         out = view.update(*args)
-        view.fig.savefig(io.BytesIO(), format="png")
-        times.append(time.perf_counter() - t0)
+        assert view.frame()[:4] == b"\x89PNG"       # what the widget sends: draw and encode
+        times.append(time.process_time() - t0)
         want = optimizer_path(*args)
         cut = want["diverged_at"] if want["diverged_at"] is not None else want["path"].shape[0]
         np.testing.assert_array_equal(np.column_stack(view.path_line.get_data()), want["path"][:cut])

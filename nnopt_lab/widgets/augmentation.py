@@ -138,9 +138,7 @@ class AugmentationView(FigureView):
 def _gray_with_blank() -> Any:
     import matplotlib
 
-    cmap = matplotlib.colormaps["gray_r"].copy()
-    cmap.set_bad("#d5e3f3")          # the gaps: a pale blue, not a pixel value
-    return cmap
+    return matplotlib.colormaps["gray_r"].with_extremes(bad="#d5e3f3")     # the gaps: pale blue, not a pixel value
 
 
 def explorer(images: Any, labels: Sequence[Any] | None = None) -> Any:

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..validation import check_int, check_number
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["batch_tradeoff", "BatchTradeoffView", "batch_explorer"]
 
@@ -53,7 +54,7 @@ def batch_tradeoff(batch_size: int, lr: float, n_samples: int, trace_cov: float,
             "sgd_temperature": lr * N / B_}
 
 
-class BatchTradeoffView:
+class BatchTradeoffView(FigureView):
     """The explorer's figure, made once: the noise law and the update count against B (fixed lines,
     precomputed), and a marker per panel that :meth:`update` moves (``set_data``) -- no
     computation beyond :func:`batch_tradeoff`'s arithmetic, so a redraw takes milliseconds.
@@ -63,13 +64,12 @@ class BatchTradeoffView:
 
     def __init__(self, n_samples: int, trace_cov: float, grad_norm2: float, epochs: int = 10,
                  figsize=(10, 3.4), dpi: int = 72):
-        import matplotlib.pyplot as plt
         from matplotlib.ticker import FuncFormatter, NullFormatter
 
         self.args = (check_int("n_samples", n_samples, 1), trace_cov, grad_norm2, check_int("epochs", epochs))
         self.sizes = [2 ** k for k in range(0, int(math.log2(n_samples)) + 1)]
         curve = [batch_tradeoff(b, 1.0, *self.args[:3], epochs) for b in self.sizes]   # lr-free quantities
-        self.fig, (self.ax_noise, self.ax_updates) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
+        self.fig, (self.ax_noise, self.ax_updates) = agg_figure(figsize, dpi, ncols=2)
         self.ax_noise.loglog(self.sizes, [max(c["noise"], 1e-300) for c in curve], label="gradient noise E‖g_B − G‖²")
         self.ax_noise.axhline(grad_norm2, color="gray", ls=":", label="signal ‖G‖²")
         (self.noise_marker,) = self.ax_noise.plot([], [], "ro", label="chosen B")
@@ -86,6 +86,8 @@ class BatchTradeoffView:
                 axis.set_minor_formatter(NullFormatter())
             ax.set_title("B")                            # room for the titles update() writes
         self.fig.tight_layout()
+        # blitting: axes, curves and legends drawn once (cached); a redraw draws markers and titles
+        self.animated = [self.noise_marker, self.updates_marker, self.ax_noise.title, self.ax_updates.title]
 
     def update(self, batch_size: int, lr: float) -> dict:
         """Move the markers to ``batch_size`` and retitle for ``lr``; returns :func:`batch_tradeoff`'s dict."""
@@ -103,26 +105,19 @@ def batch_explorer(n_samples: int, trace_cov: float, grad_norm2: float, epochs: 
 
     The figure is a :class:`BatchTradeoffView`, made once; a slider only moves its markers.
 
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
     See: chapters/04_2_batch_size.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        view = BatchTradeoffView(n_samples, trace_cov, grad_norm2, epochs)
-    out = widgets.Output()
-    log2_batch = widgets.IntSlider(5, 0, len(view.sizes) - 1, 1, description="log2 B")
-    lr = widgets.FloatLogSlider(0.1, base=10, min=-3, max=1, description="lr")
+    class _Log2(BatchTradeoffView):
+        def update(self, log2_batch: int, lr: float) -> dict:
+            return super().update(2 ** log2_batch, lr)
 
-    def redraw(_=None):
-        view.update(2 ** log2_batch.value, lr.value)
-        view.fig.canvas.draw_idle()
-        out.clear_output(wait=True)
-        with out:
-            display(view.fig)
-
-    for w in (log2_batch, lr):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([log2_batch, lr]), out])
+    view = _Log2(n_samples, trace_cov, grad_norm2, epochs)
+    controls = {"log2_batch": widgets.IntSlider(5, 0, len(view.sizes) - 1, 1, description="log2 B"),
+                "lr": widgets.FloatLogSlider(0.1, base=10, min=-3, max=1, description="lr")}
+    return image_explorer(view, controls)

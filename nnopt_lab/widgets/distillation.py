@@ -18,6 +18,7 @@ from typing import Any
 from .. import backend as B
 from ..inference.distillation import softmax_temperature
 from ..validation import check_array, check_number, check_sequence
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["explorer_data", "SoftTargetView", "explorer"]
 
@@ -68,7 +69,7 @@ def explorer_data(teacher_logits: Any, temperatures: Any, labels: Any = None) ->
             "classes": k}
 
 
-class SoftTargetView:
+class SoftTargetView(FigureView):
     """Grouped bars of the softened distribution of each sample, and the entropy against T; made once.
 
     Two axes only (tick labels are most of a redraw's cost): :meth:`update` changes bar heights,
@@ -78,12 +79,9 @@ class SoftTargetView:
     """
 
     def __init__(self, data: dict, figsize=(11, 3.3), dpi: int = 72):
-        import matplotlib.pyplot as plt
-
         self.data = data
         m, k = data["probs"].shape[1:]
-        self.fig, (self.ax_bars, ax) = plt.subplots(1, 2, figsize=figsize, dpi=dpi,
-                                                    gridspec_kw={"width_ratios": [2, 1]})
+        self.fig, (self.ax_bars, ax) = agg_figure(figsize, dpi, ncols=2, gridspec_kw={"width_ratios": [2, 1]})
         width = 0.8 / m
         self.bars = []
         for j in range(m):
@@ -104,6 +102,9 @@ class SoftTargetView:
         ax.set_ylim(0, 1.15 * math.log2(k))
         ax.minorticks_off()               # fewer tick labels to draw: the redraw stays fast (colours: as left)
         self.fig.tight_layout()
+        # blitting: the axes, the entropy curves and the legend are drawn once (cached); a redraw
+        # draws the bars, the marker and the title over them
+        self.animated = [bar for bars in self.bars for bar in bars] + [self.marker, self.bar_title]
         self.update(0)
 
     def update(self, index: int) -> None:
@@ -119,25 +120,15 @@ class SoftTargetView:
 def explorer(data: dict) -> Any:
     """The thin ipywidgets layer over :func:`explorer_data`: one temperature slider.
 
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
     See: chapters/05_2_distillation.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        view = SoftTargetView(data)
-    out = widgets.Output()
+    view = SoftTargetView(data)
     labels = [(f"{t:g}", i) for i, t in enumerate(data["temperatures"])]
-    slider = widgets.SelectionSlider(options=labels, value=0, description="T", continuous_update=True)
-
-    def redraw(_=None):
-        view.update(slider.value)
-        view.fig.canvas.draw_idle()
-        out.clear_output(wait=True)
-        with out:
-            display(view.fig)
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, out])
+    return image_explorer(view, {"index": widgets.SelectionSlider(options=labels, value=0, description="T",
+                                                                  continuous_update=True)})

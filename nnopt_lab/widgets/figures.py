@@ -75,17 +75,42 @@ class FigureView:
     """Base of the explorers' views: ``self.fig`` on an Agg canvas (:func:`agg_figure`), made once.
 
     A subclass makes its artists in ``__init__`` and changes them in ``update(**setting)``;
-    :meth:`draw` renders the figure (a subclass may blit instead) and :meth:`frame` returns
-    the PNG a ``widgets.Image`` shows. In a notebook ``display(view.fig)`` shows it statically.
+    :meth:`draw` renders the figure and :meth:`frame` returns the PNG a ``widgets.Image``
+    shows. In a notebook ``display(view)`` shows the current frame.
+
+    Blitting: a subclass that lists the artists a setting changes in ``animated`` gets them
+    drawn over a cached picture of everything else (the axes, ticks and fixed curves: most of
+    a redraw's cost). One picture is kept per :meth:`background_key` -- a subclass returns
+    what the fixed part depends on (e.g. the method whose curves are shown).
 
     See: chapters/03_3_model_trimming.ipynb
     """
 
     fig: Any = None
+    #: the artists drawn over the cached background on each redraw (empty: no blitting)
+    animated: Sequence[Any] = ()
+
+    def background_key(self) -> Any:
+        """What the non-animated part of the figure depends on now (one cached picture per value)."""
+        return None
 
     def draw(self) -> None:
-        """Render the figure as it is now on its canvas."""
-        self.fig.canvas.draw()
+        """Render the figure as it is now on its canvas (blitting the ``animated`` artists, if any)."""
+        canvas = self.fig.canvas
+        if not self.animated:
+            canvas.draw()
+            return
+        cache = self.__dict__.setdefault("_backgrounds", {})
+        key = self.background_key()
+        if key in cache:
+            canvas.restore_region(cache[key])
+        else:
+            for artist in self.animated:
+                artist.set_animated(True)
+            canvas.draw()                                  # everything but the animated artists
+            cache[key] = canvas.copy_from_bbox(self.fig.bbox)
+        for artist in self.animated:
+            self.fig.draw_artist(artist)
 
     def frame(self) -> bytes:
         """Draw, and return the figure as PNG bytes (what the widget sends)."""

@@ -25,7 +25,7 @@ from ..inference.sparse import three_ways
 from ..measure import latency, model_bytes, summary
 from ..models import mlp
 from ..validation import check_int, check_probability, check_sequence
-from .figures import canvas_png
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["FORMS", "pruned_forms", "latency_grid", "crossover", "explore", "plot_grid", "explorer"]
 
@@ -158,19 +158,15 @@ def plot_grid(grid: Mapping, fig: Any = None) -> tuple:
     return fig, axes
 
 
-class _Explorer:
+class _Explorer(FigureView):
     """One figure made once. A batch size swaps the three curves' y data (``set_ydata``), a
-    sparsity moves the cursor; the axes are rendered once into a background and each update
+    sparsity moves the cursor; the axes are rendered once into a background and :meth:`draw`
     draws only the moving artists over it (blitting). :meth:`frame` returns the PNG the widget shows."""
 
     def __init__(self, grid: Mapping):
-        import matplotlib.pyplot as plt
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
         self.grid = grid
-        self.fig, self.ax = plt.subplots(figsize=(8, 4.4), dpi=72)
-        plt.close(self.fig)           # shown by the widget as an image, not by the inline backend
-        self.canvas = FigureCanvasAgg(self.fig)
+        self.fig, self.ax = agg_figure((8, 4.4), 72)
+        self.canvas = self.fig.canvas
         self.x = [100 * s for s in grid["sparsity"]]
         every = [1e3 * t for f in FORMS for n in grid["batch"] for t in grid["latency"][f][n]]
         self.lines = {f: self.ax.plot(self.x, [every[0]] * len(self.x), "o-", color=_COLORS[f], label=f,
@@ -195,32 +191,29 @@ class _Explorer:
         self.text.set_text(f"batch {r['batch']}, sparsity {100 * r['sparsity']:g} %: dense {1e3 * t['dense with zeros']:.3f} ms, "
                            f"CSR {1e3 * t['CSR']:.3f} ms, removed {1e3 * t['structured, removed']:.3f} ms\n"
                            f"fastest: {r['fastest']}; dense / CSR time ×{r['csr_speedup']:.2f}")
+        return r
+
+    def draw(self) -> None:
+        """Restore the background and draw the moving artists over it (blitting)."""
         self.canvas.restore_region(self.background)
         for artist in (*self.lines.values(), self.cursor, self.text):
             self.fig.draw_artist(artist)
-        return r
-
-    def frame(self) -> bytes:
-        """The figure as drawn now, as PNG bytes."""
-        return canvas_png(self.canvas)
 
 
 def explorer(grid: Mapping):
-    """The ipywidgets explorer: a sparsity slider and a batch-size toggle over the precomputed grid."""
+    """The ipywidgets explorer: a sparsity slider and a batch-size toggle over the precomputed grid.
+
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
+    See: chapters/05_1_inference_pruning.ipynb
+    """
     import ipywidgets as widgets
 
     view = _Explorer(grid)
-    image = widgets.Image(format="png")
     sparsity = widgets.SelectionSlider(options=[(f"{100 * s:g} %", k) for k, s in enumerate(grid["sparsity"])],
                                        value=len(grid["sparsity"]) // 2, description="sparsity")
     batch = widgets.ToggleButtons(options=[(str(n), k) for k, n in enumerate(grid["batch"])], value=0,
                                   description="batch")
-
-    def redraw(_=None):
-        view.update(sparsity.value, batch.value)
-        image.value = view.frame()
-
-    sparsity.observe(redraw, "value")
-    batch.observe(redraw, "value")
-    redraw()
-    return widgets.VBox([widgets.HBox([sparsity, batch]), image])
+    return image_explorer(view, {"sparsity_index": sparsity, "batch_index": batch})

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..training import schedules as S
 from ..validation import check_choice, check_int
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["SCHEDULE_KINDS", "build_schedule", "schedule_curve", "plot_schedule_curves", "ScheduleView",
            "schedule_explorer"]
@@ -91,7 +92,7 @@ def plot_schedule_curves(curves: dict, ax: Any = None, log: bool = False, title:
     return ax
 
 
-class ScheduleView:
+class ScheduleView(FigureView):
     """The schedule designer's figure, made once: one line whose data :meth:`update` replaces
     (``set_data``) with a freshly computed :func:`schedule_curve` (a few hundred Python floats:
     milliseconds), and the axis scale and title.
@@ -100,10 +101,8 @@ class ScheduleView:
     """
 
     def __init__(self, total_steps: int = 200, lr: float = 0.1, figsize=(7, 3.2), dpi: int = 72):
-        import matplotlib.pyplot as plt
-
         self.total_steps, self.lr = check_int("total_steps", total_steps, 2), float(lr)
-        self.fig, self.ax = plt.subplots(figsize=figsize, dpi=dpi)
+        self.fig, self.ax = agg_figure(figsize, dpi)
         (self.line,) = self.ax.plot([], [], label="schedule")
         self.ax.set(xlabel="step", ylabel="learning rate", xlim=(0, self.total_steps - 1),
                     title="schedule")                    # room for the title update() writes
@@ -129,28 +128,17 @@ def schedule_explorer(total_steps: int = 200, lr: float = 0.1) -> Any:
 
     The figure is a :class:`ScheduleView`, made once; a control only replaces its line's data.
 
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
     See: chapters/04_1_learning_rate.ipynb
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        view = ScheduleView(total_steps, lr)
-    out = widgets.Output()
-    kind = widgets.Dropdown(options=SCHEDULE_KINDS, value="cosine", description="kind")
-    warmup = widgets.IntSlider(0, 0, total_steps // 2, 1, description="warm-up")
-    eta_min = widgets.FloatSlider(0.0, min=0.0, max=lr, step=lr / 20, description="eta_min")
-    log_y = widgets.Checkbox(False, description="log lr axis")
-
-    def redraw(_=None):
-        view.update(kind.value, warmup.value, eta_min.value, log_y.value)
-        view.fig.canvas.draw_idle()
-        out.clear_output(wait=True)
-        with out:
-            display(view.fig)
-
-    for w in (kind, warmup, eta_min, log_y):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([kind, warmup]), widgets.HBox([eta_min, log_y]), out])
+    view = ScheduleView(total_steps, lr)
+    controls = {"kind": widgets.Dropdown(options=SCHEDULE_KINDS, value="cosine", description="kind"),
+                "warmup_steps": widgets.IntSlider(0, 0, total_steps // 2, 1, description="warm-up"),
+                "eta_min": widgets.FloatSlider(0.0, min=0.0, max=lr, step=lr / 20, description="eta_min"),
+                "log_y": widgets.Checkbox(False, description="log lr axis")}
+    return image_explorer(view, controls, rows=[["kind", "warmup_steps"], ["eta_min", "log_y"]])

@@ -136,6 +136,8 @@ def _make_figure(grid: dict, fig: Any = None):
     ``fig``: a figure to draw in (default: an Agg figure outside pyplot, :func:`~.figures.agg_figure`).
     The axis scales are set here, once (a ``set_xscale`` per redraw would rebuild the ticks).
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     if fig is None:
         fig, axes = agg_figure((14, 3.8), 72, ncols=3)
     else:
@@ -156,6 +158,12 @@ def _make_figure(grid: dict, fig: Any = None):
     axes[1].set_xscale("log", base=2)
     axes[1].set_yscale("log")
     axes[2].set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")          # 1, 2, 4, 8 bits; 2000 B: no crowded 2×10³ labels
+    for axis in (axes[0].yaxis, axes[1].xaxis, axes[2].xaxis):
+        if axis is not axes[1].xaxis:
+            axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))    # 1000, 2000, 5000, ...
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
     for ax in axes:
         ax.grid(alpha=0.3)
     artists = {"axes": axes, "hist": hist, "curve": curve, "marker": marker, "acc_curve": acc_curve,
@@ -193,12 +201,20 @@ def update(grid: dict, artists: dict, method: str, position: int) -> None:
 class CompressionView(FigureView):
     """The explorer's figure (:func:`_make_figure`), made once; :meth:`update` calls :func:`update`.
 
+    The curves of a method and the axes are drawn once per method and cached; a redraw draws
+    only the histogram, the two markers and the titles over that picture (blitting).
+
     See: chapters/03_1_model_compression.ipynb
     """
 
     def __init__(self, grid: dict):
         self.grid = grid
         self.fig, self.artists = _make_figure(grid)
+        a = self.artists
+        self.animated = [a["hist"], a["marker"], a["acc_marker"]] + [ax.title for ax in a["axes"]]
+
+    def background_key(self) -> str:
+        return self.artists.get("method")
 
     def update(self, method: str, value: int) -> None:
         """Show the setting ``value`` (an option, e.g. 4 bits) of ``method``."""

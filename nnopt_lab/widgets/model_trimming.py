@@ -25,7 +25,7 @@ from ..measure import measure_model_latency, model_bytes, summary
 from ..nn.layers import Conv2d, Linear, Module, Sequential
 from ..training.loop import evaluate
 from ..validation import check_int, check_number, check_sequence
-from .figures import canvas_png
+from .figures import FigureView, image_explorer
 
 __all__ = ["mask_smallest_units", "interleaved_latency", "merge_sweep", "removal_sweep", "explore",
            "plot_sweeps", "explorer"]
@@ -205,19 +205,19 @@ def _legend(ax, twin) -> None:
     ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower left")
 
 
-class _Explorer:
+class _Explorer(FigureView):
     """One figure made once. A setting moves the markers and rewrites the title: the static
-    curves are rendered once into a background, each update restores it and draws only the
+    curves are rendered once into a background, :meth:`draw` restores it and draws only the
     moving artists (blitting), and :meth:`frame` returns the PNG the widget shows."""
 
     def __init__(self, merge: Mapping, removal: Mapping, removal_name: str = "channels"):
-        import matplotlib.pyplot as plt
         from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
         self.merge, self.removal = merge, removal
-        self.fig, (self.ax, _, self.ax2, _) = plot_sweeps(merge, removal, removal_name, plt.figure(figsize=(13, 4.6)))
-        plt.close(self.fig)           # shown by the widget as an image, not by the inline backend at the cell's end
-        self.canvas = FigureCanvasAgg(self.fig)
+        figure = Figure(figsize=(13, 4.6))
+        self.canvas = FigureCanvasAgg(figure)
+        self.fig, (self.ax, _, self.ax2, _) = plot_sweeps(merge, removal, removal_name, figure)
         style = dict(color="crimson", ms=11, mfc="none", mew=2, animated=True)
         self.marker = self.ax.plot([], [], "o", **style)[0]
         self.line = self.ax.axvline(0.0, color="crimson", lw=0.8, animated=True)
@@ -240,32 +240,29 @@ class _Explorer:
                            f"{100 * r['merge_accuracy']:.1f} %, {r['merge_bytes']:,} B   |   "
                            f"{r['count']} removed: {100 * r['removal_accuracy']:.1f} %, {r['removal_bytes']:,} B, "
                            f"{r['removal_macs']:,} MACs{macs}")
+        return r
+
+    def draw(self) -> None:
+        """Restore the background and draw the moving artists over it (blitting)."""
         self.canvas.restore_region(self.background)
         for artist in (self.line, self.marker, self.line2, self.marker2, self.text):
             self.fig.draw_artist(artist)
-        return r
-
-    def frame(self) -> bytes:
-        """The figure as drawn now, as PNG bytes."""
-        return canvas_png(self.canvas)
 
 
 def explorer(merge: Mapping, removal: Mapping, removal_name: str = "channels"):
-    """The ipywidgets explorer: a tolerance slider and a removed-units slider over the precomputed sweeps."""
+    """The ipywidgets explorer: a tolerance slider and a removed-units slider over the precomputed sweeps.
+
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
+    See: chapters/03_3_model_trimming.ipynb
+    """
     import ipywidgets as widgets
 
     view = _Explorer(merge, removal, removal_name)
-    image = widgets.Image(format="png")
     tol = widgets.SelectionSlider(options=[(f"{t:g}", k) for k, t in enumerate(merge["tolerance"])],
                                   value=len(merge["tolerance"]) // 2, description="tolerance")
     count = widgets.SelectionSlider(options=[(str(c), k) for k, c in enumerate(removal["count"])],
                                     value=len(removal["count"]) // 2, description=f"{removal_name} cut")
-
-    def redraw(_=None):
-        view.update(tol.value, count.value)
-        image.value = view.frame()
-
-    tol.observe(redraw, "value")
-    count.observe(redraw, "value")
-    redraw()
-    return widgets.VBox([widgets.HBox([tol, count]), image])
+    return image_explorer(view, {"tol_index": tol, "count_index": count})

@@ -14,6 +14,7 @@ from typing import Any
 from .. import backend as B
 from ..functions2d import FUNCTIONS, Function2D, IllConditionedQuadratic, run_optimizer
 from ..training.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from .figures import FigureView, agg_figure, image_explorer
 
 __all__ = ["OPTIMIZER_CHOICES", "make_optimizer", "get_function", "optimizer_path", "plot_paths",
            "PlaygroundView", "playground"]
@@ -131,7 +132,17 @@ def plot_paths(fn: Function2D, paths: dict, ax=None, title: str | None = None, n
     return ax
 
 
-class PlaygroundView:
+def _compact(value: float, _: Any = None) -> str:
+    """A short log-axis tick label: 1, 10, 0.01, 1e-12, 1e64 (at most 5 characters)."""
+    if value <= 0:
+        return f"{value:g}"
+    k = round(math.log10(value))
+    if abs(value - 10.0 ** k) > 1e-9 * value:
+        return f"{value:.2g}"
+    return f"{value:g}" if -2 <= k <= 3 else f"1e{k}"
+
+
+class PlaygroundView(FigureView):
     """The playground's figure, made once: contours of the current function with the path, and
     f − f* along the path. :meth:`update` computes one path (:func:`optimizer_path`, a few
     milliseconds on a 2-D function) and moves the lines (``set_data``); the contours are redrawn
@@ -141,10 +152,8 @@ class PlaygroundView:
     """
 
     def __init__(self, figsize=(11, 4), dpi: int = 72, n: int = 120):
-        import matplotlib.pyplot as plt
-
         self.n, self.function, self.contours, self.marks = n, None, None, []
-        self.fig, (self.ax_path, self.ax_values) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
+        self.fig, (self.ax_path, self.ax_values) = agg_figure(figsize, dpi, ncols=2)
         (self.path_line,) = self.ax_path.plot([], [], "-", color="C0", lw=1.4, label="path")
         (self.end_marker,) = self.ax_path.plot([], [], "o", color="C0", ms=4)
         (self.start_marker,) = self.ax_path.plot([], [], "ko", ms=6, mfc="white", label="start")
@@ -152,7 +161,9 @@ class PlaygroundView:
         (self.values_line,) = self.ax_values.plot([], [], color="C0")
         self.ax_values.set(xlabel="step", title="objective along the path")
         self.fig.suptitle(" ")
-        self.fig.tight_layout()
+        # a fixed layout with room between the panels for the right panel's tick labels and its
+        # y label (a layout measured once, on empty axes, let the label overlap the ticks)
+        self.fig.subplots_adjust(left=0.07, right=0.985, bottom=0.12, top=0.85, wspace=0.3)
 
     def _draw_function(self, fn: Function2D) -> None:
         from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -169,7 +180,7 @@ class PlaygroundView:
         self.ax_path.set_ylim(*fn.ylim)
         has_min = fn.min_value is not None
         self.ax_values.set_yscale("log" if has_min else "linear")     # (resets the tick formatters)
-        self.ax_values.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        self.ax_values.yaxis.set_major_formatter(FuncFormatter(_compact if has_min else (lambda v, _: f"{v:g}")))
         self.ax_values.yaxis.set_minor_formatter(NullFormatter())    # no crowded mathtext minor labels
         self.ax_values.set_ylabel("f − f* (no unit)" if has_min else "f (no unit)")
 
@@ -204,29 +215,22 @@ def playground(steps_max: int = 1000) -> Any:
     The figure is a :class:`PlaygroundView`, made once; a control computes one 2-D path and moves
     the lines.
 
+    Returns
+    -------
+    ipywidgets.VBox (see :func:`~nnopt_lab.widgets.figures.image_explorer`).
+
     See: chapters/04_3_optimizers.ipynb (seed §2.3.3, §3.3.3)
     """
     import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    with plt.ioff():
-        view = PlaygroundView()
-    out = W.Output()
-    function = W.Dropdown(options=list(FUNCTIONS), value="rosenbrock", description="function")
-    optimizer = W.Dropdown(options=list(OPTIMIZER_CHOICES), value="adam", description="optimizer")
-    log10_lr = W.FloatSlider(value=-2.0, min=-5.0, max=0.0, step=0.1, description="log10 lr")
-    momentum = W.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum/β1")
-    steps = W.IntSlider(value=300, min=10, max=steps_max, step=10, description="steps")
+    class _Log10(PlaygroundView):
+        def update(self, function: str, optimizer: str, log10_lr: float, momentum: float, steps: int) -> dict:
+            return super().update(function, optimizer, 10.0 ** log10_lr, momentum, steps)
 
-    def redraw(_=None):
-        view.update(function.value, optimizer.value, 10.0 ** log10_lr.value, momentum.value, steps.value)
-        view.fig.canvas.draw_idle()
-        out.clear_output(wait=True)
-        with out:
-            display(view.fig)
-
-    for w in (function, optimizer, log10_lr, momentum, steps):
-        w.observe(redraw, names="value")
-    redraw()
-    return W.VBox([W.HBox([function, optimizer]), W.HBox([log10_lr, momentum, steps]), out])
+    view = _Log10()
+    controls = {"function": W.Dropdown(options=list(FUNCTIONS), value="rosenbrock", description="function"),
+                "optimizer": W.Dropdown(options=list(OPTIMIZER_CHOICES), value="adam", description="optimizer"),
+                "log10_lr": W.FloatSlider(value=-2.0, min=-5.0, max=0.0, step=0.1, description="log10 lr"),
+                "momentum": W.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum/β1"),
+                "steps": W.IntSlider(value=300, min=10, max=steps_max, step=10, description="steps")}
+    return image_explorer(view, controls, rows=[["function", "optimizer"], ["log10_lr", "momentum", "steps"]])

@@ -210,10 +210,19 @@ class PruningView(FigureView):
         self.ax_acc.legend(fontsize=8)
         self.ax_acc.grid(alpha=0.3)
         self.fig.tight_layout()
+        self.shown = name
+        # blitting: the histogram and the accuracy curves are drawn once per weight (cached),
+        # a redraw draws the threshold, the mask, the marker and the titles over them
+        self.animated = [self.line, self.image, self.marker, self.ax_hist.title, self.ax_mask.title,
+                         self.ax_acc.title]
+
+    def background_key(self) -> str:
+        return self.shown
 
     def update(self, scope: str, name: str, index: int) -> None:
         """Show weight ``name`` at grid point ``index`` of ``scope`` (no computation, only artists)."""
         frame = self.data["frames"][scope][index]
+        self.shown = name
         counts, edges = self.data["hist"][name]
         self.stairs.set_data(counts, edges)
         self.ax_hist.set_xlim(edges[0], edges[-1])
