@@ -549,3 +549,45 @@ def test_qat_at_4_bits_beats_ptq_at_4_bits_on_digits():
     assert (rows[:, 1] < rows[:, 0]).all()                        # 4-bit PTQ loses accuracy ...
     assert (rows[:, 2] >= rows[:, 1]).all()                       # ... QAT never does worse ...
     assert (rows[:, 2] - rows[:, 1]).mean() >= 0.005              # ... and recovers some of it on average
+
+
+def test_prepared_mlp_trains_as_the_same_torch_fake_quantized_mlp(backend_name):
+    """prepare_qat(mlp) over 4 SGD steps = torch: FakeQuantize (moving average) on the input and after ReLU /
+    the last Linear, weights fake-quantized per channel from their current range, autograd, torch.optim.SGD."""
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+    from nnopt_lab.nn.layers import CrossEntropyLoss
+    from nnopt_lab.training.loop import train_step
+    be = B.get_backend(backend_name, "float64")
+    model = mlp((6, 8, 4), backend=be)
+    prepared = qat.prepare_qat(model, bits=4, activation_bits=8)
+    opt = SGD(prepared, lr=0.1)
+    params = [torch.tensor(B.to_numpy(p.data), requires_grad=True) for p in model.parameters()]
+    topt = torch.optim.SGD(params, lr=0.1)
+    fqs = [FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+                        qscheme=torch.per_tensor_affine) for _ in range(3)]
+
+    def weight(w):
+        obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                       quant_min=-7, quant_max=7)
+        obs(w.detach().float())
+        s, z = obs.calculate_qparams()
+        return torch.fake_quantize_per_channel_affine(w, s, z.to(torch.int32), 0, -7, 7)
+
+    g = np.random.default_rng(12)
+    for step in range(4):
+        x, y = g.standard_normal((16, 6)) * (1 + step), g.integers(0, 4, 16)
+        loss, logits = train_step(prepared, CrossEntropyLoss(), opt, B.to_backend(x, be),
+                                  B.to_backend(y, be, dtype="int64"))
+        h = fqs[0](torch.tensor(x))
+        h = fqs[1](torch.relu(TF.linear(h, weight(params[0]), params[1])))
+        want = fqs[2](TF.linear(h, weight(params[2]), params[3]))
+        tloss = TF.cross_entropy(want, torch.tensor(y))
+        topt.zero_grad()
+        tloss.backward()
+        topt.step()
+        # torch's per-tensor kernel rounds float64 outputs to float32: agreement to float32 precision
+        np.testing.assert_allclose(B.to_numpy(logits), want.detach().numpy(), rtol=1e-6, atol=1e-6)
+        assert B.float_of(loss) == pytest.approx(tloss.item(), rel=1e-6)
+        for p, t in zip(prepared.parameters(), params):
+            np.testing.assert_allclose(B.to_numpy(p.data), t.detach().numpy(), rtol=1e-6, atol=1e-7)
+    assert prepared[0].scale == pytest.approx(fqs[0].scale.item(), rel=1e-7)
