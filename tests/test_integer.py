@@ -579,3 +579,26 @@ def test_layer_errors_name_the_argument():
         I.requantize(np.zeros(3, np.int32), 2 ** 30, 63, 0, 0, 255)
     with pytest.raises(ValueError, match="acc"):
         I.requantize(np.array([2 ** 40]), 2 ** 30, 0, 0, 0, 255)
+
+
+def test_maxpool_and_relu_on_codes_equal_torch(backend_name):
+    rng = np.random.default_rng(12)
+    q = rng.integers(0, 256, (3, 4, 9, 7)).astype(np.uint8)
+    tq = _tq_input(q, 0.05, 40)
+    for kernel, stride in ((2, None), (3, 2), ((2, 3), (1, 2))):
+        ref = torch.nn.functional.max_pool2d(tq, kernel, stride).int_repr().numpy()
+        out = I.IntegerMaxPool2d(kernel, stride)(B.to_backend(q, backend_name))
+        np.testing.assert_array_equal(B.to_numpy(out), ref)
+    ref = torch.nn.functional.relu(tq).int_repr().numpy()                  # clamps at the zero point
+    np.testing.assert_array_equal(B.to_numpy(I.IntegerReLU(40)(B.to_backend(q, backend_name))), ref)
+
+
+def test_unfused_relu_and_dropout(be64):
+    """Linear -> Dropout -> ReLU: Dropout is dropped, the ReLU (not right after the Linear) clamps codes."""
+    B.seed(8)
+    model = L.Sequential(L.Linear(12, 20, backend=be64), L.Dropout(0.3), L.ReLU(), L.Linear(20, 5, backend=be64))
+    x = B.to_backend(np.random.default_rng(8).uniform(-1, 1, (100, 12)), be64)
+    imodel = I.convert(model, x)
+    assert [type(lay) for lay in imodel.layers] == [I.IntegerLinear, I.IntegerReLU, I.IntegerLinear]
+    assert not imodel.layers[0].relu and imodel.layers[1].zero_point == imodel.layers[0].output_zero_point
+    _check_within_bound(model, imodel, x)
