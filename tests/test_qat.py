@@ -308,6 +308,11 @@ def test_fake_quantize_module_errors():
         qat.FakeQuantize(8, observer="magic")
     with pytest.raises(TypeError, match="observer must be one of"):
         qat.FakeQuantize(8, observer=None)
+    with pytest.raises(ValueError, match="observer must be one of"):
+        qat.FakeQuantize(8, observer="per_channel_minmax")          # one range per activation tensor
+    fq = qat.FakeQuantize(8, observer="percentile", percentile=99.0)
+    fq(np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32))
+    assert fq.scale > 0
     with pytest.raises(ValueError, match="calibrate first"):
         qat.FakeQuantize(8).eval()(np.ones((2, 3), dtype=np.float32))
     with pytest.raises(RuntimeError, match="before forward"):

@@ -338,8 +338,9 @@ def lsq_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
 
 # ----------------------------------------------------------------------------- layers
 def _observer_name(observer: Any) -> str:
-    """A method name of :data:`nnopt_lab.inference.calibration.OBSERVERS`, checked as the caller's ``observer``."""
-    names = tuple(calibration.OBSERVERS)
+    """A per-tensor method of :data:`nnopt_lab.inference.calibration.OBSERVERS`, checked as the caller's ``observer``."""
+    names = tuple(k for k, cls in calibration.OBSERVERS.items()
+                  if not issubclass(cls, calibration.PerChannelMinMaxObserver))      # activations: one range
     if not isinstance(observer, str):
         raise TypeError(f"observer must be one of {names}, got {type(observer).__name__}")
     return check_choice("observer", observer, names)
@@ -373,8 +374,8 @@ class FakeQuantize(Module):
         False: affine unsigned codes :math:`[0, 2^b - 1]` (torch ``quint8``); True: signed
         :math:`[-(2^{b-1}-1), 2^{b-1}-1]`, zero point 0.
     observer : str
-        A method of :func:`nnopt_lab.inference.calibration.make_observer` (``"moving_average"``,
-        ``"minmax"``, ...).
+        A per-tensor method of :func:`nnopt_lab.inference.calibration.make_observer`
+        (``"moving_average"``, ``"minmax"``, ``"percentile"``, ``"mse"``, ``"entropy"``).
     learnable : bool
     backend : backend name or Backend, optional
         Where the learnable scale lives (default: the active backend).
