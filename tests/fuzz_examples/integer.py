@@ -64,6 +64,7 @@ def methods(h):
         "IntegerLinear.from_float": (lambda: I.IntegerLinear, "from_float",
                                      lambda: dict(layer=h._linear(3, 2), input_scale=0.02, input_zero_point=10,
                                                   output_scale=0.05, output_zero_point=7)),
+        "IntegerLinear.dequantized_weight": (_linear, "dequantized_weight", lambda: dict(dtype="float64")),
         "IntegerConv2d.forward": (_conv, "forward", lambda: dict(q=_codes(2, 1, 5, 5))),
         "IntegerConv2d.from_float": (lambda: I.IntegerConv2d, "from_float",
                                      lambda: dict(layer=h._conv(), input_scale=0.02, input_zero_point=10,
