@@ -197,21 +197,33 @@ def _wait(condition, timeout: float, what: str, every: float = 0.5):
 
 def _run_all_cells(page, lab, name: str) -> dict:
     """Run All Cells from JupyterLab's Run menu, wait for the kernel to finish, save, read the saved copy."""
+    page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).first.wait_for(timeout=120_000)
+    page.locator(".jp-NotebookPanel:visible .jp-CodeCell").first.wait_for(timeout=120_000)
     _wait(lambda: _kernel_state(lab, name) == "idle", 120, f"the kernel of {name} to start")
+    page.locator(".jp-Notebook:visible").first.click(position={"x": 5, "y": 5})   # the notebook has focus
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     start = time.monotonic()
+    idle_since = [None]
+    last_ran = ("() => { const cells = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')];"
+                " const p = cells.length && cells[cells.length - 1].querySelector('.jp-InputPrompt');"
+                " return !!p && /\\[\\d+\\]/.test(p.textContent); }")
 
     def finished():
         busy = page.evaluate("() => [...document.querySelectorAll('.jp-InputPrompt')]"
                              ".some(p => p.textContent.includes('[*]'))")
-        return not busy and _kernel_state(lab, name) == "idle" and time.monotonic() - start > 2
+        if busy or _kernel_state(lab, name) != "idle" or time.monotonic() - start < 2:
+            idle_since[0] = None
+            return False
+        idle_since[0] = idle_since[0] or time.monotonic()
+        # done: the last cell has run, or the kernel stayed idle 10 s (a cell errored and the rest did not run)
+        return page.evaluate(last_ran) or time.monotonic() - idle_since[0] > 10
 
     _wait(finished, RUN_TIMEOUT_S, f"{name} to finish running")
     seconds = time.monotonic() - start
     saved = lab["copy"] / name
     stamp = saved.stat().st_mtime_ns
-    page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.locator(".jp-Notebook:visible").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
     _wait(lambda: saved.stat().st_mtime_ns != stamp, 30, f"{name} to be saved")
     time.sleep(0.5)
@@ -235,7 +247,7 @@ def _read_json(path: Path):
 
 def _slider_latency(page, moves: int = 5) -> list[float]:
     """Move the first slider with the keyboard; milliseconds until the explorer's image changed, per move."""
-    handle = page.locator(".widget-slider .noUi-handle").first
+    handle = page.locator(".widget-slider .noUi-handle:visible").first   # (a hidden tab has its own)
     handle.wait_for(state="visible", timeout=60_000)
     handle.scroll_into_view_if_needed()
     image = "h => { const box = h.closest('.jp-OutputArea-output') || document; " \
