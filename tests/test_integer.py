@@ -611,3 +611,26 @@ def test_unfused_relu_and_dropout(be64):
     assert [type(lay) for lay in imodel.layers] == [I.IntegerLinear, I.IntegerReLU, I.IntegerLinear]
     assert not imodel.layers[0].relu and imodel.layers[1].zero_point == imodel.layers[0].output_zero_point
     _check_within_bound(model, imodel, x)
+
+
+def test_trained_digits_mlp_keeps_its_accuracy(backend_name):
+    """Post-training int8 of a briefly trained digits MLP (64-100-10): test accuracy within 1 point.
+
+    Measured: float 97.2 %, int8 97.5 % per tensor and per channel (numpy and torch-cpu alike).
+    """
+    from nnopt_lab import datasets
+    from nnopt_lab.training.loop import fit
+    B.seed(0)
+    data = datasets.load_digits(backend="numpy")
+    model = models.mlp((64, 100, 10), backend="numpy")
+    fit(model, data.train, epochs=20, batch_size=32, lr=0.1, seed=0, progress=False)
+    model = model.to(backend_name).eval()
+    (x_train, _), (x_test, y_test) = data.to(backend_name).train, data.to(backend_name).test
+
+    def accuracy(f):
+        return float((B.to_numpy(f(x_test)).argmax(1) == B.to_numpy(y_test)).mean())
+
+    base = accuracy(model)
+    assert base > 0.9
+    for per_channel in (False, True):
+        assert abs(accuracy(I.convert(model, x_train[:256], per_channel=per_channel)) - base) <= 0.01
