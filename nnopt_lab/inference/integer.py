@@ -980,6 +980,8 @@ class IntegerModel:
         weighted layer before it (or the model's input ones).
     input_scale : float > 0
     input_zero_point : int in [0, 255]
+    dtype : {"float32", "float64"}
+        Float dtype of the dequantized outputs (:func:`convert` gives the model's).
 
     Attributes
     ----------
