@@ -126,12 +126,14 @@ def execute(nb_path: Path, out: Path, quick: bool) -> Path:
 
 
 def is_current(executed: Path, source: Path, quick: bool) -> bool:
-    """An executed copy is reused when it ran the same source in the same mode."""
+    """An executed copy is reused when it ran the same source in the same mode, to the end without error."""
     if not executed.exists():
         return False
-    meta = json.loads(executed.read_text(encoding="utf-8")).get("metadata", {})
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    meta = nb.get("metadata", {})
     facts = meta.get("nnopt_lab", {})
-    return facts.get("source_sha256") == _sha256(source) and facts.get("quick") == quick and "papermill" in meta
+    return (facts.get("source_sha256") == _sha256(source) and facts.get("quick") == quick and "papermill" in meta
+            and not run_facts(nb)["errored"])
 
 
 EXPLORER_NOTE = (
@@ -216,7 +218,9 @@ def build(out: Path, quick: bool = True, from_executed: Path | None = None, exec
     """Execute (or reuse) every chapter and write the site to ``out``; returns a summary.
 
     ``from_executed``: a folder of executed copies to reuse (as the notebook tests leave them);
-    a chapter missing there, or run from another source or mode, is executed again.
+    a chapter missing there, run from another source or mode, or stopped at an error, is executed
+    again (into ``executed``). Without it every chapter is executed: the outputs also depend on
+    ``nnopt_lab``, which a source's hash does not cover.
     ``only``: substrings of chapter names, to build a part of the book (tests do).
     """
     start = time.perf_counter()
@@ -226,15 +230,15 @@ def build(out: Path, quick: bool = True, from_executed: Path | None = None, exec
         raise SystemExit(f"no chapter matches {only!r} in {source}")
     todo, reused, copies = [], [], {}
     for nb_path in notebooks:
-        candidate = (from_executed or executed) / nb_path.name
-        if candidate.exists() and is_current(candidate, nb_path, quick):
+        candidate = from_executed / nb_path.name if from_executed else None
+        if candidate is not None and is_current(candidate, nb_path, quick):
             copies[nb_path] = candidate
             reused.append(nb_path.name)
         else:
             copies[nb_path] = executed / nb_path.name
             todo.append(nb_path)
     if reused:
-        print(f"reusing {len(reused)} executed chapter(s) from {from_executed or executed}", flush=True)
+        print(f"reusing {len(reused)} executed chapter(s) from {from_executed}", flush=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(execute, p, copies[p], quick): p for p in todo}
         for future in concurrent.futures.as_completed(futures):

@@ -175,6 +175,10 @@ def test_an_executed_copy_is_reused_only_for_the_same_source_and_mode(built, tmp
     stale = tmp_path / copy.name
     stale.write_text(json.dumps(nb), encoding="utf-8")
     assert not book.is_current(stale, source, quick=True)
+    nb["metadata"]["nnopt_lab"]["source_sha256"] = book._sha256(source)
+    nb["cells"][-1].setdefault("outputs", []).append({"output_type": "error", "ename": "E", "evalue": "", "traceback": []})
+    stale.write_text(json.dumps(nb), encoding="utf-8")
+    assert not book.is_current(stale, source, quick=True), "a run that stopped at an error was reused"
     again = book.build(tmp_path / "again", quick=True, from_executed=copy.parent, executed=tmp_path / "unused",
                        only=[CHAPTER])
     assert again["executed"] == [] and again["reused"] == [f"{CHAPTER}.ipynb"]

@@ -2,6 +2,7 @@
 learner's changed copy is never overwritten (``tasks.working_copy``)."""
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,38 @@ def test_lab_runs_on_the_working_copy_on_localhost_with_chapter_1_and_no_news(tm
     settings = tmp_path / ".jupyter-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     assert json.loads(settings.read_text()) == {"fetchNews": "false", "checkForUpdates": False}
     assert command[-2:] == ["--port", "8899"]
+
+
+def test_app_names_a_chapter_by_number_or_slug_and_refuses_an_unclear_name(tmp_path):
+    for stem in ["01_why", "02_1_data_cleaning", "02_2_data_augmentation", "06_capstone"]:
+        (tmp_path / f"{stem}.ipynb").write_text("{}")
+    find = lambda name: tasks.chapter_for(name, tmp_path).stem                # noqa: E731
+    assert find("02_2") == find("2.2") == find("data_augmentation") == find("02_2_data_augmentation.ipynb") \
+        == "02_2_data_augmentation"
+    assert find("1") == find("01") == "01_why" and find("6") == "06_capstone"
+    with pytest.raises(SystemExit, match="several: 02_1_data_cleaning, 02_2_data_augmentation"):
+        find("02")
+    with pytest.raises(SystemExit, match="no chapter.*01_why"):
+        find("pruning")
+
+
+def test_app_serves_one_chapter_with_the_offline_template_on_localhost_with_a_token(monkeypatch):
+    monkeypatch.delenv("QUICK", raising=False)
+    command, env = tasks.app_command(Path("py"), "05_2", ["--port=8867"])
+    assert command[:4] == ["py", "-m", "voila", str(ROOT / "chapters" / "05_2_distillation.ipynb")]
+    assert "--template=nnopt_app" in command and "--Voila.ip=127.0.0.1" in command
+    assert "--Voila.auto_token=True" in command and command[-1] == "--port=8867"
+    assert env["QUICK"] == "1" and env["JUPYTER_PATH"].split(os.pathsep)[0] == str(ROOT / "book" / "jupyter")
+    template = ROOT / "book" / "jupyter" / "voila" / "templates" / "nnopt_app" / "index.html.j2"
+    assert template.exists() and "cdn" not in template.read_text().lower().replace("a cdn", "")
+    given, _ = tasks.app_command(Path("py"), "05_2", ["--Voila.token=abc"])
+    assert "--Voila.auto_token=True" not in given                           # the caller's token is kept
+    monkeypatch.setenv("QUICK", "0")
+    assert tasks.app_command(Path("py"), "05_2", [])[1]["QUICK"] == "0"
+
+
+def test_the_working_copy_folder_can_be_moved_for_tests(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNOPT_WORKBOOK", str(tmp_path / "elsewhere"))
+    moved = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(moved)
+    assert moved.WORKBOOK == tmp_path / "elsewhere"
