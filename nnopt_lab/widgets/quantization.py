@@ -9,7 +9,7 @@ accuracy and the error of the logits.
   :mod:`nnopt_lab.inference.calibration` chose on calibration data -- its test accuracy, the RMS
   error of its logits against the float model's, and a histogram of that error;
 * :class:`QuantizationView` -- one figure made once (accuracy against bits; the error histogram);
-  :meth:`QuantizationView.update` only moves lines, a marker and bar heights;
+  :meth:`QuantizationView.update` only moves lines, a marker and one step patch;
 * :func:`explorer` -- the thin ipywidgets layer (a bits slider, two toggles).
 
 See: chapters/05_3_quantization.ipynb (seed §2.4.3, §3.4.3)
@@ -189,7 +189,8 @@ class QuantizationView(FigureView):
     """Accuracy against bits (one line per calibration method, for the chosen granularity) and the
     histogram of the logit error of the chosen setting; one figure, made once.
 
-    :meth:`update` changes line data, a marker, bar heights and positions, one x-range and the titles.
+    :meth:`update` changes line data, a marker, one step patch (the histogram), the axis limits and the titles;
+    :meth:`draw` blits them over the static part, rendered once per number of bits.
 
     See: chapters/05_3_quantization.ipynb
     """
@@ -200,18 +201,23 @@ class QuantizationView(FigureView):
         self.data = data
         self.fig, (self.ax_acc, self.ax_hist) = agg_figure(figsize, dpi, ncols=2)
         bits = data["bits"]
-        self.lines = [self.ax_acc.plot(bits, [0.0] * len(bits), "o-", ms=4, label=m)[0] for m in data["methods"]]
+        self.lines = [self.ax_acc.plot(bits, [0.0] * len(bits), "o-", ms=4, label=m, animated=True)[0]
+                      for m in data["methods"]]
         self.ax_acc.axhline(100 * data["float_accuracy"], color="gray", ls="--", lw=1, label="float")
-        (self.marker,) = self.ax_acc.plot([bits[0]], [0.0], "o", color="k", ms=11, mfc="none", mew=2)
+        (self.marker,) = self.ax_acc.plot([bits[0]], [0.0], "o", color="k", ms=11, mfc="none", mew=2, animated=True)
         self.ax_acc.set(xlabel="bits (weights and activations)", ylabel="test accuracy (%)", xticks=bits,
                         ylim=(0, 102))
         self.ax_acc.legend(fontsize=8, loc="lower right")
         self.ax_acc.grid(alpha=0.3)
-        self.acc_title = self.ax_acc.set_title("")
+        self.acc_title = self.ax_acc.set_title("", animated=True)
         bins = len(data["counts"][0][0][0])
-        self.bars = self.ax_hist.bar(range(bins), [0] * bins, width=1.0, color="C0", alpha=0.8)
+        self.hist = self.ax_hist.stairs([0.0] * bins, list(range(bins + 1)), fill=True, color="C0", alpha=0.8,
+                                        animated=True)
         self.ax_hist.set(xlabel="logit error (quantized − float)", ylabel="share of logits (%)")
-        self.hist_title = self.ax_hist.set_title("")
+        self.hist_title = self.ax_hist.set_title("", animated=True)
+        self._top = [1.1 * max(100 * max(c) / (sum(c) or 1) for g in row for c in g) or 1.0 for row in data["counts"]]
+        self._limits_of = None
+        self._backgrounds: dict = {}
         self.fig.tight_layout()
         self.update(0, 0, 0)
 
@@ -225,20 +231,30 @@ class QuantizationView(FigureView):
         self.marker.set_data([r["bits"]], [100 * r["accuracy"]])
         edges, counts = r["edges"], r["counts"]
         total = sum(counts) or 1
-        step = edges[1] - edges[0]
-        top = 0.0
-        for bar, left, c in zip(self.bars, edges, counts):
-            bar.set_x(left)
-            bar.set_width(step)
-            bar.set_height(100 * c / total)
-            top = max(top, 100 * c / total)
-        self.ax_hist.set_xlim(edges[0], edges[-1])
-        self.ax_hist.set_ylim(0, 1.1 * top or 1)
+        shares = [100 * c / total for c in counts]
+        self.hist.set_data(shares, edges)
+        if self._limits_of != bits_index:            # axis limits (and so tick labels) change with the bits only
+            self.ax_hist.set_xlim(edges[0], edges[-1])
+            self.ax_hist.set_ylim(0, self._top[bits_index])
+            self._limits_of = bits_index
         self.acc_title.set_text(f"{r['granularity']} weights: {100 * r['accuracy']:.1f} % at {r['bits']} bits "
                                 f"({r['method']})")
         self.hist_title.set_text(f"Logit error, {r['bits']} bits, {r['granularity']}, {r['method']}: "
                                  f"RMS {r['rms']:.3g}")
         return r
+
+    def draw(self) -> None:
+        """Blit: the static part (axes, ticks, labels, legend) is rendered once per number of bits and
+        kept; each redraw restores it and draws only the lines, the marker, the histogram and the titles."""
+        canvas = self.fig.canvas
+        background = self._backgrounds.get(self._limits_of)
+        if background is None:
+            canvas.draw()                                  # everything but the animated artists
+            background = self._backgrounds[self._limits_of] = canvas.copy_from_bbox(self.fig.bbox)
+        else:
+            canvas.restore_region(background)
+        for artist in (*self.lines, self.marker, self.hist, self.acc_title, self.hist_title):
+            self.fig.draw_artist(artist)
 
 
 def explorer(data: dict) -> Any:
