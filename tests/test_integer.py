@@ -634,3 +634,16 @@ def test_trained_digits_mlp_keeps_its_accuracy(backend_name):
     assert base > 0.9
     for per_channel in (False, True):
         assert abs(accuracy(I.convert(model, x_train[:256], per_channel=per_channel)) - base) <= 0.01
+
+
+def test_grouped_strided_conv_model_within_bound(be64):
+    """from_float keeps stride, padding, dilation and groups (a grouped, strided, dilated CNN)."""
+    B.seed(9)
+    model = L.Sequential(L.Conv2d(2, 4, 3, stride=2, padding=1, backend=be64), L.ReLU(),
+                         L.Conv2d(4, 6, 2, padding=(1, 0), dilation=(1, 2), groups=2, backend=be64), L.ReLU(),
+                         L.Flatten(), L.Linear(6 * 6 * 3, 3, backend=be64))
+    x = B.to_backend(np.random.default_rng(9).uniform(-1, 1, (20, 2, 10, 10)), be64)
+    imodel = I.convert(model, x, per_channel=True)
+    conv = imodel.layers[1]
+    assert (conv.stride, conv.padding, conv.dilation, conv.groups) == ((1, 1), (1, 0), (1, 2), 2)
+    _check_within_bound(model, imodel, x)
