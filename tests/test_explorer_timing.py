@@ -83,7 +83,7 @@ def _model_compression():
 def _pruning():
     from nnopt_lab.widgets import pruning as W
     B.seed(0)
-    model = models.mlp((64, 30, 20, 10), backend="numpy")
+    model = models.mlp((64, 300, 100, 10), backend="numpy")        # the chapter's MLP: a 300-row mask
     x = B.to_backend(_rng().standard_normal((40, 64)), "numpy")
     y = B.to_backend(np.arange(40) % 10, "numpy", dtype="int64")
     data = W.explorer_data(model, (x, y), [0.0, 0.5, 0.8, 0.9])
@@ -192,6 +192,51 @@ def test_the_explorer_redraws_within_the_budget(chapter):
                       f"(update + draw {times['draw_ms']:.0f} ms)")
     assert times["frame_ms"] < FAIL_MS, (f"{chapter}: explorer redraw median {times['frame_ms']:.0f} ms, "
                                          f"over 3x the {BUDGET_MS:.0f} ms budget")
+
+
+def _overlaps(axis, renderer) -> list:
+    """Tick labels of ``axis`` (as drawn) whose box overlaps the axis label's box."""
+    label = axis.label
+    if not label.get_visible() or not label.get_text():
+        return []
+    box = label.get_window_extent(renderer)
+    first, second = axis._get_ticklabel_bboxes(axis._update_ticks(), renderer)
+    return [b for b in first + second if b.width and box.overlaps(b)]
+
+
+@pytest.mark.parametrize("chapter", sorted(VIEWS))
+def test_labels_clear_their_ticks_and_text_stays_in_the_figure(chapter):
+    """The faults seen in a browser: an axis label over its tick labels (04_3's right panel), a title
+    or a text line cut off at the figure's edge."""
+    B.set_backend("numpy")
+    view, settings = VIEWS[chapter]()
+    for setting in settings[:4]:
+        view.update(**setting)
+        view.frame()
+        renderer = view.fig.canvas.get_renderer()
+        for k, ax in enumerate(view.fig.axes):
+            for axis in (ax.xaxis, ax.yaxis):
+                assert not _overlaps(axis, renderer), (
+                    f"{chapter}, axes {k}: the label {axis.label.get_text()!r} overlaps its tick labels at {setting}")
+        texts = list(view.fig.texts) + [t for ax in view.fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+        width, height = view.fig.canvas.get_width_height()
+        for text in texts:
+            if not text.get_visible() or not text.get_text().strip():
+                continue
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, (
+                f"{chapter}: {text.get_text()!r} is cut off at the figure's edge ({box} in {width}x{height} px)")
+
+
+def test_every_control_shows_its_whole_label():
+    """"momentu…" (04_3) and "σ (Gaussi…" (02_1) were cut at ipywidgets' default description width."""
+    pytest.importorskip("ipywidgets")
+    from nnopt_lab.widgets import cleaning, optimizers
+    B.set_backend("numpy")
+    for box in (cleaning.explorer(_rng().random((3, 8, 8))), optimizers.playground()):
+        for name, control in box.controls.items():
+            assert control.style.description_width == "initial", f"{name}: {control.description!r} may be cut off"
+        assert box.image.value[:4] == b"\x89PNG"
 
 
 def test_zz_print_the_table():

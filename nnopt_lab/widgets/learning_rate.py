@@ -115,7 +115,13 @@ class ScheduleView(FigureView):
         self.line.set_data(range(len(curve)), curve)
         self.line.set_label(f"{kind}, warm-up {warmup_steps}")
         log = log_y and min(curve) > 0
-        self.ax.set_yscale("log" if log else "linear")
+        if self.ax.get_yscale() != ("log" if log else "linear"):
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
+            self.ax.set_yscale("log" if log else "linear")      # (resets the formatters)
+            if log:                                             # 0.001, not a wider mathtext 10^-3
+                self.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                self.ax.yaxis.set_minor_formatter(NullFormatter())
         top = max(curve)
         self.ax.set_ylim((0.5 * min(curve), 2 * top) if log else (0.0, 1.05 * top))
         self.ax.set_title(f"{kind}: lr from {curve[0]:.3g} to {curve[-1]:.3g}")

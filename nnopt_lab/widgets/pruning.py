@@ -200,6 +200,9 @@ class PruningView(FigureView):
         self.image = self.ax_mask.imshow(first["masks"][name], cmap="gray", vmin=0, vmax=1, aspect="auto",
                                          interpolation="nearest")
         self.ax_mask.set(xlabel="input (column)", ylabel="output unit (row)")
+        # a fixed label place with room for 4-digit row numbers: the layout is measured once, on the
+        # first weight, and a taller mask must not push its label over its ticks
+        self.ax_mask.yaxis.set_label_coords(-0.2, 0.5)
         grid = [100 * s for s in data["sparsities"]]
         for scope, frames in data["frames"].items():
             self.ax_acc.plot(grid, [100 * f["accuracy"] for f in frames], "o-", ms=3, label=f"{scope} magnitude")
@@ -229,14 +232,14 @@ class PruningView(FigureView):
         self.ax_hist.set_ylim(0.8, 1.5 * max(counts))
         t = frame["thresholds"][name]
         self.line.set_xdata([t, t])
-        self.ax_hist.set_title(f"{name}: {100 * frame['layer_sparsity'][name]:.1f} % pruned, t = {t:.3g}")
+        self.ax_hist.set_title(f"{name}: {100 * frame['layer_sparsity'][name]:.1f} % pruned, t = {t:.3g}", fontsize=10)
         mask = frame["masks"][name]
         self.image.set_data(mask)
         self.image.set_extent((-0.5, mask.shape[1] - 0.5, mask.shape[0] - 0.5, -0.5))
-        self.ax_mask.set_title(f"mask of {name} {mask.shape} (white = kept)")
+        self.ax_mask.set_title(f"mask of {name} {mask.shape} (white = kept)", fontsize=10)
         s = 100 * self.data["sparsities"][index]
         self.marker.set_data([s], [100 * frame["accuracy"]])
-        self.ax_acc.set_title(f"{scope}, {s:.0f} % pruned: {100 * frame['accuracy']:.1f} % (no retraining)")
+        self.ax_acc.set_title(f"{scope}, {s:.0f} % pruned: {100 * frame['accuracy']:.1f} % (no retraining)", fontsize=10)
 
 
 def explorer(data: dict) -> Any:
