@@ -265,6 +265,14 @@ def _slider_latency(page, moves: int = 5) -> list[float]:
     return latencies
 
 
+def _screenshot(page, name: str) -> Path:
+    """A screenshot in build/ (CI keeps it as an artifact)."""
+    shot = ROOT / "build" / name
+    shot.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(shot), full_page=False)
+    return shot
+
+
 def _report_latency(where: str, latencies: list[float]) -> None:
     median = statistics.median(latencies)
     print(f"{where}: slider move -> new image in {median:.0f} ms median "
@@ -285,6 +293,7 @@ def test_lab_opens_chapter_1_runs_it_and_an_explorer_chapter_offline(browser, la
     assert not page.locator("text=Error displaying widget").count()
     latencies = _slider_latency(page)
     _report_latency(f"JupyterLab {EXPLORER}", latencies)
+    _screenshot(page, "lab-05_2.png")
     page.close()
 
     outside = _outside(browser.requests[first:])
@@ -316,6 +325,7 @@ def test_voila_app_serves_the_explorer_offline(browser, tmp_path):
         assert not page.locator(".jp-InputArea-editor:visible").count(), "the app shows code"
         latencies = _slider_latency(page)
         _report_latency(f"Voila {EXPLORER}", latencies)
+        _screenshot(page, "voila-05_2.png")
         outside = _outside(browser.requests[first:])
         page.close()
         assert not outside, f"the Voila app requested other hosts: {sorted(set(outside))[:10]}"
@@ -356,10 +366,7 @@ def test_the_book_opens_page_by_page_offline_with_rendered_math(browser, tmp_pat
             print(f"book {name}: {rendered} formulas rendered, {errors} MathJax errors")
         assert errors == 0, f"{name}: {errors} formulas failed to render"
         if name in ("index.html", listing["chapters"][0]):
-            shot = ROOT / "build" / f"book-{Path(name).stem}.png"
-            shot.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(shot), full_page=False)
-            shots.append(shot)
+            shots.append(_screenshot(page, f"book-{Path(name).stem}.png"))
     page.close()
     outside = _outside(browser.requests[first:])
     assert not outside, f"the book requested other hosts: {sorted(set(outside))[:10]}"
