@@ -394,3 +394,57 @@ def test_report_add_takes_a_row_dict_and_recomputes_compression(digits64, traine
     assert report.rows[-1].compression == pytest.approx(4.0, rel=1e-3) and report.rows[-1].step == "other"
     with pytest.raises(ValueError, match="accuracy"):
         report.add({"step": "x"})
+
+
+# ----------------------------------------------------------------------------- int8
+def _hand_int8_bytes(q):
+    """The int8 model's bytes counted by hand: per layer int8 codes (dense or scipy CSR + int32 indices),
+    int32 biases, per channel float32 scale + int32 multiplier + int32 shift, output scale + zero point;
+    and the input's scale + zero point."""
+    total = 8
+    for layer in q.layers:
+        if not hasattr(layer, "weight_codes"):
+            continue
+        codes = B.to_numpy(layer.weight_codes).reshape(layer.weight_codes.shape[0], -1)
+        csr = scipy.sparse.csr_matrix(codes)
+        total += min(codes.size, csr.nnz * (1 + 4) + (codes.shape[0] + 1) * 4)
+        c = codes.shape[0] if layer.per_channel else 1
+        total += 4 * codes.shape[0] * (layer.bias_codes is not None) + c * (4 + 4 + 4) + 8
+    return total
+
+
+@needs_int8
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_quantize_int8_equals_convert_by_hand(digits64, trained64, per_channel):
+    from nnopt_lab.inference import integer
+    steps = [P.Prune(0.9, scope="layer"), P.QuantizeInt8(per_channel=per_channel, calibration_samples=300)]
+    report = P.Pipeline(steps).run(trained64, digits64, seed=SEED, latency=False)
+    q = report.final_model
+    assert isinstance(q, integer.IntegerModel)
+    hand = copy.deepcopy(trained64)
+    pruning.prune(hand, 0.9, scope="layer")
+    want = integer.convert(hand, digits64.train[0][:300], per_channel=per_channel)
+    x = digits64.test[0]
+    np.testing.assert_array_equal(B.to_numpy(q(x)), B.to_numpy(want(x)))
+    row = report.rows[2]
+    assert row.kind == "int8" and row.accuracy == P.evaluate_accuracy(want, digits64.test)
+    assert row.bytes == _hand_int8_bytes(want) and row.storage == "csr"
+    assert row.bytes < want.stored_bytes()                     # the 90 % zero codes are stored sparse
+    assert row.macs == report.rows[1].macs and row.sparsity >= 0.9
+    assert row.params == sum(math.prod(p.shape) for p in trained64.parameters())
+
+
+@needs_int8
+def test_int8_after_trim_is_within_a_point_of_float_and_exports_to_torch(digits64):
+    from nnopt_lab import reference as R
+    import torch
+    model = _trained(digits64, batchnorm=True, epochs=4)
+    steps = [P.Trim(), P.QuantizeInt8(requantization="float")]
+    report = P.Pipeline(steps).run(model, digits64, seed=SEED, latency=False)
+    float_row, int8_row = report.rows[1], report.rows[2]
+    assert abs(int8_row.accuracy - float_row.accuracy) <= 0.01
+    exported = R.to_torch_quantized(report.final_model)
+    x = digits64.test[0]
+    with torch.inference_mode():
+        out = exported(torch.as_tensor(B.to_numpy(x), dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(out, B.to_numpy(report.final_model(x)), rtol=0, atol=1e-6)
