@@ -37,7 +37,6 @@ See: chapters/06_capstone.ipynb (seed §1.2, §2–§3)
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -52,7 +51,6 @@ from . import backend as B
 from . import measure
 from . import models
 from .compression import pruning, trimming
-from .compression import quantization as Q
 from .compression.weight_sharing import SharedLayer, share_weights
 from .datasets import Dataset
 from .inference.distillation import DistillationLoss, check_temperature
@@ -130,7 +128,7 @@ class Step:
     Subclasses hold their parameters as attributes (checked when built) and say what they
     cannot take (a quantized model to prune, BatchNorm before int8) with a ValueError.
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     name = "step"
@@ -306,7 +304,7 @@ class FineTune(Step):
     momentum : float in [0, 1)
     batch_size : int >= 1
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     name = "finetune"
@@ -553,7 +551,7 @@ def stored_bytes(model: Any, detail: bool = False) -> int | tuple[int, str]:
     detail : bool
         Also return the formats used ("dense", "csr" or "csr+dense").
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     detail = check_bool("detail", detail)
     if _is_integer(model):
@@ -588,7 +586,7 @@ def _predict(model: Any, x: Any, batch_size: int = 1024) -> Any:
 def evaluate_accuracy(model: Any, data: tuple, batch_size: int = 1024) -> float:
     r"""Accuracy :math:`\frac1N \sum_i [\arg\max f(x_i) = y_i]` of a float or int8 model on ``data = (X, y)``.
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     x, y = loop.check_xy("data", data)
     batch_size = check_int("batch_size", batch_size, 1)
@@ -661,7 +659,7 @@ class StepResult:
     storage : str, "dense", "csr" or "csr+dense"
     seconds : float, the step's own wall time (not reproducible)
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     step: str
@@ -720,7 +718,7 @@ def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_byt
     repeats : int >= 1
     seconds : float, the step's wall time to record
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be an nnopt_lab Dataset, got {type(data).__name__}")
@@ -778,7 +776,7 @@ class Report:
     seed : int
     backend : str
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     rows: list
@@ -907,7 +905,7 @@ class Pipeline:
         :class:`QuantizeInt8`, :class:`ShareWeights`), in any order; a step that cannot take
         what the one before made says so when it runs (ValueError).
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     def __init__(self, steps):
@@ -939,7 +937,7 @@ class Pipeline:
         -------
         Report
 
-        See: chapters/06_capstone.ipynb
+        See: chapters/06_capstone.ipynb (seed §1.2)
         """
         if not isinstance(model, Module):
             raise TypeError(f"model must be an nnopt_lab Module (import a torch model with "

@@ -381,7 +381,7 @@ def from_torch(torch_sequential: torch.nn.Module, backend: Any = None) -> L.Sequ
 
     Seed: building the layers does not draw from the project's random stream.
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     if not isinstance(torch_sequential, torch.nn.Sequential):
         raise TypeError(f"torch_sequential must be a torch.nn.Sequential (of {', '.join(IMPORTABLE[1:])}), got "
@@ -415,7 +415,7 @@ def to_torch(model: L.Module, dtype: str | None = None, device: str = "cpu") -> 
     ``codebook[indices]``, a CSR layer a dense Linear. ``from_torch(to_torch(m))`` gives back the
     same weights and masks.
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     return torch_twin(model, dtype=dtype, device=device)
 
@@ -538,7 +538,7 @@ def torch_tools_baseline(model: L.Module, data: Any, sparsity: float, *, calibra
     ``engine``, ``pruned_accuracy`` (float, after pruning, before int8), ``serialized_bytes``
     (``torch.save`` of the quantized state_dict) and ``quantized_model``.
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     from .datasets import Dataset
     from .measure import flops, model_bytes, MAX_REPEATS
@@ -619,7 +619,7 @@ class QuantizedSequential(torch.nn.Sequential):
     """A ``torch.nn.Sequential`` of torch.ao quantized modules that runs on the quantized engine its
     weights were packed for (``engine``; set for the call, restored after it).
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
 
     def __init__(self, engine: str, modules=()):
@@ -711,7 +711,7 @@ def to_torch_quantized(integer_model: Any, engine: str = "qnnpack") -> torch.nn.
     -------
     QuantizedSequential (a torch.nn.Sequential)
 
-    See: chapters/06_capstone.ipynb
+    See: chapters/06_capstone.ipynb (seed §1.2)
     """
     from .inference import integer as I
 

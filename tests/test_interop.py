@@ -2,7 +2,6 @@
 to_torch round trips, to_torch_quantized (codes equal ours on qnnpack), a pipeline on an imported
 model exported back, and torch's own tools (prune + torch.ao PTQ) as the side-by-side baseline."""
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -13,9 +12,7 @@ from nnopt_lab import datasets, measure, models
 from nnopt_lab import pipeline as P
 from nnopt_lab import reference as R
 from nnopt_lab.compression import pruning
-from nnopt_lab.nn import layers as L
 from nnopt_lab.training import fit
-from nnopt_lab.training.optim import SGD
 
 TRIALS = 4
 

@@ -266,10 +266,11 @@ def test_same_seed_same_report_on_torch_cpu_within_tolerance(digits64):
     _same_weights(a.final_model, b.final_model, exact=False)
 
 
-def test_numpy_and_torch_cpu_give_the_same_pipeline_in_float64(digits64, trained64):
-    steps = [P.Prune(0.5, fine_tune_epochs=1), P.Trim()]
+def test_every_backend_gives_the_numpy_pipeline_in_float64(digits64, trained64, be64):
+    steps = [P.Prune(0.5, fine_tune_epochs=1), P.Trim(), P.ShareWeights(2)]
     a = P.Pipeline(steps).run(trained64, digits64, seed=2, latency=False)
-    b = P.Pipeline(steps).run(trained64, digits64.to(B.get_backend("torch-cpu", "float64")), seed=2, latency=False)
+    b = P.Pipeline(steps).run(trained64, digits64.to(be64), seed=2, latency=False)
+    assert B.backend_of(b.final_model.parameters()[0].data).name == be64.name
     _same_weights(a.final_model, b.final_model, exact=False)
     for ra, rb in zip(a.rows, b.rows):
         assert (ra.bytes, ra.macs, ra.params) == (rb.bytes, rb.macs, rb.params)
