@@ -136,7 +136,18 @@ def test_observer_returns_its_input_and_reset_forgets():
 
 
 # ----------------------------------------------------------------------------- histograms vs onnxruntime
+_ORT = {}
+
+
 def ort_range(method, symmetric, xs, bins=2048, quantized_bins=128, percentile=99.99):
+    """onnxruntime's range for these batches (remembered: its entropy search is a slow Python loop)."""
+    key = (method, symmetric, bins, quantized_bins, percentile, b"".join(x.tobytes() for x in xs))
+    if key not in _ORT:
+        _ORT[key] = _ort_range(method, symmetric, xs, bins, quantized_bins, percentile)
+    return _ORT[key]
+
+
+def _ort_range(method, symmetric, xs, bins, quantized_bins, percentile):
     from onnxruntime.quantization.calibrate import HistogramCollector
     collector = HistogramCollector(method, symmetric, bins, quantized_bins, percentile, scenario="same")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -309,6 +320,24 @@ def test_errors_are_clear(method):
         obs(np.arange(3))
     with pytest.raises(ValueError, match="calibrate on at least one batch first"):
         obs.range()                                               # refused batches count for nothing
+
+
+def test_make_observer_builds_the_per_channel_observer_too():
+    obs = C.make_observer("per_channel_minmax", bits=4, symmetric=True, axis=1)
+    assert isinstance(obs, C.PerChannelMinMaxObserver) and obs.axis == 1 and "per_channel_minmax" not in C.OBSERVERS
+    obs(np.arange(6, dtype=np.float32).reshape(2, 3) - 2)
+    assert B.to_numpy(obs.calculate_qparams()[0]).shape == (3,)
+
+
+def test_histogram_search_runs_once_per_set_of_batches():
+    obs = C.EntropyObserver(bins=256)
+    obs(batches("gauss", n=1)[0])
+    first = obs.range()
+    obs.divergences = None                       # a second search would fail
+    assert obs.range() == first and obs.calculate_qparams() == Q.qparams(*first, 8)
+    obs(batches("laplace", n=1)[0])
+    del obs.divergences
+    assert obs.range() != first
 
 
 def test_make_observer_names_a_wrong_option():

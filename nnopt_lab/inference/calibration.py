@@ -392,11 +392,13 @@ class _HistogramObserver(MinMaxObserver):
     def _reset(self) -> None:
         super()._reset()
         self.histogram = _SignedHistogram(self.n_bins)
+        self._chosen_range = None
 
     def _observe(self, x: Any) -> None:
         lo, hi = self._batch_minmax(x)
         self.min_val, self.max_val = min(self.min_val, lo), max(self.max_val, hi)
         self.histogram.add(x, max(abs(lo), abs(hi)))
+        self._chosen_range = None
 
     def _clipped(self, lo: float, hi: float) -> tuple[float, float]:
         """(lo, hi) as float32 numbers, inside [min seen, max seen] (onnxruntime clips the same way)."""
@@ -405,7 +407,9 @@ class _HistogramObserver(MinMaxObserver):
     def _range(self) -> tuple[float, float]:
         if self.histogram.counts is None:                      # only zeros seen
             return self.min_val, self.max_val
-        return self._chosen()
+        if self._chosen_range is None:                         # the search runs once per set of batches
+            self._chosen_range = self._chosen()
+        return self._chosen_range
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", bins={self.n_bins})"
@@ -718,9 +722,10 @@ def _kl(p: Any, q: Any) -> float:
 
 # ----------------------------------------------------------------------------- by name
 OBSERVERS: dict = {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver,
-                   "percentile": PercentileObserver, "mse": MSEObserver, "entropy": EntropyObserver,
-                   "per_channel_minmax": PerChannelMinMaxObserver}
-"""Observer classes by method name (what :func:`make_observer` accepts)."""
+                   "percentile": PercentileObserver, "mse": MSEObserver, "entropy": EntropyObserver}
+"""The per-tensor calibration methods by name (:func:`make_observer` also takes ``"per_channel_minmax"``)."""
+
+_MAKEABLE = {**OBSERVERS, "per_channel_minmax": PerChannelMinMaxObserver}
 
 
 def make_observer(method: str, bits: int = 8, symmetric: bool = False, **options: Any) -> Observer:
@@ -728,9 +733,9 @@ def make_observer(method: str, bits: int = 8, symmetric: bool = False, **options
 
     Parameters
     ----------
-    method : str, a key of :data:`OBSERVERS`
-        ``"minmax"``, ``"moving_average"``, ``"per_channel_minmax"``, ``"percentile"``,
-        ``"mse"``, ``"entropy"``.
+    method : str
+        A key of :data:`OBSERVERS` (``"minmax"``, ``"moving_average"``, ``"percentile"``,
+        ``"mse"``, ``"entropy"``) or ``"per_channel_minmax"``.
     bits, symmetric : see :class:`Observer`
     **options
         The method's own options (``averaging_constant``, ``axis``, ``percentile``, ``bins``).
@@ -747,8 +752,8 @@ def make_observer(method: str, bits: int = 8, symmetric: bool = False, **options
     See: chapters/05_3_quantization.ipynb
     """
     if hasattr(method, "shape") or not isinstance(method, str):
-        raise TypeError(f"method must be one of {tuple(OBSERVERS)}, got {type(method).__name__}")
-    cls = OBSERVERS[check_choice("method", method, tuple(OBSERVERS))]
+        raise TypeError(f"method must be one of {tuple(_MAKEABLE)}, got {type(method).__name__}")
+    cls = _MAKEABLE[check_choice("method", method, tuple(_MAKEABLE))]
     import inspect
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "bits", "symmetric")]
     for key in options:
