@@ -80,6 +80,9 @@ class Trim: pass
     ([QuantizeInt8(), Trim()], "make it the last step"),
     ([ShareWeights(), Prune()], "prune first, then share"),
     ([Prune(), ShareWeights(), Distill()], "distil first"),
+    ([ShareWeights(), QuantizeInt8()], "choose one"),
+    ([ShareWeights(), Trim()], "before sharing"),
+    ([ShareWeights(), FineTune(), ShareWeights()], r"step 2 \(ShareWeights\) comes after step 0"),
 ])
 def test_impossible_orders_are_named(steps, words):
     assert X.order_problem(steps) is not None
@@ -89,7 +92,7 @@ def test_impossible_orders_are_named(steps, words):
 
 def test_possible_orders_pass_the_order_check():
     for steps in ([Distill(), Prune(), FineTune(), Trim(), QuantizeInt8()], [Prune(), ShareWeights()],
-                  [QuantizeInt8()], [Prune(), Prune(), FineTune(), ShareWeights(), QuantizeInt8()]):
+                  [QuantizeInt8()], [Prune(), Prune(), FineTune(), Trim(), ShareWeights(), FineTune()]):
         assert X.order_problem(steps) is None
 
 
@@ -137,3 +140,50 @@ def test_budget_checker_tells_not_started_and_non_pipelines():
         X.check_budget_pipeline(lambda: 3, None, None, 1000)
     with pytest.raises(ExerciseFailed, match="no steps"):
         X.check_budget_pipeline(lambda: [], None, None, 1000)
+
+
+# ----------------------------------------------------------------------------- the budget checker on real runs
+@pytest.fixture
+def trained(be32):
+    from nnopt_lab import backend as B, datasets, models
+    from nnopt_lab.training import fit
+    from nnopt_lab.training.optim import Adam
+
+    data = datasets.load_digits(backend=be32, seed=0)
+    B.seed(0)
+    model = models.mlp((64, 32, 10), backend=be32)
+    fit(model, data.train, epochs=15, batch_size=32, optimizer=Adam(model, lr=3e-3), seed=0, progress=False)
+    return model.eval(), data
+
+
+def test_budget_checker_passes_a_pipeline_that_fits_and_returns_its_report(trained, capsys):
+    from nnopt_lab.pipeline import Pipeline, ShareWeights
+
+    model, data = trained
+    report = X.check_budget_pipeline(lambda: Pipeline([ShareWeights(4, fine_tune_epochs=3)]), model, data, 2000,
+                                     max_drop_points=3.0)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ my_pipeline fits the budget: ") and f"{report.final.bytes:,} B ≤ 2,000 B" in out
+    assert report.final.bytes <= 2000 and 100 * (report.baseline.accuracy - report.final.accuracy) <= 3.0
+    assert X.diagnose_report(report, 2000, 3.0) is None
+
+
+def test_budget_checker_reads_the_report_it_ran(trained):
+    from nnopt_lab.pipeline import Pipeline, Prune, QuantizeInt8
+
+    model, data = trained
+    with pytest.raises(ExerciseFailed, match="over budget: the final model stores .* the budget is 500 B"):
+        X.check_budget_pipeline(lambda: [QuantizeInt8()], model, data, 500)       # a list of steps is taken too
+    with pytest.raises(ExerciseFailed, match=r"accuracy lost: .* The step that lost most: Prune\(sparsity=0.99"):
+        X.check_budget_pipeline(lambda: Pipeline([Prune(0.99)]), model, data, 10 ** 6)
+
+
+def test_budget_checker_reports_what_the_pipeline_refuses(trained):
+    from nnopt_lab.nn.layers import BatchNorm1d, Linear, ReLU, Sequential
+    from nnopt_lab.pipeline import QuantizeInt8
+
+    _, data = trained
+    with_bn = Sequential(Linear(64, 8), BatchNorm1d(8), ReLU(), Linear(8, 10)).to(data.backend).eval()
+    with pytest.raises(ExerciseFailed, match="the pipeline stopped \\(ValueError: QuantizeInt8 got a model with "
+                                             "BatchNorm"):
+        X.check_budget_pipeline(lambda: [QuantizeInt8()], with_bn, data, 10 ** 6)

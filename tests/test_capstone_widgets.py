@@ -196,3 +196,24 @@ def test_the_widget_switches_budget_kind_and_slider_options_and_redraws_the_imag
     assert len(slider.options) == len(data["latency"]["budgets"]) and slider.options[0][0].endswith(" ms")
     assert slider.value == len(data["latency"]["budgets"]) - 1
     assert box.view.lines["latency"].get_visible() and not box.view.lines["bytes"].get_visible()
+
+
+def test_record_from_a_real_pipeline_report(be32):
+    from nnopt_lab import datasets, models
+    from nnopt_lab.pipeline import Pipeline, Prune, ShareWeights
+
+    data = datasets.load_digits(backend=be32, seed=0)
+    model = models.mlp((64, 16, 10), backend=be32).eval()
+    report = Pipeline([Prune(0.5), ShareWeights(3)]).run(model, data, seed=0, repeats=2)
+    rec = W.record_from_report("prune → share", report)
+    assert [p["bytes"] for p in rec["path"]] == [r.bytes for r in report.rows]
+    assert [p["latency_ms"] for p in rec["path"]] == [r.latency_b1_ms for r in report.rows]
+    assert (rec["accuracy"], rec["bytes"]) == (report.final.accuracy, report.final.bytes)
+    b64 = W.record_from_report("b64", report, latency_key="latency_b64_ms")
+    assert b64["latency_ms"] == report.final.latency_b64_ms
+    data_ = W.explorer_data([W.record_from_report("baseline", report.rows[:1]), rec])
+    assert data_["bytes"]["best"][-1] in (0, 1) and data_["bytes"]["best"][0] == 1   # the smaller one fits first
+    nolat = Pipeline([]).run(model, data, seed=0, latency=False)
+    assert "latency" not in W.explorer_data([W.record_from_report("x", nolat)])     # no latency measured
+    with pytest.raises(ValueError, match=r"budgets_latency was given but records \['x'\] have no latency_ms"):
+        W.explorer_data([W.record_from_report("x", nolat)], budgets_latency=[1.0])

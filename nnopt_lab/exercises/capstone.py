@@ -100,6 +100,9 @@ ORDER_RULES = {
                                "describes; prune first, then share the weights",
     ("ShareWeights", "Distill"): "distilling after weight sharing trains a fresh float student and throws the "
                                  "codebook away; distil first",
+    ("ShareWeights", "QuantizeInt8"): "int8 and k-means codebooks are two ways to store the same weights: choose one",
+    ("ShareWeights", "ShareWeights"): "the weights are shared already: share once, with the bits you want",
+    ("ShareWeights", "Trim"): "trim (fold BatchNorm, remove emptied units) before sharing the weights",
 }
 
 

@@ -188,7 +188,8 @@ def explorer_data(records: Sequence[Mapping], budgets_bytes: Any = None, budgets
     -------
     dict with ``records`` (checked copies), ``baseline``, and for each kind in :data:`KINDS`
     an entry ``{"costs", "front", "budgets", "best"}``: ``best[j]`` is
-    :func:`best_for_budget` at ``budgets[j]`` (None where nothing fits).
+    :func:`best_for_budget` at ``budgets[j]`` (None where nothing fits). The ``"latency"`` entry
+    is left out when a record has no latency (ValueError if ``budgets_latency`` was given).
 
     See: chapters/06_capstone.ipynb
     """
@@ -198,6 +199,10 @@ def explorer_data(records: Sequence[Mapping], budgets_bytes: Any = None, budgets
     accs = [r["accuracy"] for r in recs]
     for kind, budgets in (("bytes", budgets_bytes), ("latency", budgets_latency)):
         if kind == "latency" and any(r["latency_ms"] is None for r in recs):
+            if budgets is not None:
+                raise ValueError(f"budgets_latency was given but records "
+                                 f"{[r['name'] for r in recs if r['latency_ms'] is None]} have no latency_ms "
+                                 f"(run their pipelines with latency=True)")
             continue                                # no latency measured: only the bytes budget
         costs = _costs(recs, kind)
         grid = _budget_grid(costs, budgets, kind)
