@@ -63,12 +63,14 @@ from .validation import as_int, check_bool, check_choice, check_int, check_numbe
     check_sequence
 
 __all__ = ["Step", "Distill", "Prune", "FineTune", "Trim", "QuantizeInt8", "ShareWeights", "Pipeline", "StepResult",
-           "Report", "stored_bytes", "evaluate_accuracy", "measure_step", "FLOAT_BITS"]
+           "Report", "stored_bytes", "evaluate_accuracy", "measure_step", "FLOAT_BITS", "SCHEDULES"]
 
 #: Bits of one stored float (the baseline is float32, whatever dtype the model computes in).
 FLOAT_BITS = 32
 MAX_SHARE_BITS = 8          # 256 centroids: the indices fit a uint8
 LATENCY_BATCHES = (1, 64)
+#: Pruning schedules of :class:`Prune`.
+SCHEDULES = ("oneshot", "iterative", "gradual")
 
 
 # ----------------------------------------------------------------------------- what a model is
@@ -215,15 +217,18 @@ class Prune(Step):
 
     ``schedule="oneshot"`` prunes once, then fine-tunes ``fine_tune_epochs`` (0: none);
     ``"iterative"`` prunes in ``rounds`` steps to :math:`s_r = 1 - (1 - s)^{r/R}`, fine-tuning
-    ``fine_tune_epochs`` after each (:func:`~nnopt_lab.compression.pruning.iterative_prune`).
+    ``fine_tune_epochs`` after each (:func:`~nnopt_lab.compression.pruning.iterative_prune`);
+    ``"gradual"`` (unstructured) trains ``fine_tune_epochs`` while the masks follow Zhu & Gupta's
+    cubic :math:`s_t = s\,(1 - (1 - t/t_1)^3)` at every update, :math:`t_1` the start of the last
+    epoch (:class:`~nnopt_lab.compression.pruning.GradualPruning`).
 
     Parameters
     ----------
     sparsity : float in [0, 1)
     structured : bool
-    schedule : {"oneshot", "iterative"}
+    schedule : {"oneshot", "iterative", "gradual"}
     rounds : int >= 1 (iterative only)
-    fine_tune_epochs : int >= 0 (>= 1 for iterative)
+    fine_tune_epochs : int >= 0 (>= 1 for iterative and gradual)
     lr, momentum, batch_size : the fine-tuning's SGD
     scope : {"global", "layer"} (unstructured only)
 
@@ -241,13 +246,16 @@ class Prune(Step):
                  scope: str = "global"):
         self.sparsity = check_probability("sparsity", sparsity, high_open=True)
         self.structured = check_bool("structured", structured)
-        self.schedule = check_choice("schedule", schedule, ("oneshot", "iterative"))
+        self.schedule = check_choice("schedule", schedule, SCHEDULES)
         self.rounds = check_int("rounds", rounds, 1, pruning.MAX_ROUNDS)
         self.scope = check_choice("scope", scope, ("global", "layer"))
         _train_settings(self, fine_tune_epochs, lr, momentum, batch_size, epochs_low=0, epochs_name="fine_tune_epochs")
-        if self.schedule == "iterative" and self.epochs == 0:
-            raise ValueError("fine_tune_epochs must be >= 1 with schedule='iterative' (it fine-tunes after every "
-                             "round), got 0")
+        if self.schedule != "oneshot" and self.epochs == 0:
+            raise ValueError(f"fine_tune_epochs must be >= 1 with schedule={self.schedule!r} (it prunes while it "
+                             f"trains), got 0")
+        if self.structured and self.schedule == "gradual":
+            raise ValueError("schedule='gradual' prunes single weights (GradualPruning): use 'oneshot' or "
+                             "'iterative' with structured=True")
         self.fine_tune_epochs = self.epochs
 
     def _params(self) -> dict:
@@ -264,6 +272,12 @@ class Prune(Step):
             raise TypeError(f"Prune needs an nnopt_lab Sequential, got {type(model).__name__}")
         if self.structured:
             self._structured(model, data, ctx)
+        elif self.schedule == "gradual":
+            steps_per_epoch = -(-int(data.train[0].shape[0]) // self.batch_size)
+            end = max(0, (self.epochs - 1) * steps_per_epoch)       # the last epoch trains at the final sparsity
+            schedule = pruning.PolynomialDecay(0.0, self.sparsity, 0, end, frequency=1)
+            callback = pruning.GradualPruning(schedule, scope=self.scope)
+            loop.fit(model, data.train, callbacks=[callback], **_fit_kwargs(self, ctx, model, self.epochs))
         elif self.schedule == "iterative":
             kwargs = _fit_kwargs(self, ctx, model, self.epochs)
             pruning.iterative_prune(model, data.train, final_sparsity=self.sparsity, rounds=self.rounds,

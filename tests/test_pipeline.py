@@ -144,6 +144,20 @@ def test_prune_iterative_equals_iterative_prune_by_hand(digits64, trained64):
         {"0.weight": 0.9, "2.weight": 0.9, "4.weight": 0.9}, abs=2e-3)
 
 
+def test_prune_gradual_equals_gradual_pruning_in_fit_by_hand(digits64, trained64):
+    report = P.Pipeline([P.Prune(0.8, schedule="gradual", fine_tune_epochs=3)]).run(trained64, digits64, seed=SEED,
+                                                                                   latency=False)
+    hand = copy.deepcopy(trained64)
+    steps = -(-digits64.train[0].shape[0] // 64)
+    callback = pruning.GradualPruning(pruning.PolynomialDecay(0.0, 0.8, 0, 2 * steps, frequency=1), scope="global")
+    _ft_with = dict(epochs=3, batch_size=64, seed=SEED * 1000 + 1, progress=False, callbacks=[callback],
+                    optimizer=SGD(hand, lr=0.01, momentum=0.9))
+    fit(hand, digits64.train, **_ft_with)
+    _same_weights(report.final_model, hand)
+    assert report.rows[1].sparsity == pytest.approx(0.8, abs=1e-3)
+    assert callback.log[0][1] == 0.0 and callback.log[-1][1] == pytest.approx(0.8) and len(callback.log) == 2 * steps + 1
+
+
 def test_structured_prune_then_trim_equals_ln_structured_and_removal_by_hand(digits64, trained64):
     report = P.Pipeline([P.Prune(0.5, structured=True), P.Trim()]).run(trained64, digits64, seed=SEED,
                                                                        latency=False)
@@ -308,9 +322,10 @@ def test_a_quantized_model_cannot_be_pruned_or_trained(digits64, trained64):
 
 
 @pytest.mark.parametrize("build, words", [
-    (lambda: P.Prune(1.5), "sparsity"), (lambda: P.Prune(0.5, schedule="gradual"), "schedule"),
+    (lambda: P.Prune(1.5), "sparsity"), (lambda: P.Prune(0.5, schedule="cubic"), "schedule"),
     (lambda: P.Prune(0.5, schedule="iterative", fine_tune_epochs=0), "fine_tune_epochs"),
-    (lambda: P.Prune(0.5, scope="net"), "scope"), (lambda: P.Distill(hidden=(0,)), r"hidden\[0\]"),
+    (lambda: P.Prune(0.5, scope="net"), "scope"), (lambda: P.Prune(0.5, structured=True, schedule="gradual", fine_tune_epochs=1), "prunes single weights"),
+    (lambda: P.Prune(0.5, schedule="gradual"), "fine_tune_epochs"), (lambda: P.Distill(hidden=(0,)), r"hidden\[0\]"),
     (lambda: P.Distill(temperature=0), "temperature"), (lambda: P.Distill(alpha=2), "alpha"),
     (lambda: P.FineTune(epochs=0), "epochs"), (lambda: P.FineTune(lr=-1), "lr"),
     (lambda: P.ShareWeights(bits=9), "bits"), (lambda: P.ShareWeights(init="best"), "init"),
