@@ -254,12 +254,14 @@ def build(out: Path, quick: bool = True, from_executed: Path | None = None, exec
     for nb_path in notebooks:
         nb = json.loads(copies[nb_path].read_text(encoding="utf-8"))
         facts = run_facts(nb)
-        pages.append({"file": nb_path.stem + ".html", "number": chapter_number(nb_path),
-                      "title": title_of(nb, nb_path.stem), "slug": nb_path.stem, **facts})
+        number, heading = chapter_number(nb_path), title_of(nb, nb_path.stem)
+        title = re.sub(rf"^{re.escape(number)}\s*[·.:-]?\s*", "", heading) if number else heading
+        pages.append({"file": nb_path.stem + ".html", "number": number, "heading": heading,
+                      "title": title or heading, "slug": nb_path.stem, **facts})
     total = len(pages)
     for i, (nb_path, page) in enumerate(zip(notebooks, pages)):
         nb = static_outputs(json.loads(copies[nb_path].read_text(encoding="utf-8")), _app_name(nb_path))
-        nb["metadata"]["title"] = page["title"]
+        nb["metadata"]["title"] = page["heading"]
         book = {"mathjax": "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
                 "prev": pages[i - 1] if i > 0 else None, "next": pages[i + 1] if i + 1 < total else None,
                 "page": page, "run": f"{_mode(page['quick'])} run on {page['backend']} in "
@@ -293,7 +295,7 @@ def index_markdown(rows: list[dict], glossary: bool, quick: bool) -> str:
              "the backend and the time it took. The explorers need a live kernel: "
              "`python tasks.py lab` (JupyterLab) or `python tasks.py app NAME` (one chapter's explorers as an app). "
              "Everything on these pages is served from this folder: nothing is fetched from another host.", "",
-             "| | chapter | run | backend | time |", "|---|---|---|---|---|"]
+             "| § | chapter | run | backend | time |", "|---|---|---|---|---|"]
     for r in rows:
         title = r["title"].replace("|", "\\|")
         mark = " (stopped at an error)" if r["errored"] else ""
