@@ -295,24 +295,25 @@ MAX_HISTOGRAM_BINS = 2 ** 22
 """Most bins a histogram may grow to when later batches widen the range (about 32 MiB of counts)."""
 
 
-def _counts(x: Any, edges: Any, *, clip_below: bool = False) -> Any:
+def _counts(x: Any, edges: Any, *, drop_above: bool = False) -> Any:
     r"""Counts of ``x`` in the bins :math:`[e_i, e_{i+1})` of ``edges`` (float64, increasing, on x's backend).
 
-    The last bin is closed (it holds :math:`e_n`), as ``numpy.histogram``'s; values beyond
-    :math:`e_n` go to the last bin, values below :math:`e_0` to the first (``clip_below``) or
-    nowhere -- callers make the edges span the data, so these only catch float rounding.
-    int64 counts on ``x``'s backend, found by sorting ``x`` (rounded to float32, as the
-    observers see it) and ``searchsorted`` on the edges.
+    ``numpy.histogram(x, bins=edges)``: the last bin is closed (it holds :math:`e_n`) and values
+    below :math:`e_0` are not counted; values above :math:`e_n` are not counted either with
+    ``drop_above``, else they go to the last bin (the signed histograms' edges span the data:
+    that only catches float rounding). int64 counts on ``x``'s backend, found by sorting ``x``
+    (rounded to float32, as the observers see it) and ``searchsorted`` on the edges.
     """
     xp = B.namespace(x)
     xs = xp.sort(xp.reshape(xp.astype(xp.astype(x, xp.float32), xp.float64), (-1,)))
     edges = B.asarray(edges, xs)
     n = edges.shape[0] - 1
-    inner = xp.searchsorted(xs, edges[1:n], side="left")                  # entries below e_1 .. e_{n-1}
-    zero = xp.zeros((1,), dtype=inner.dtype, device=B.device(xs))
-    low = zero if clip_below else xp.searchsorted(xs, edges[:1], side="left")
-    top = xp.full((1,), xs.shape[0], dtype=inner.dtype, device=B.device(xs))
-    cumulative = xp.concat([low, inner, top])
+    below = xp.searchsorted(xs, edges[:n], side="left")                   # entries below e_0 .. e_{n-1}
+    if drop_above:
+        top = xp.searchsorted(xs, edges[n:], side="right")
+    else:
+        top = xp.full((1,), xs.shape[0], dtype=below.dtype, device=B.device(xs))
+    cumulative = xp.concat([below, top])
     return xp.astype(cumulative[1:] - cumulative[:-1], xp.int64)
 
 
@@ -431,9 +432,11 @@ class PercentileObserver(_HistogramObserver):
     where ss is ``searchsorted`` (the first bin where F reaches the level), the affine
     histogram is the signed one on :math:`[-t, t]` (see :class:`MSEObserver`) and the
     symmetric one is a histogram of :math:`|x|` from the first batch's :math:`\min|x|` to
-    :math:`\max|x|`, extended by bins of the same width when a later batch goes beyond; then
-    clipped to :math:`[\min x, \max x]`. Values of a later batch below the first edge of the
-    :math:`|x|` histogram are counted in its first bin (onnxruntime drops them).
+    :math:`\max|x|`, extended by bins of the same width when a later batch goes beyond (edges
+    computed as onnxruntime does: ``numpy.linspace`` / ``numpy.arange`` on float32 numbers,
+    stored in float32); then clipped to :math:`[\min x, \max x]`. As in onnxruntime, values
+    of a later batch below the first edge (the first batch's smallest :math:`|x|`) are not
+    counted: they are the smallest magnitudes and only lower the total.
 
     Parameters
     ----------
@@ -455,7 +458,7 @@ class PercentileObserver(_HistogramObserver):
 
     def _reset(self) -> None:
         super()._reset()
-        self.abs_counts, self.abs_start, self.abs_width = None, 0.0, 0.0
+        self.abs_counts = self.abs_edges = None
 
     def _observe(self, x: Any) -> None:
         super()._observe(x)
@@ -464,27 +467,29 @@ class PercentileObserver(_HistogramObserver):
         xp = B.namespace(x)
         a = xp.abs(x)
         amin, amax = _float32(B.float_of(xp.min(a))), _float32(B.float_of(xp.max(a)))
-        if self.abs_counts is None:
-            start, stop = (amin, amax) if amax > amin else (amin - 0.5, amax + 0.5)   # numpy.histogram's rule
-            self.abs_start, self.abs_width = start, (stop - start) / self.n_bins
-            self.abs_counts = _counts(a, self._abs_edges(self.n_bins, a), clip_below=True)
+        if self.abs_counts is None:                     # numpy.histogram(|x|, bins): range [min, max] of |x|
+            start, stop = (amin, amax) if amax > amin else (_float32(amin - 0.5), _float32(amax + 0.5))
+            self.abs_edges = _linspace32(start, stop, self.n_bins, a)
+            self.abs_counts = _counts(a, self.abs_edges, drop_above=True)
             return
-        n = self.abs_counts.shape[0]
-        last = self.abs_start + n * self.abs_width
-        if amax > last:
-            n = n + math.ceil((amax - last) / self.abs_width)
-            if n > MAX_HISTOGRAM_BINS:
+        edges = self.abs_edges
+        last = B.float_of(edges[-1])
+        if amax > last:                                 # onnxruntime: np.arange(last + w, amax + w, w), w in float32
+            width = _float32(B.float_of(edges[1]) - B.float_of(edges[0]))
+            start, stop = _float32(last + width), _float32(amax + width)
+            more = math.ceil(_float32(stop - start) / width)
+            if edges.shape[0] - 1 + more > MAX_HISTOGRAM_BINS:
                 raise ValueError(f"x widens the calibration range to |x| <= {amax:.6g}: the |x| histogram would "
-                                 f"need {n} bins (more than {MAX_HISTOGRAM_BINS}); reset() the observer")
-        counts = B.asarray(_counts(a, self._abs_edges(n, a), clip_below=True), self.abs_counts)
+                                 f"need {edges.shape[0] - 1 + more} bins (more than {MAX_HISTOGRAM_BINS}); reset() "
+                                 f"the observer")
+            step = _float32(start + width) - start      # numpy's arange: start + i·(second - first), in float64
+            new = xp.astype(xp.arange(more, device=B.device(edges)), xp.float64) * step + start
+            edges = xp.concat([edges, new])
+        counts = B.asarray(_counts(a, edges, drop_above=True), self.abs_counts)
         xq = B.namespace(counts)
         old = self.abs_counts.shape[0]
         self.abs_counts = xq.concat([counts[:old] + self.abs_counts, counts[old:]])
-
-    def _abs_edges(self, n: int, like: Any) -> Any:
-        """Edges of the |x| histogram: start + i·width (float64), i = 0..n."""
-        xp = B.namespace(like)
-        return xp.astype(xp.arange(n + 1, device=B.device(like)), xp.float64) * self.abs_width + self.abs_start
+        self.abs_edges = xq.astype(xq.astype(edges, xq.float32), xq.float64)    # onnxruntime keeps them in float32
 
     @staticmethod
     def _edge_at(counts: Any, edges: Any, level: float) -> float:
@@ -495,8 +500,7 @@ class PercentileObserver(_HistogramObserver):
 
     def _chosen(self) -> tuple[float, float]:
         if self.symmetric:
-            edges = self._abs_edges(self.abs_counts.shape[0], self.abs_counts)
-            t = self._edge_at(self.abs_counts, edges, self.percentile / 100.0)
+            t = self._edge_at(self.abs_counts, self.abs_edges, self.percentile / 100.0)
             return self._clipped(-t, t)
         cut = (100.0 - self.percentile) / 200.0
         counts, edges = self.histogram.counts, self.histogram.edges()
