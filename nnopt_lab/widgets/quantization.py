@@ -219,6 +219,7 @@ class QuantizationView(FigureView):
         self._limits_of = None
         self._backgrounds: dict = {}
         self.fig.tight_layout()
+        self.fig.subplots_adjust(top=0.87)                # room for the titles (animated: not in the layout)
         self.update(0, 0, 0)
 
     def update(self, bits_index: int = 0, granularity_index: int = 0, method_index: int = 0) -> dict:
