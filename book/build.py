@@ -6,10 +6,11 @@
 
 Run with the project's virtual environment (``tasks.py book`` does). The chapters are found by
 glob (``chapters/*.ipynb``) and ordered by their chapter number (01, 02_1, ..., 05_3, 06), which is
-the seed's order. Each chapter is executed with papermill into ``build/executed/`` (never over
-``chapters/``) the way the notebook tests run it (kernel python3, working directory ``chapters/``,
-QUICK or FULL, matplotlib's inline backend so that the figures are kept, one BLAS thread per kernel), then converted with
-nbconvert and the template in ``book/jupyter/nbconvert/templates/nnopt_book``.
+the seed's order. Each chapter is executed with papermill into ``build/executed/`` (FULL runs:
+``build/executed-full/``; never over ``chapters/``) the way the notebook tests run it (kernel
+python3, working directory ``chapters/``, QUICK or FULL, one BLAS thread per kernel), except that
+matplotlib's inline backend keeps the figures; then converted with nbconvert and the template in
+``book/jupyter/nbconvert/templates/nnopt_book``.
 
 Why nbconvert with a template: it is already installed (JupyterLab and papermill need it), renders
 exactly what JupyterLab shows, and needs no Node or network. Offline means every file the pages load
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
-import html
 import json
 import os
 import re
@@ -105,6 +105,7 @@ def execute(nb_path: Path, out: Path, quick: bool) -> Path:
     later build can tell whether it is still current.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    source_sha256 = _sha256(nb_path)                     # the source as it was run
     env = {**os.environ, "QUICK": "1" if quick else "0", "MPLBACKEND": INLINE_BACKEND,
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     tmp = out.with_name(out.stem + ".running.ipynb")
@@ -116,7 +117,7 @@ def execute(nb_path: Path, out: Path, quick: bool) -> Path:
     if not tmp.exists():
         raise RuntimeError(f"papermill could not run {nb_path.name}:\n{result.stderr[-3000:]}")
     nb = json.loads(tmp.read_text(encoding="utf-8"))
-    nb.setdefault("metadata", {})["nnopt_lab"] = {"source_sha256": _sha256(nb_path), "quick": quick}
+    nb.setdefault("metadata", {})["nnopt_lab"] = {"source_sha256": source_sha256, "quick": quick}
     tmp.write_text(json.dumps(nb, ensure_ascii=False, indent=1), encoding="utf-8")
     tmp.replace(out)                                    # written whole or not at all
     if result.returncode != 0:
@@ -224,7 +225,7 @@ def build(out: Path, quick: bool = True, from_executed: Path | None = None, exec
     ``only``: substrings of chapter names, to build a part of the book (tests do).
     """
     start = time.perf_counter()
-    executed = executed or ROOT / "build" / "executed"
+    executed = executed or ROOT / "build" / ("executed" if quick else "executed-full")
     notebooks = [p for p in chapters(source) if not only or any(o in p.stem for o in only)]
     if not notebooks:
         raise SystemExit(f"no chapter matches {only!r} in {source}")
