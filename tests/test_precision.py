@@ -27,7 +27,7 @@ def float32_cases(seed=0, n=100_000):
     bf16_ties = (g.integers(0, 2 ** 16, 3000).astype(np.uint32) << np.uint32(16)) | np.uint32(0x8000)
     fp16_ties = (g.integers(0x3000, 0x4800, 3000).astype(np.uint32) << np.uint32(13)) | np.uint32(0x1000)
     x = np.concatenate([bits.view(np.float32), bf16_ties.view(np.float32), fp16_ties.view(np.float32)])
-    small = np.float32(2.0 ** -24) * g.integers(0, 3000, 3000).astype(np.float32) / np.float32(2)   # fp16 subnormal ties
+    small = np.float32(2.0 ** -25) * g.integers(0, 3000, 3000).astype(np.float32)   # fp16 subnormals and their ties
     edges = np.float32([0.0, -0.0, np.inf, -np.inf, 65504, 65519.996, 65520, -65520, 2.0 ** -14, 2.0 ** -24,
                         2.0 ** -25, 3 * 2.0 ** -26, 2.0 ** -126, 2.0 ** -133, 2.0 ** -134, 3 * 2.0 ** -135,
                         3.3895314e38, 3.3961776e38, 3.4028235e38, -3.4028235e38, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8])
@@ -61,7 +61,8 @@ def test_round_bfloat16_fast_and_portable_paths_equal_torch_bit_for_bit():
 
 def test_round_bfloat16_known_values():
     x = np.float32([1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8, 1.0 + 2.0 ** -8 + 2.0 ** -20, 3.4028235e38, -0.0])
-    np.testing.assert_array_equal(B.round_bfloat16(x), np.float32([1.0, 1.0 + 2.0 ** -6, 1.0 + 2.0 ** -7, np.inf, -0.0]))
+    np.testing.assert_array_equal(B.round_bfloat16(x),
+                                  np.float32([1.0, 1.0 + 2.0 ** -6, 1.0 + 2.0 ** -7, np.inf, -0.0]))
     assert np.signbit(B.round_bfloat16(x)[-1]) and np.signbit(B.round_bfloat16_portable(x)[-1])
 
 

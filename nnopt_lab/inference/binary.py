@@ -322,7 +322,11 @@ def popcount(words: Any) -> Any:
 
 
 def xnor_dot(a_packed: Any, b_packed: Any, n: int) -> Any:
-    r"""Dot products of ±1 vectors from their packed signs: :math:`\langle a, b\rangle = n - 2\,\operatorname{popcount}(a \oplus b)`.
+    r"""Dot products of ±1 vectors from their packed signs, by XNOR and bit count.
+
+    .. math::
+
+        \langle a, b\rangle = n - 2\,\mathrm{popcount}(a \oplus b)
 
     Equal signs (XNOR = 1) add +1, different ones (XOR = 1) add -1, so the dot product is
     :math:`n - 2` × (number of differing bits); the padding bits are 0 in both and differ nowhere.

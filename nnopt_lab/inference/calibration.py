@@ -560,7 +560,10 @@ class MSEObserver(_HistogramObserver):
     grid = 65
 
     def errors(self, lo: Any, hi: Any) -> Any:
-        r"""Estimated :math:`\sum_x (x - \hat x)^2` of the histogram for candidate ranges ``lo[k], hi[k]`` (float64 (K,))."""
+        r"""Estimated :math:`\sum_x (x - \hat x)^2` of the histogram for each candidate range.
+
+        ``lo``, ``hi``: float arrays (K,) on the histogram's backend; returns float64 (K,).
+        """
         xp = B.namespace(self.histogram.counts)
         counts = xp.astype(self.histogram.counts, xp.float64)
         edges = self.histogram.edges()
