@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
+import html
 import json
 import os
 import re
@@ -148,7 +149,7 @@ def static_outputs(nb: dict, slug: str) -> dict:
 
     A widget needs a kernel (or a widget manager loaded from a CDN) to draw; the book has neither,
     so an explorer's output becomes a note naming the commands that run it live. A progress bar
-    (tqdm) keeps its last printed meter; one that was closed (``leave=False``) is dropped.
+    (tqdm) becomes its meter as text, where it ended; one that was closed (``leave=False``) is dropped.
     """
     state = nb.get("metadata", {}).pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in nb.get("cells", []):
@@ -163,10 +164,29 @@ def static_outputs(nb: dict, slug: str) -> dict:
                 output["data"] = {"text/html": EXPLORER_NOTE.format(slug=slug)}
                 kept.append(output)
             elif data[WIDGET_VIEW].get("model_id") in state and text.strip():
-                output["data"] = {"text/plain": text}     # a progress bar's last meter
+                meter = progress_meter(state, data[WIDGET_VIEW]["model_id"])
+                output["data"] = {"text/plain": meter or text}     # a progress bar where it ended
                 kept.append(output)
         cell["outputs"] = kept
     return nb
+
+
+def progress_meter(state: dict, model_id: str, width: int = 10) -> str | None:
+    """tqdm's notebook bar as text, where it ended: ``seeds: 100%|██████████| 1/1 [00:00<00:00]``.
+
+    Its ``text/plain`` was printed when the bar appeared (0 %); the saved widget state holds the
+    last values: an HBox of an HTML label, a progress bar and an HTML meter.
+    """
+    children = [state.get(str(c).removeprefix("IPY_MODEL_"), {}).get("state", {})
+                for c in state.get(model_id, {}).get("state", {}).get("children", [])]
+    bars = [c for c in children if c.get("_model_name") in ("FloatProgressModel", "IntProgressModel")]
+    labels = [html.unescape(str(c.get("value", ""))).replace("\u2007", " ")
+              for c in children if c.get("_model_name") == "HTMLModel"]
+    if len(bars) != 1 or len(labels) != 2:
+        return None
+    value, top = bars[0].get("value") or 0, bars[0].get("max") or 0
+    filled = round(width * min(max(value / top, 0), 1)) if top else 0
+    return f"{labels[0]}|{'█' * filled}{' ' * (width - filled)}|{labels[1]}"
 
 
 def _exporter():

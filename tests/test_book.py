@@ -94,20 +94,26 @@ def _widget_output(model_id: str, text: str) -> dict:
                      "text/plain": text}}
 
 
-def test_static_outputs_replace_explorers_keep_progress_meters_and_drop_closed_bars():
-    nb = {"metadata": {"widgets": {book.WIDGET_STATE: {"state": {"a": {}, "b": {}}}}}, "cells": [
+def test_static_outputs_replace_explorers_show_progress_bars_where_they_ended_and_drop_closed_ones():
+    bar = {"b": {"state": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+           "l": {"state": {"_model_name": "HTMLModel", "value": "epochs:\u2007100%"}},
+           "p": {"state": {"_model_name": "FloatProgressModel", "value": 5.0, "max": 5.0}},
+           "r": {"state": {"_model_name": "HTMLModel", "value": "\u20075/5\u2007[00:01&lt;00:00]"}}}
+    nb = {"metadata": {"widgets": {book.WIDGET_STATE: {"state": {"a": {}, **bar, "c": {}}}}}, "cells": [
         {"cell_type": "code", "outputs": [_widget_output("a", "VBox(children=(IntSlider(value=3),))")]},
-        {"cell_type": "code", "outputs": [_widget_output("b", "epochs: 100%|██████| 5/5 [00:01<00:00]"),
+        {"cell_type": "code", "outputs": [_widget_output("b", "epochs:   0%|          | 0/5 [00:00<?, ?it/s]"),
                                           {"output_type": "stream", "name": "stdout", "text": "done\n"}]},
         {"cell_type": "code", "outputs": [_widget_output("closed", "epochs:  20%|█ | 1/5")]},
+        {"cell_type": "code", "outputs": [_widget_output("c", "a meter without its widgets: 3/5")]},
     ]}
     out = book.static_outputs(nb, "05_2")
     assert "widgets" not in out["metadata"]
-    first, second, third = (c["outputs"] for c in out["cells"])
+    first, second, third, fourth = (c["outputs"] for c in out["cells"])
     assert list(first[0]["data"]) == ["text/html"] and "python tasks.py app 05_2" in first[0]["data"]["text/html"]
-    assert second[0]["data"] == {"text/plain": "epochs: 100%|██████| 5/5 [00:01<00:00]"}
+    assert second[0]["data"] == {"text/plain": "epochs: 100%|██████████| 5/5 [00:01<00:00]"}   # where it ended
     assert second[1]["text"] == "done\n"
     assert third == []
+    assert fourth[0]["data"] == {"text/plain": "a meter without its widgets: 3/5"}
 
 
 def test_run_facts_read_papermills_duration_and_the_backend_line():
