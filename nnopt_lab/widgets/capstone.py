@@ -255,7 +255,7 @@ class BudgetView(FigureView):
                     ax.plot([p[key] / scale for p in path], [100 * p["accuracy"] for p in path], ".--",
                             color=f"C{j + 1}", lw=1, label=f"route: {recs[k]['name']}")
             b = recs[data["baseline"]]
-            ax.plot([xs[data["baseline"]]], [accs[data["baseline"]]], "s", color="k", ms=6, label=f"baseline ({b['name']})")
+            ax.plot([xs[data["baseline"]]], [accs[data["baseline"]]], "s", color="k", ms=6, label="baseline" if b["name"] == "baseline" else f"baseline ({b['name']})")
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(plain)
