@@ -77,12 +77,15 @@ def _width_axis(ax: Any, widths: Sequence[int]) -> None:
     ax.set_xlabel("hidden width (units)")
 
 
-def _log_axis(ax: Any) -> None:
-    """A log y axis labelled only at powers of ten (no crowded minor labels)."""
+def _log_axis(ax: Any, plain: bool = False) -> None:
+    """A log y axis labelled only at major ticks (no crowded minor labels); ``plain``: at 1, 2, 5 × 10^k
+    written as plain numbers (0.01, 0.02, 0.05: a latency range of less than a decade keeps labels)."""
     from matplotlib.ticker import LogLocator, NullFormatter
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if plain else (1,)))
+    if plain:
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -119,7 +122,7 @@ def plot_costs(grid: Mapping, axes: Any = None, batch_size: int = 1, backend_nam
     axes[2].set(title=f"Latency at batch {batch_size}{on}", ylabel="median forward time (ms)")
     for ax in axes:
         _width_axis(ax, widths)
-        _log_axis(ax)
+        _log_axis(ax, plain=ax is axes[2])
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].lines_by = lines
