@@ -208,3 +208,51 @@ def test_the_checkers_on_torch_tensors_too():
     """A learner on the torch backend gets numpy inputs but may return tensors."""
     EQ.check_quantized_linear(lambda *a: torch.as_tensor(_linear_answer()(*a)))
     EQ.check_linear_quantize(lambda x, *a: torch.as_tensor(_answer()(x, *a)))
+
+
+# ----------------------------------------------------------------------------- exercise 3
+def _grid_search(x, bits, steps=100):
+    lo, hi = float(x.min()), float(x.max())
+    candidates = [(lo * k / steps, hi * k / steps) for k in range(1, steps + 1)]
+    return min(candidates, key=lambda r: EQ.range_error(x, r[0], r[1], bits))
+
+
+def test_range_error_is_the_torch_fake_quantize_error():
+    x = EQ._range_inputs(0)
+    from torch.ao.quantization import MinMaxObserver
+    obs = MinMaxObserver(dtype=torch.quint8, quant_min=0, quant_max=15)
+    obs(torch.as_tensor(np.clip(x, -2.0, 3.0)))
+    s, z = obs.calculate_qparams()
+    xt = torch.as_tensor(x).double()
+    want = ((torch.fake_quantize_per_tensor_affine(xt.float(), float(s), int(z), 0, 15).double() - xt) ** 2).mean()
+    assert EQ.range_error(x, -2.0, 3.0, 4) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_a_grid_search_passes_and_clipping_pays_where_the_cases_say(capsys):
+    EQ.check_mse_range(_grid_search)
+    assert "✓ mse_range" in capsys.readouterr().out
+    for case, (_, bits) in enumerate(EQ.RANGE_CASES[:3]):          # at 3-4 bits min-max is far from the best
+        x = EQ._range_inputs(case)
+        lo, hi = _grid_search(x, bits)
+        assert EQ.range_error(x, float(x.min()), float(x.max()), bits) > 1.5 * EQ.range_error(x, lo, hi, bits)
+
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda x, b: (float(x.min()), float(x.max())), "returned the min-max range"),
+    (lambda x, b: (float(x.min()) * 0.005, float(x.max()) * 0.005), "clips more than it gains"),
+    (lambda x, b: _grid_search(x, b, steps=4), "a finer or wider search"),
+    (lambda x, b: (1.0, -1.0), "lo = 1 > hi = -1"),
+    (lambda x, b: 3.0, "expected a pair"),
+    (lambda x, b: (float("nan"), 1.0), "must be finite"),
+])
+def test_each_usual_mistake_of_mse_range_is_named(answer, words):
+    with pytest.raises(ExerciseFailed, match=words):
+        EQ.check_mse_range(answer)
+
+
+def test_mse_range_not_started():
+    def mse_range(x, bits):
+        raise NotImplementedError()
+    with pytest.raises(ExerciseFailed) as info:
+        EQ.check_mse_range(mse_range)
+    assert NOT_STARTED in str(info.value)

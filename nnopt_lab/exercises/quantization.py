@@ -25,6 +25,15 @@ r"""Self-checks for chapters/05_3_quantization.ipynb: a linear quantizer and an 
    wraps (int8/int16, or a uint8 ``x_q - z_x``), the bias missing or added at the output scale,
    :math:`M` upside down, the output zero point missing, truncation instead of rounding, no clamp.
 
+3. ``mse_range(x, bits)`` returns a clipping range ``(lo, hi)`` for calibration data ``x`` whose
+   ``bits``-bit affine quantization error :math:`E(x - \hat x)^2` is small (MSE calibration).
+   :func:`check_mse_range` measures the error of the learner's range (through
+   :func:`~nnopt_lab.compression.quantization.qparams` and ``fake_quantize``) on four fixed data
+   sets with outliers and holds it to within 15 % of the range that
+   :class:`nnopt_lab.inference.calibration.MSEObserver` finds (a search, so not to equality), and
+   below the min-max range's error where clipping pays; it names the min-max range returned
+   unchanged, a range that clips more than it gains, and ``lo > hi``.
+
 See: chapters/05_3_quantization.ipynb
 """
 from __future__ import annotations
@@ -32,11 +41,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backend as B
-from ..compression.quantization import quantize
+from ..compression.quantization import fake_quantize, integer_range, qparams, quantize
+from ..inference.calibration import MSEObserver
 from ..inference.integer import IntegerLinear
 from . import checks
 
-__all__ = ["check_linear_quantize", "check_quantized_linear", "QUANTIZE_CASES", "LINEAR_CASES"]
+__all__ = ["check_linear_quantize", "check_quantized_linear", "check_mse_range", "range_error", "QUANTIZE_CASES", "LINEAR_CASES",
+           "RANGE_CASES", "RANGE_TOLERANCE"]
 
 #: (scale, zero_point, qmin, qmax, kind of inputs) of the fixed inputs of exercise 1.
 QUANTIZE_CASES = ((0.5, 0, -128, 127, "ties"), (0.5, 3, 0, 255, "ties"), (0.1, 7, 0, 255, "reciprocal"),
@@ -46,6 +57,13 @@ QUANTIZE_CASES = ((0.5, 0, -128, 127, "ties"), (0.5, 3, 0, 255, "ties"), (0.1, 7
 #: the first case is so small that no accumulator leaves int8, the others use the full code range.
 LINEAR_CASES = ((2, 4, 3, 120, 0.001, 100, "small"), (4, 64, 5, 131, 0.25, 128, "full"),
                 (3, 200, 6, 0, 0.5, 30, "full"), (5, 96, 4, 255, 0.08, 77, "full"))
+
+#: (kind of data, bits) of the fixed inputs of exercise 3.
+RANGE_CASES = (("gaussian with outliers", 4), ("exponential (ReLU-like)", 3), ("shifted gaussian, one outlier", 4),
+               ("gaussian with outliers", 8))
+
+#: How much larger than the MSE observer's error the learner's range may make it (a search: not equality).
+RANGE_TOLERANCE = 1.15
 
 
 def _float32(value: float) -> float:
@@ -295,3 +313,89 @@ def _passes_small(fn: Callable) -> bool:
     except Exception:                              # noqa: BLE001 - the learner's code; only a hint depends on it
         return False
     return tuple(got.shape) == (LINEAR_CASES[0][0], LINEAR_CASES[0][2]) and bool((got == B.to_numpy(_linear_reference(a))).all())
+
+
+# ----------------------------------------------------------------------------- exercise 3
+def _range_inputs(case: int) -> Any:
+    """The float32 calibration data of case ``case`` (5000 values and a few outliers, numpy)."""
+    kind, _ = RANGE_CASES[case]
+    g = B.generator(90 + case)
+    if kind == "gaussian with outliers":
+        values = [float(v) for v in g.normal(0.0, 1.0, 5000)] + [25.0, -18.0, 30.0]
+    elif kind == "exponential (ReLU-like)":
+        values = [float(v) for v in g.exponential(1.0, 5000)]
+    else:
+        values = [float(v) for v in g.normal(2.0, 0.5, 5000)] + [15.0]
+    return B.to_backend(values, "numpy", dtype="float32")
+
+
+def range_error(x: Any, lo: float, hi: float, bits: int) -> float:
+    r"""The mean squared error :math:`E(x - \hat x)^2` of ``bits``-bit affine quantization on the range [lo, hi].
+
+    :math:`(\Delta, z)` = :func:`~nnopt_lab.compression.quantization.qparams` (the range widened to
+    contain 0), :math:`\hat x` = ``fake_quantize``; in float64.
+
+    See: chapters/05_3_quantization.ipynb
+    """
+    scale, zero_point = qparams(lo, hi, bits)
+    qmin, qmax = integer_range(bits)
+    xp = B.namespace(x)
+    x64 = xp.astype(x, xp.float64)
+    return B.float_of(xp.mean((fake_quantize(x64, scale, zero_point, qmin, qmax) - x64) ** 2))
+
+
+def _pair(got: Any, where: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in got)
+    except (TypeError, ValueError):
+        raise checks.ExerciseFailed(f"✗ mse_range returned {got!r} {where}; expected a pair (lo, hi) of numbers") from None
+    if not (lo == lo and hi == hi) or abs(lo) == float("inf") or abs(hi) == float("inf"):
+        raise checks.ExerciseFailed(f"✗ mse_range returned ({lo}, {hi}) {where}: the range must be finite numbers")
+    if lo > hi:
+        raise checks.ExerciseFailed(f"✗ mse_range returned lo = {lo:.4g} > hi = {hi:.4g} {where}: return (lo, hi) with "
+                                    f"lo <= hi")
+    return lo, hi
+
+
+def check_mse_range(fn: Callable) -> None:
+    """Check the learner's ``mse_range(x, bits)`` (a clipping range of small quantization error).
+
+    Four fixed data sets (gaussian with outliers, exponential, shifted gaussian; 3, 4 and 8 bits).
+    Passes when the range's error (:func:`range_error`) is at most :data:`RANGE_TOLERANCE` times
+    that of :class:`~nnopt_lab.inference.calibration.MSEObserver`'s range; otherwise raises
+    :class:`~nnopt_lab.exercises.checks.ExerciseFailed` saying what is wrong.
+
+    See: chapters/05_3_quantization.ipynb
+    """
+    checks.require_function("mse_range", fn)
+    worst = 0.0
+    for case, (kind, bits) in enumerate(RANGE_CASES):
+        x = _range_inputs(case)
+        where = f"({kind}, {bits} bits)"
+        lo, hi = _pair(checks.call("mse_range", fn, B.copy(x), bits), where)
+        observer = MSEObserver(bits=bits)
+        observer(x)
+        best_lo, best_hi = observer.range()
+        best = range_error(x, best_lo, best_hi, bits)
+        x_min, x_max = B.float_of(B.namespace(x).min(x)), B.float_of(B.namespace(x).max(x))
+        minmax = range_error(x, x_min, x_max, bits)
+        got = range_error(x, lo, hi, bits)
+        worst = max(worst, got / best)
+        if got <= RANGE_TOLERANCE * best:
+            continue
+        if abs(lo - x_min) <= 1e-6 * max(1.0, abs(x_min)) and abs(hi - x_max) <= 1e-6 * max(1.0, abs(x_max)):
+            raise checks.ExerciseFailed(
+                f"✗ mse_range: returned the min-max range [{lo:.4g}, {hi:.4g}] {where}, whose error {minmax:.4g} is "
+                f"{minmax / best:.1f}x the best found ({best:.4g} at [{best_lo:.4g}, {best_hi:.4g}]): search over "
+                f"smaller ranges and keep the one with the smallest error")
+        if got > minmax:
+            raise checks.ExerciseFailed(
+                f"✗ mse_range: your range [{lo:.4g}, {hi:.4g}] clips more than it gains {where}: its error {got:.4g} "
+                f"is larger than the min-max range's ({minmax:.4g}); the values you clip cost more than the finer "
+                f"step saves. Compare each candidate's error with E(x - x̂)² and keep the smallest")
+        raise checks.ExerciseFailed(
+            f"✗ mse_range: your range [{lo:.4g}, {hi:.4g}] has error {got:.4g} {where}, {got / best:.2f}x the "
+            f"{best:.4g} of MSEObserver's [{best_lo:.4g}, {best_hi:.4g}] (allowed: {RANGE_TOLERANCE:g}x): a finer or "
+            f"wider search finds a better range")
+    print(f"✓ mse_range: on {len(RANGE_CASES)} data sets (3, 4 and 8 bits) your ranges' errors are within "
+          f"{RANGE_TOLERANCE:g}x of nnopt_lab's MSEObserver (worst {worst:.2f}x)")
