@@ -107,6 +107,9 @@ def test_diagnose_report_says_over_budget_and_names_the_biggest_cut():
     assert "17,480 B → Prune(0.5): 9,000 B → QuantizeInt8(): 2,400 B" in message
     assert "the biggest cut was QuantizeInt8() (3.8x)" in message
     assert "no step made it smaller" in X.diagnose_report(_rows(("baseline", 0.9, 100), ("Trim()", 0.9, 100)), 50)
+    assert "It also loses" not in message
+    both = X.diagnose_report(_rows(("baseline", 0.97, 17480), ("Prune(0.99)", 0.5, 3000)), 2000)
+    assert both.startswith("over budget") and both.endswith("It also loses 47.0 points of accuracy (at most 1 allowed).")
 
 
 def test_diagnose_report_says_accuracy_lost_and_at_which_step():

@@ -156,6 +156,7 @@ def diagnose_report(report: Any, budget_bytes: int, max_drop_points: float = 1.0
     final = rows[-1]
     steps = [str(_field(r, "step")) for r in rows]
     size, acc = int(_field(final, "bytes")), float(_field(final, "accuracy"))
+    drop = 100 * (base - acc)
     if size > budget_bytes:
         cuts = [(int(_field(a, "bytes")) / max(1, int(_field(b, "bytes"))), steps[k + 1])
                 for k, (a, b) in enumerate(zip(rows, rows[1:]))]
@@ -164,9 +165,10 @@ def diagnose_report(report: Any, budget_bytes: int, max_drop_points: float = 1.0
                 if not cuts or max(c for c, _ in cuts) <= 1.0 else
                 f"the biggest cut was {max(cuts)[1]} ({max(cuts)[0]:.1f}x); prune more, quantize to fewer bits "
                 f"or distil into a smaller student")
+        also = (f" It also loses {drop:.1f} points of accuracy (at most {max_drop_points:g} allowed)."
+                if drop > max_drop_points + 1e-9 else "")
         return (f"over budget: the final model stores {size:,} B, the budget is {budget_bytes:,} B "
-                f"({size / budget_bytes:.2f}x too big). Sizes: {sizes}. {hint}")
-    drop = 100 * (base - acc)
+                f"({size / budget_bytes:.2f}x too big). Sizes: {sizes}. {hint}.{also}")
     if drop > max_drop_points + 1e-9:
         accs = [float(_field(r, "accuracy")) for r in rows]
         losses = [(100 * (a - b), steps[k + 1]) for k, (a, b) in enumerate(zip(accs, accs[1:]))]
