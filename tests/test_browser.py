@@ -156,13 +156,14 @@ def _env(**extra) -> dict:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """``python tasks.py lab`` on a working copy in a temporary folder (NNOPT_WORKBOOK)."""
+    """``python tasks.py lab`` on a working copy in a temporary folder (NNOPT_WORKBOOK), with its own
+    workspace folder (a learner's saved JupyterLab layout is neither used nor overwritten)."""
     _need_browser()
     folder = tmp_path_factory.mktemp("lab")
     port, token = _free_port(), secrets.token_hex(16)
     before = _digest(ROOT / "chapters")
     server = Server([sys.executable, "tasks.py", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
-                     f"--IdentityProvider.token={token}"],
+                     f"--IdentityProvider.token={token}", f"--LabApp.workspaces_dir={folder / 'workspaces'}"],
                     _env(NNOPT_WORKBOOK=str(folder / "workbook"), JUPYTER_RUNTIME_DIR=str(folder / "runtime")),
                     folder / "lab.log")
     try:
