@@ -197,12 +197,29 @@ def _exporter():
     return exporter
 
 
+_HREF = re.compile(r'href="([^"#?]+)([#?][^"]*)?"')
+
+
+def rewrite_links(page: str, chapters_in_book: set[str]) -> str:
+    """Links between notebooks become links between pages: ``X.ipynb`` -> ``X.html``, the glossary too."""
+    def one(match):
+        target, rest = match.group(1), match.group(2) or ""
+        name = target.removeprefix("./").removeprefix("chapters/")
+        if name == "GLOSSARY.md":
+            return f'href="glossary.html{rest}"'
+        if name.endswith(".ipynb") and name[:-len(".ipynb")] in chapters_in_book:
+            return f'href="{name[:-len(".ipynb")]}.html{rest}"'
+        return match.group(0)
+    return _HREF.sub(one, page)
+
+
 def render(nb: dict, out: Path, book: dict) -> None:
     """One page with the book's template; ``book`` goes to the template as ``resources.book``."""
     import nbformat
 
     node = nbformat.reads(json.dumps(nb), as_version=4)   # joins the stored line lists
     body, _ = _exporter().from_notebook_node(node, resources={"book": book})
+    body = rewrite_links(body, set(book.get("chapters", ())))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(out)
@@ -284,7 +301,7 @@ def build(out: Path, quick: bool = True, from_executed: Path | None = None, exec
         nb = static_outputs(json.loads(copies[nb_path].read_text(encoding="utf-8")), _app_name(nb_path))
         nb["metadata"]["title"] = page["heading"]
         book = {"mathjax": "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
-                "prev": pages[i - 1] if i > 0 else None, "next": pages[i + 1] if i + 1 < total else None,
+                "chapters": [p["slug"] for p in pages], "prev": pages[i - 1] if i > 0 else None, "next": pages[i + 1] if i + 1 < total else None,
                 "page": page, "run": f"{_mode(page['quick'])} run on {page['backend']} in "
                                      f"{_fmt_seconds(page['seconds'])}" + (" — stopped at an error" if page["errored"] else "")}
         render(nb, out / page["file"], book)

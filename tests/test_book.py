@@ -116,6 +116,14 @@ def test_static_outputs_replace_explorers_show_progress_bars_where_they_ended_an
     assert fourth[0]["data"] == {"text/plain": "a meter without its widgets: 3/5"}
 
 
+def test_links_between_notebooks_become_links_between_pages():
+    page = ('<a href="GLOSSARY.md">g</a> <a href="03_2_pruning.ipynb#magnitude">p</a> <a href="chapters/01_a.ipynb">a</a>'
+            ' <a href="99_not_built.ipynb">n</a> <a href="https://arxiv.org/abs/1503.02531">paper</a> <a href="README.md">r</a>')
+    assert book.rewrite_links(page, {"03_2_pruning", "01_a"}) == (
+        '<a href="glossary.html">g</a> <a href="03_2_pruning.html#magnitude">p</a> <a href="01_a.html">a</a>'
+        ' <a href="99_not_built.ipynb">n</a> <a href="https://arxiv.org/abs/1503.02531">paper</a> <a href="README.md">r</a>')
+
+
 def test_run_facts_read_papermills_duration_and_the_backend_line():
     nb = {"metadata": {"papermill": {"duration": 12.5}}, "cells": [
         {"cell_type": "code", "outputs": [{"output_type": "stream", "text": ["backend: torch-cpu, QUICK=False\n"]}]},
