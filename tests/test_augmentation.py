@@ -218,6 +218,30 @@ def test_augmentation_grid_rows_and_seeding(backend_name):
         augmentation_grid(x, ["shear"])
 
 
+def test_the_explorer_draws_the_grid_as_one_mosaic():
+    import matplotlib
+    matplotlib.use("Agg")
+    from nnopt_lab.widgets.augmentation import AugmentationView, augmentation_grid, explorer, mosaic
+
+    x = _images(4, 1, 8, 8)
+    grid = B.to_numpy(augmentation_grid(x, ["vertical flip"], p=1.0, seed=1, copies=2))
+    m = mosaic(grid)
+    assert m.shape == (3 * 9 - 1, 4 * 9 - 1)
+    np.testing.assert_array_equal(m[9:17, 18:26], grid[1, 2, 0])                  # row 1, picture 2
+    assert np.isnan(m[8]).all() and np.isnan(m[:, 8]).all()                       # the gaps
+    view = AugmentationView(x, labels=[0, 1, 2, 3], copies=2)
+    shown = view.update(["vertical flip"], 1.0, 1)
+    np.testing.assert_array_equal(shown, grid)
+    np.testing.assert_array_equal(view.image.get_array().filled(np.nan), m)
+    assert len(view.fig.axes) == 1 and "vertical flip" in view.title.get_text()
+    with pytest.raises(ValueError, match="labels must have one entry per image"):
+        AugmentationView(x, labels=[0])
+    box = explorer(x, labels=[0, 1, 2, 3])
+    first = box.image.value
+    box.controls["seed"].value = 7
+    assert box.image.value != first
+
+
 def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
     from nnopt_lab.exercises import augmentation as ex
 

@@ -296,6 +296,27 @@ def test_denoise_preview_measures_what_the_filter_removes(backend_name):
         denoise_preview(image, noise="poisson")
 
 
+def test_the_explorer_view_shows_what_denoise_preview_computes():
+    import matplotlib
+    matplotlib.use("Agg")
+    from nnopt_lab.widgets.cleaning import DenoiseView, denoise_preview, explorer
+
+    images = np.random.default_rng(0).random((3, 1, 12, 12))
+    view = DenoiseView(images)
+    panels = [a.get_images()[0] for a in view.axes]
+    r = view.update(2, "salt_and_pepper", 0.2, "mean", size=3, seed=4)
+    want = denoise_preview(images[2, 0], "salt_and_pepper", 0.2, "mean", size=3, seed=4)
+    for image, key in zip(panels, ("clean", "noisy", "filtered")):
+        np.testing.assert_array_equal(image.get_array(), want[key])
+    np.testing.assert_array_equal(panels[3].get_array(), abs(want["filtered"] - want["clean"]))
+    assert view.axes[2].get_title() == f"mean filter, MSE {want['mse_filtered']:.4f}" and r["mse_noisy"] == want["mse_noisy"]
+    assert [a.get_images()[0] for a in view.axes] == panels                       # the same artists, new data
+    box = explorer(images)
+    first = box.image.value
+    box.controls["filter"].value = "gaussian"
+    assert box.image.value != first and box.controls["sigma"].style.description_width == "initial"
+
+
 def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
     from nnopt_lab.exercises import cleaning as ex
 

@@ -3,7 +3,7 @@ rejected with a message that says what is wrong."""
 import pytest
 
 from nnopt_lab.exercises.why_optimize import check_conv_flops, check_linear_params, check_model_bytes
-from nnopt_lab.widgets.why_optimize import cost_grid, mlp_costs
+from nnopt_lab.widgets.why_optimize import CostView, cost_grid, explorer, mlp_costs, plot_costs
 
 
 def test_mlp_costs_follow_the_formulas():
@@ -25,6 +25,32 @@ def test_cost_grid_and_bad_arguments():
         mlp_costs(8, -1)
     with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
         mlp_costs(0, 1)
+
+
+def test_the_explorer_looks_the_sweep_up_and_starts_on_its_grid():
+    import matplotlib
+    matplotlib.use("Agg")
+    widths, depths = [16, 64, 256], [1, 3]
+    grids = {1: cost_grid(widths, depths, repeats=2), 8: cost_grid(widths, depths, batch_size=8, repeats=2)}
+    view = CostView(grids, "numpy")
+    c = view.update(64, 3, 8)
+    assert c is grids[8][3][1]                                                   # a look-up, nothing measured
+    assert [list(m.get_xdata()) for m in view.markers] == [[64]] * 3
+    assert list(view.markers[2].get_ydata()) == [c["latency_ms"]]
+    assert list(view.lines["flops"][1].get_ydata()) == [g["flops"] for g in grids[8][1]]
+    assert "MLP 64-64-64-64-10, batch 8" in view.text.get_text()
+    with pytest.raises(ValueError, match="width"):
+        view.update(100, 1)
+    with pytest.raises(ValueError, match="grids must share widths"):
+        CostView({1: grids[1], 8: cost_grid([16, 64], depths, timed=False)})
+    box = explorer(grids)
+    width = box.controls["width"]
+    assert list(width.options) == widths and width.value == 64                   # on the grid, nearest 100
+    first = box.image.value
+    width.value = 256
+    assert box.image.value != first
+    axes = plot_costs(grids[1])
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["16", "64", "256"]   # one label per width
 
 
 def test_linear_params_checker():
