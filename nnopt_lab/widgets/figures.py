@@ -154,7 +154,7 @@ def image_explorer(view: Any, controls: Mapping[str, Any], rows: Sequence[Sequen
     for control in controls.values():
         if hasattr(control, "style") and hasattr(control.style, "description_width"):
             control.style.description_width = LABEL_STYLE["description_width"]
-    image = widgets.Image(format="png")
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))   # narrow pages: scaled down
     busy: list = []
 
     def redraw(change: Any = None) -> None:
