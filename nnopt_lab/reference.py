@@ -34,6 +34,7 @@ import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.custom_from_mas
 
 from . import backend as B
 from .compression.weight_sharing import SharedLayer
+from .inference.qat import FakeQuantize, QATLayer
 from .inference.sparse import SparseLinear
 from .nn import layers as L
 from .training.loop import batches
@@ -252,6 +253,41 @@ def _sparse_linear(layer: SparseLinear) -> torch.nn.Module:
     twin = torch.nn.Linear(layer.in_features, layer.out_features, bias="bias" in layer._params, dtype=weight.dtype)
     with torch.no_grad():
         twin.weight.copy_(weight)
+        if "bias" in layer._params:
+            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
+    return twin
+
+
+class _FrozenFakeQuantize(torch.nn.Module):
+    """``torch.fake_quantize_per_tensor_affine`` with a fixed scale and zero point (a calibrated
+    :class:`~nnopt_lab.inference.qat.FakeQuantize` in eval mode)."""
+
+    def __init__(self, scale: float, zero_point: int, qmin: int, qmax: int):
+        super().__init__()
+        self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+
+@register_twin(FakeQuantize, copy_state=False)
+def _fake_quantize(layer: FakeQuantize) -> torch.nn.Module:
+    """The eval-mode twin: torch's fake-quantization with the layer's calibrated (or learned) range.
+
+    Raises ValueError when the layer has not seen a training batch yet (no range to copy)."""
+    if layer.scale is None:
+        raise ValueError("layer is a FakeQuantize that has no range yet: calibrate it (qat.calibrate or a "
+                         "training batch) before building its torch twin")
+    return _FrozenFakeQuantize(float(layer.scale), int(layer.zero_point), layer.qmin, layer.qmax)
+
+
+@register_twin(QATLayer, copy_state=False)
+def _qat_layer(layer: QATLayer) -> torch.nn.Module:
+    """torch.nn.Linear / Conv2d holding the fake-quantized weight W-hat (the layer's inference outputs;
+    training the twin does not keep the quantization)."""
+    twin = torch_module(layer.layer)
+    with torch.no_grad():
+        twin.weight.copy_(torch.as_tensor(B.to_numpy(layer.quantized_weight())))
         if "bias" in layer._params:
             twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
     return twin

@@ -248,3 +248,26 @@ def test_every_exported_layer_type_has_a_twin():
     assert len(kinds) >= 11
     missing = [k.__name__ for k in kinds if not any(c in reference._TWINS for c in k.__mro__)]
     assert not missing, f"layer types without a torch.nn twin (add @register_twin): {missing}"
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_twin_of_a_calibrated_qat_model_gives_its_outputs(be32, per_channel):
+    """FakeQuantize and QATLayer twins: torch's fake-quantization with our range, the layer with W-hat."""
+    from nnopt_lab.inference import qat
+    model = models.mlp((12, 16, 5), backend=be32)
+    x = B.randn((40, 12), backend=be32)
+    prepared = qat.prepare_qat(model, bits=4, activation_bits=4, per_channel=per_channel)
+    qat.calibrate(prepared, x)
+    prepared.eval()
+    ours = B.to_numpy(prepared(x))
+    twin = torch_twin(prepared).eval()
+    with torch.no_grad():
+        theirs = twin(torch.as_tensor(B.to_numpy(x))).numpy()
+    assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max())
+    assert len(np.unique(ours)) < ours.size          # the outputs really are on a 4-bit grid
+
+
+def test_twin_of_an_uncalibrated_fake_quantize_is_refused():
+    from nnopt_lab.inference import qat
+    with pytest.raises(ValueError, match="calibrate"):
+        torch_module(qat.FakeQuantize(bits=8))
