@@ -632,7 +632,8 @@ FLOAT_BITS = 32
 class QuantizedWeight:
     r"""A weight stored as integer codes with its scale(s) and zero point(s).
 
-    :math:`\hat w = (w_q - z)\,\Delta` (for ``"binary"``: :math:`\hat w = w_q\,\alpha`, codes ±1),
+    :math:`\hat w = (w_q - z)\,\Delta` (for ``"binary"``: :math:`\hat w = w_q\,\alpha`, codes ±1;
+    for ``"ternary"``: codes -1/0/1 at 2 bits, from :func:`nnopt_lab.inference.binary.ternarize_weight`),
     with one :math:`(\Delta, z)` for the tensor or one per channel along ``axis``.
 
     Attributes
@@ -644,7 +645,7 @@ class QuantizedWeight:
         Δ, or binary's α; always a float32 number.
     zero_point : int (per tensor) or int32 array of shape (C,); 0 for symmetric and binary
     bits : int
-    scheme : {"affine", "symmetric", "binary"}
+    scheme : {"affine", "symmetric", "binary", "ternary"}
     axis : int or None
         The channel axis (0: output channels), None per tensor.
     shape : tuple of int
