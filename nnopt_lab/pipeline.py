@@ -763,6 +763,8 @@ def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_byt
 # ----------------------------------------------------------------------------- the report
 def _atomic_text(path: str, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    if os.path.isdir(path):
+        raise ValueError(f"path must name a file to write, got {path!r}, which is a folder")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:

@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import backend as B
 from ..compression.quantization import MAX_BITS, integer_range, qparams, qparams_per_channel
-from ..validation import check_bool, check_choice, check_int, check_number
+from ..validation import check_array, check_bool, check_choice, check_int, check_number
 
 __all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "OBSERVERS", "make_observer",
@@ -53,6 +53,25 @@ def _float32(value: float) -> float:
     float32, gives the float32 result exactly (float64 has more than 2·24 + 2 bits).
     """
     return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _where(x: Any) -> str:
+    return f"torch on {B.device_of(x)}" if B.is_torch(x) else "numpy"
+
+
+def _candidates(name: str, value: Any, like: Any) -> Any:
+    """Candidate range ends: a non-empty 1-D float array of finite float32 numbers where ``like`` lives."""
+    check_array(name, value, ndim=1)
+    if not B.same_kind(value, like):
+        raise TypeError(f"{name} must be on the histogram's backend ({_where(like)}), got {_where(value)}")
+    if B.dtype_name(value) not in ("float32", "float64"):
+        raise TypeError(f"{name} must be a float32 or float64 array, got {B.dtype_name(value)}")
+    xp = B.namespace(value)
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one candidate, got shape {tuple(value.shape)}")
+    if not bool(xp.all(xp.abs(xp.astype(value, xp.float64)) <= _FLOAT32_MAX)):
+        raise ValueError(f"{name} must hold finite float32 numbers, got a NaN, inf or a value beyond float32")
+    return value
 
 
 def _batch(x: Any) -> Any:
@@ -127,12 +146,21 @@ class Observer:
     def reset(self) -> Observer:
         """Forget every batch seen (returns the observer)."""
         self.batches = 0
+        self._first = None
         self._reset()
         return self
 
     def __call__(self, x: Any) -> Any:
-        """Observe one batch ``x`` (a float array, any shape, finite) and return it unchanged."""
-        self._observe(_batch(x))
+        """Observe one batch ``x`` (a float array, any shape, finite) and return it unchanged.
+
+        Every batch must live where the first one did (numpy, or torch on one device)."""
+        batch = _batch(x)
+        if self._first is not None and not B.same_kind(batch, self._first):
+            raise TypeError(f"x must be on the backend of the batches seen before ({_where(self._first)}), "
+                            f"got {_where(batch)}; move it with nnopt_lab.backend.to_backend or reset() first")
+        self._observe(batch)
+        if self._first is None:
+            self._first = B.namespace(batch).reshape(batch, (-1,))[:0]     # where it lives, not its data
         self.batches += 1
         return x
 
@@ -564,7 +592,14 @@ class MSEObserver(_HistogramObserver):
 
         ``lo``, ``hi``: float arrays (K,) on the histogram's backend; returns float64 (K,).
         """
+        self._check_calibrated()
+        lo, hi = _candidates("lo", lo, self.histogram.counts), _candidates("hi", hi, self.histogram.counts)
+        if tuple(lo.shape) != tuple(hi.shape):
+            raise ValueError(f"lo and hi must have one shape (one entry per candidate range), got {tuple(lo.shape)} "
+                             f"and {tuple(hi.shape)}")
         xp = B.namespace(self.histogram.counts)
+        if bool(xp.any(hi < lo)):
+            raise ValueError("hi must be >= lo for every candidate range")
         counts = xp.astype(self.histogram.counts, xp.float64)
         edges = self.histogram.edges()
         used = counts > 0

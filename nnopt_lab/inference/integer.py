@@ -840,7 +840,7 @@ class IntegerConv2d(_Weighted):
             raise ValueError(f"IntegerConv2d expects q of shape (N, {self.in_channels}, H, W), got {tuple(q.shape)}")
         self._check_backend(q)
         F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
-                        "kernel_size")
+                        "kernel_size", "q")
         n, c, h, w = q.shape
         (ph, pw), (kh, kw) = self.padding, self.kernel_size
         x8 = xp.astype(xp.astype(q, xp.int16) - _OFFSET, xp.int8)
@@ -896,7 +896,8 @@ class IntegerMaxPool2d(_CodeLayer):
     def forward(self, q: Any) -> Any:
         """uint8 codes (N, C, H, W) -> (N, C, Ho, Wo), ``Ho = (H - kh) // sh + 1``."""
         xp = _check_codes(self, q, 4, "(N, C, H, W)")
-        ho, wo = F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, (0, 0), (1, 1), "kernel_size")
+        ho, wo = F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, (0, 0), (1, 1), "kernel_size",
+                                 "q")
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         out = None
         for di in range(kh):
@@ -1041,7 +1042,10 @@ class IntegerModel:
 
     def forward(self, x: Any) -> Any:
         """Float input (N, ...) -> dequantized float output (N, ...) in ``backend.dtype`` (the logits)."""
-        q = self.forward_codes(self.quantize_input(x))
+        try:
+            q = self.forward_codes(self.quantize_input(x))
+        except ValueError as error:       # a layer's complaint about its codes is one about the caller's x
+            raise ValueError(f"x (shape {tuple(x.shape)}) does not fit the model: {error}") from None
         return Q.dequantize(q, self.output_scale, self.output_zero_point, dtype=self.backend.dtype)
 
     def __call__(self, x: Any) -> Any:
