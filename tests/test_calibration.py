@@ -361,3 +361,26 @@ def test_numpy_scalars_are_accepted():
     obs = C.MovingAverageMinMaxObserver(np.float32(0.5), bits=np.int64(6), symmetric=np.bool_(True))
     obs(np.ones(3, dtype=np.float32))
     assert obs.calculate_qparams()[1] == 0
+
+
+@pytest.mark.parametrize("method", sorted(C.OBSERVERS))
+def test_an_observer_refuses_a_batch_on_another_backend_than_the_first(method):
+    obs = C.make_observer(method)
+    obs(np.linspace(-1.0, 2.0, 50, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"\bx\b.*numpy"):
+        obs(torch.linspace(-1.0, 2.0, 50))
+    obs.reset()(torch.linspace(-1.0, 2.0, 50))         # after reset() another backend is fine
+    assert obs.batches == 1
+
+
+def test_mse_errors_checks_its_candidate_ranges():
+    obs = C.MSEObserver(bins=64)
+    obs(np.linspace(-1.0, 2.0, 500, dtype=np.float32))
+    lo, hi = np.array([-1.0, -0.5], dtype=np.float32), np.array([2.0, 1.0], dtype=np.float32)
+    assert obs.errors(lo, hi).shape == (2,)
+    with pytest.raises(ValueError, match=r"\blo and hi\b"):
+        obs.errors(lo, hi[:1])
+    with pytest.raises(ValueError, match=r"\bhi must be >= lo\b"):
+        obs.errors(hi, lo)
+    with pytest.raises(TypeError, match=r"\blo\b"):
+        obs.errors([-1.0], hi[:1])
