@@ -63,12 +63,12 @@ See: chapters/05_3_quantization.ipynb
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
 from .. import backend as B
 from ..compression import quantization as Q
+from ..compression.trimming import _copy          # a layer's deep copy without its caches: one helper
 from ..compression.weight_sharing import SharedLayer
 from ..nn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module,
                          Parameter, ReLU, Sequential)
@@ -573,18 +573,6 @@ class QATLayer(Module):
 
 
 # ----------------------------------------------------------------------------- models
-def _copy(layer: Module) -> Module:
-    """A deep copy of ``layer`` without its forward caches, sharing no array with it."""
-    caches = [(m, m._cache) for m in layer.modules()]
-    for m, _ in caches:
-        m._cache = None
-    try:
-        return copy.deepcopy(layer)
-    finally:
-        for m, cache in caches:
-            m._cache = cache
-
-
 _KEEPS_CODES = (MaxPool2d, Flatten, Dropout)        # their output values are input values: no new range
 _WEIGHTED = (Linear, Conv2d, SharedLayer)
 
