@@ -34,7 +34,8 @@ from .. import backend as B
 from ..nn.layers import Linear, Module, Parameter, Sequential, _check_dtype, _check_input
 from ..validation import check_array, check_bool, check_choice, check_int, check_shape
 
-__all__ = ["CSRMatrix", "csr_from_dense", "csr_matmul", "SparseLinear", "sparsify", "three_ways", "ThreeWays"]
+__all__ = ["CSRMatrix", "csr_from_dense", "csr_matmul", "SparseLinear", "sparsify", "three_ways", "ThreeWays",
+           "RelativeIndexed", "relative_from_dense"]
 
 INDEX_DTYPES = ("int32", "int64")
 _INT32_MAX = 2**31 - 1
@@ -367,3 +368,116 @@ def three_ways(model: Sequential, index_dtype: str = "int32") -> ThreeWays:
     for p in dense.parameters():
         p.apply_mask()
     return ThreeWays(dense.eval(), sparsify(dense, index_dtype), remove_pruned_units(dense).eval())
+
+
+# ----------------------------------------------------------------------------- relative indices (Deep Compression)
+#: Widths of a relative index that :func:`relative_from_dense` takes (Deep Compression: 5 for fc, 8 for conv).
+MAX_RELATIVE_BITS = 16
+
+
+@dataclass(frozen=True)
+class RelativeIndexed:
+    r"""A weight stored as Deep Compression's relative-index sparse format (Han et al. 2016, §2).
+
+    Read the weight flat (row-major). Every stored *entry* keeps its value and the number of
+    zeros skipped since the previous entry, :math:`g \in [0, 2^b - 1]`, in ``bits`` = b bits;
+    a run of :math:`r \ge 2^b` zeros inserts a *filler* entry of value 0 after
+    :math:`2^b - 1` of them (so a run of r zeros costs :math:`\lfloor r / 2^b \rfloor`
+    fillers). Zeros after the last nonzero are not stored (``shape`` says how many there are).
+    Entry j sits at position :math:`p_j = p_{j-1} + g_j + 1` (:math:`p_{-1} = -1`).
+
+    Attributes
+    ----------
+    values : array, shape (n_entries,), the nonzero values and the fillers' zeros, in order
+    gaps : int64 array, shape (n_entries,), in [0, 2**bits - 1]
+    shape : tuple, the dense weight's shape
+    bits : int, width of one relative index
+
+    See: chapters/06_capstone.ipynb (seed §2.2.1)
+    """
+
+    values: Any
+    gaps: Any
+    shape: tuple
+    bits: int
+
+    @property
+    def n_entries(self) -> int:
+        """Stored entries: the nonzeros plus the fillers."""
+        return int(self.values.shape[0])
+
+    @property
+    def n_fillers(self) -> int:
+        """Filler entries (stored zeros that only bridge a long gap)."""
+        return self.n_entries - int(B.namespace(self.values).count_nonzero(self.values))
+
+    def nbits(self, value_bits: int) -> int:
+        r"""Bits of the format at fixed widths: :math:`n_{\text{entries}}\,(b_{\text{value}} + b)`."""
+        return self.n_entries * (check_int("value_bits", value_bits, 1) + self.bits)
+
+    def positions(self) -> Any:
+        """Flat position of every entry, shape (n_entries,): the running sum of ``gaps + 1``, minus 1."""
+        xp = B.namespace(self.gaps)
+        return xp.cumulative_sum(self.gaps + 1) - 1
+
+    def to_dense(self) -> Any:
+        """The weight of ``shape`` (zeros where nothing is stored): exactly the array encoded."""
+        xp = B.namespace(self.values)
+        flat = xp.zeros((math.prod(self.shape),), dtype=self.values.dtype, device=B.device(self.values))
+        if self.n_entries:
+            flat[self.positions()] = self.values
+        return xp.reshape(flat, self.shape)
+
+    def __repr__(self) -> str:
+        return (f"RelativeIndexed(shape={self.shape}, bits={self.bits}, entries={self.n_entries}, "
+                f"fillers={self.n_fillers})")
+
+
+def relative_from_dense(weight: Any, bits: int = 5) -> RelativeIndexed:
+    r"""Deep Compression's relative-index form of a (pruned) weight of any shape, read flat.
+
+    With the nonzero positions :math:`q_1 < q_2 < \dots` (row-major, :math:`q_0 = -1`) the run
+    of zeros before nonzero j is :math:`r_j = q_j - q_{j-1} - 1`; it costs
+    :math:`f_j = \lfloor r_j / 2^b \rfloor` fillers at :math:`q_{j-1} + t\,2^b`
+    (:math:`t = 1..f_j`), and the entry itself then stores :math:`r_j - f_j 2^b < 2^b`:
+
+    .. math:: n_{\text{entries}} = nnz + \sum_j \lfloor r_j / 2^b \rfloor .
+
+    Built without a loop over entries (each nonzero's fillers by ``repeat``); the round trip
+    :meth:`RelativeIndexed.to_dense` is exact.
+
+    Parameters
+    ----------
+    weight : array, any shape (a Parameter: its mask is applied)
+    bits : int in [1, 16], the width of one relative index (Deep Compression: 5 for fully
+        connected layers, 8 for convolutions)
+
+    Returns
+    -------
+    RelativeIndexed on ``weight``'s backend.
+
+    Seed: none (deterministic).
+
+    See: chapters/06_capstone.ipynb (seed §2.2.1)
+    """
+    if isinstance(weight, Parameter):
+        weight = weight.masked(weight.data)
+    check_array("weight", weight)
+    bits = check_int("bits", bits, 1, MAX_RELATIVE_BITS)
+    xp = B.namespace(weight)
+    shape = tuple(int(s) for s in weight.shape)
+    flat = xp.reshape(weight, (-1,))
+    dev = B.device(weight)
+    q = xp.astype(xp.nonzero(flat != 0)[0], xp.int64)
+    prev = xp.concat([xp.asarray([-1], dtype=xp.int64, device=dev), q[:-1]]) if q.shape[0] else q
+    span = 2 ** bits
+    fillers = (q - prev - 1) // span
+    counts = fillers + 1                                   # each nonzero: its fillers, then itself
+    owner = xp.repeat(xp.arange(int(q.shape[0]), dtype=xp.int64, device=dev), counts)
+    start = xp.cumulative_sum(counts) - counts
+    t = xp.arange(int(owner.shape[0]), dtype=xp.int64, device=dev) - start[owner]     # 0..f_j within a nonzero
+    is_filler = t < fillers[owner]
+    position = xp.where(is_filler, prev[owner] + (t + 1) * span, q[owner])
+    before = xp.concat([xp.asarray([-1], dtype=xp.int64, device=dev), position[:-1]]) if position.shape[0] \
+        else position
+    return RelativeIndexed(flat[position], position - before - 1, shape, bits)
