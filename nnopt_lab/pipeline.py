@@ -54,7 +54,8 @@ from .compression import pruning, trimming
 from .compression.weight_sharing import SharedLayer, share_weights
 from .datasets import Dataset
 from .inference.distillation import DistillationLoss, check_temperature
-from .inference.sparse import csr_from_dense
+from .compression import huffman
+from .inference.sparse import csr_from_dense, relative_from_dense
 from .nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, Module, Sequential
 from .training import loop
 from .training.loop import MAX_EPOCHS
@@ -62,12 +63,15 @@ from .training.optim import SGD
 from .validation import as_int, check_bool, check_choice, check_int, check_number, check_path, check_probability, \
     check_sequence
 
-__all__ = ["Step", "Distill", "Prune", "FineTune", "Trim", "QuantizeInt8", "ShareWeights", "Pipeline", "StepResult",
-           "Report", "stored_bytes", "evaluate_accuracy", "measure_step", "FLOAT_BITS", "SCHEDULES"]
+__all__ = ["Step", "Distill", "Prune", "FineTune", "Trim", "QuantizeInt8", "ShareWeights", "Encode", "Pipeline",
+           "StepResult", "Report", "stored_bytes", "encoded_bytes", "evaluate_accuracy", "measure_step", "FLOAT_BITS",
+           "SCHEDULES"]
 
 #: Bits of one stored float (the baseline is float32, whatever dtype the model computes in).
 FLOAT_BITS = 32
 MAX_SHARE_BITS = 8          # 256 centroids: the indices fit a uint8
+#: Bits of one Huffman code length in a stored code table (one per symbol of the alphabet, 0 = absent).
+TABLE_BITS = 8
 LATENCY_BATCHES = (1, 64)
 #: Pruning schedules of :class:`Prune`.
 SCHEDULES = ("oneshot", "iterative", "gradual")
@@ -489,6 +493,51 @@ class ShareWeights(Step):
         return shared
 
 
+class Encode(Step):
+    r"""Deep Compression's storage (stage 3; Han et al. 2016, §2 and §4): relative sparse indices + Huffman.
+
+    The model does not change -- its decoded weights are exactly its weights -- but from this
+    step on every row of the report also holds ``encoded_bytes``, the bytes as Deep Compression
+    stores them (:func:`encoded_bytes`): each Linear / Conv2d weight either densely or as
+    relative indices (:func:`~nnopt_lab.inference.sparse.relative_from_dense`: per stored entry
+    its value -- a k-means index, an int8 code or a float32 -- and a ``relative_index_bits``-bit
+    gap, with filler zeros for longer gaps), whichever is smaller; with ``huffman`` the values
+    (k-means indices, int8 codes) and the gaps are Huffman-coded
+    (:mod:`~nnopt_lab.compression.huffman`) where that is smaller, the code tables counted.
+    ``bytes`` keeps counting the plain format (:func:`stored_bytes`).
+
+    When it runs, every weight is encoded to bytes, decoded and compared with the weight
+    (the round trip is exact, or a RuntimeError says which layer differs).
+
+    Parameters
+    ----------
+    relative_index_bits : int in [1, 16] (Deep Compression: 5 for fully connected layers, 8 for convolutions)
+    huffman : bool
+
+    Seed: none (deterministic).
+
+    See: chapters/06_capstone.ipynb (seed §2.2.1)
+    """
+
+    name = "encode"
+
+    def __init__(self, relative_index_bits: int = 5, huffman: bool = True):
+        from .inference.sparse import MAX_RELATIVE_BITS
+        self.relative_index_bits = check_int("relative_index_bits", relative_index_bits, 1, MAX_RELATIVE_BITS)
+        self.huffman = check_bool("huffman", huffman)
+
+    def _params(self) -> dict:
+        return dict(relative_index_bits=self.relative_index_bits, huffman=self.huffman)
+
+    def apply(self, model, data, ctx):
+        _check_model(model, "Encode")
+        for label, positions_of, symbols, value_bits in _weight_symbols(model):
+            _encode_weight(label, positions_of, symbols, value_bits, self.relative_index_bits, self.huffman,
+                           round_trip=True)
+        ctx.encoding = self
+        return model
+
+
 # ----------------------------------------------------------------------------- measuring
 def _storage(count: int, nonzero: int, rows: int, value_bits: int, w2d: Any) -> tuple[int, str]:
     """Bytes of one weight: dense codes, or CSR (values + int32 column indices + row pointers) if smaller."""
@@ -590,6 +639,146 @@ def stored_bytes(model: Any, detail: bool = False) -> int | tuple[int, str]:
     return (total, fmt) if detail else total
 
 
+def _weight_symbols(model: Any) -> list[tuple]:
+    """Per Linear / Conv2d weight: (label, array whose zeros are the sparse ones, integer symbols of
+    every weight -- k-means indices or int8 codes -- or None for float32 values, bits of one value)."""
+    from .compression.weight_sharing import index_bits
+    out = []
+    if _is_integer(model):
+        for i, layer in enumerate(model.layers):
+            codes = getattr(layer, "weight_codes", None)
+            if codes is not None:
+                out.append((f"layers[{i}]", codes, codes, 8))
+        return out
+    seen = set()
+    for name, m in _named_modules(model):
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if isinstance(m, SharedLayer):
+            out.append((name, m.weight(), m.indices, index_bits(m.k)))
+        elif isinstance(m, (Linear, Conv2d)):
+            p = m._params["weight"]
+            out.append((name, p.masked(p.data), None, FLOAT_BITS))
+    return out
+
+
+def _named_modules(model: Module) -> list[tuple[str, Module]]:
+    if isinstance(model, Sequential):
+        return [(f"model[{i}]", m) for i, m in enumerate(model)]
+    return [(f"module {j}", m) for j, m in enumerate(model.modules())]
+
+
+def _huffman_bits(symbols: list[int], alphabet_bits: int) -> int:
+    """Bits of ``symbols`` Huffman-coded, with the code table: one :data:`TABLE_BITS` length per symbol
+    of the alphabet of :math:`2^{b}`, or (symbol, length) pairs of the symbols that occur, the smaller."""
+    counts = huffman.symbol_counts(symbols)
+    table = min(2 ** alphabet_bits * TABLE_BITS, len(counts) * (alphabet_bits + TABLE_BITS))
+    return huffman.total_bits(huffman.huffman_code(counts), counts) + table if counts else 0
+
+
+def _part_bits(symbols: list[int] | None, count: int, width: int, use_huffman: bool) -> tuple[int, bool]:
+    """(bits, Huffman-coded?) of ``count`` values of ``width`` bits: fixed width or Huffman, the smaller."""
+    fixed = count * width
+    if symbols is None or not use_huffman or not count:
+        return fixed, False
+    coded = _huffman_bits(symbols, width)
+    return (coded, True) if coded < fixed else (fixed, False)
+
+
+def _encode_weight(label: str, positions_of: Any, symbols: Any, value_bits: int, rel_bits: int, use_huffman: bool,
+                   round_trip: bool = False) -> tuple[int, str]:
+    """(bits, format) of one weight stored as Deep Compression does; ``round_trip`` also encodes to bytes,
+    decodes and checks."""
+    xp = B.namespace(positions_of)
+    n = math.prod(tuple(positions_of.shape))
+    flat_symbols = None if symbols is None else B.to_numpy(xp.reshape(symbols, (-1,))).tolist()
+    dense_bits, dense_huff = _part_bits(flat_symbols, n, value_bits, use_huffman)
+    rel = relative_from_dense(positions_of, rel_bits)
+    positions = B.to_numpy(rel.positions()).tolist()
+    entry_symbols = None if flat_symbols is None else [flat_symbols[p] for p in positions]
+    value_part, value_huff = _part_bits(entry_symbols, rel.n_entries, value_bits, use_huffman)
+    gaps = B.to_numpy(rel.gaps).tolist()
+    gap_part, gap_huff = _part_bits(gaps, rel.n_entries, rel_bits, use_huffman)
+    if round_trip:
+        if not bool(xp.all(rel.to_dense() == positions_of)):
+            raise RuntimeError(f"Encode: the relative-index round trip of {label} is not exact")
+        for what, values, coded in (("values", entry_symbols, value_huff), ("gaps", gaps, gap_huff),
+                                    ("values", flat_symbols, dense_huff)):
+            if coded:
+                code = huffman.huffman_code(huffman.symbol_counts(values))
+                data = huffman.encode(values, code)
+                back = B.to_numpy(huffman.decode(data, code, len(values), backend="numpy")).tolist()
+                if back != values or len(data) != -(-huffman.total_bits(code, huffman.symbol_counts(values)) // 8):
+                    raise RuntimeError(f"Encode: the Huffman round trip of {label}'s {what} is not exact")
+    relative = value_part + gap_part
+    tag = "-huffman" if (value_huff or gap_huff) else ""
+    if relative < dense_bits:
+        return relative, "relative" + tag
+    return dense_bits, "dense" + ("-huffman" if dense_huff else "")
+
+
+def encoded_bytes(model: Any, relative_index_bits: int = 5, huffman: bool = True,
+                  detail: bool = False) -> int | tuple[int, str]:
+    r"""Bytes of a model's parameters as Deep Compression stores them (Han et al. 2016, §2 and §4).
+
+    Each Linear / Conv2d weight (n entries, values of :math:`b_v` bits: k-means indices of
+    :math:`\lceil\log_2 k\rceil` bits, int8 codes of 8, float32 values of 32) is stored densely
+    or in the relative-index format (:func:`~nnopt_lab.inference.sparse.relative_from_dense`,
+    :math:`n_e` = nonzeros + filler zeros, gaps of :math:`b_r` = ``relative_index_bits``),
+    whichever is smaller:
+
+    .. math:: \text{bits}_W = \min\big(V(n),\; V(n_e) + G(n_e)\big),\qquad
+              \text{bytes}_W = \lceil \text{bits}_W / 8 \rceil,
+
+    with :math:`V(m) = m\,b_v` and :math:`G(m) = m\,b_r` at fixed width, or with ``huffman``
+    the Huffman-coded bits (:func:`~nnopt_lab.compression.huffman.total_bits`) plus the code
+    table (one 8-bit length per symbol of the alphabet, or (symbol, length) pairs of the symbols
+    that occur, the smaller) when that is smaller; float32 values are never Huffman-coded. The
+    rest -- biases, codebooks (float32), an int8 model's scales and zero points -- is counted as in
+    :func:`stored_bytes`.
+
+    Parameters
+    ----------
+    model : Module or IntegerModel
+    relative_index_bits : int in [1, 16]
+    huffman : bool
+    detail : bool
+        Also return the formats used: "dense" or "relative", with "-huffman" where Huffman-coded
+        ("+" between the formats of layers that differ).
+
+    Seed: none (deterministic).
+
+    See: chapters/06_capstone.ipynb (seed §2.2.1)
+    """
+    from .inference.sparse import MAX_RELATIVE_BITS
+    rel_bits = check_int("relative_index_bits", relative_index_bits, 1, MAX_RELATIVE_BITS)
+    use_huffman = check_bool("huffman", huffman)
+    detail = check_bool("detail", detail)
+    if not (isinstance(model, Module) or _is_integer(model)):
+        raise TypeError(f"model must be an nnopt_lab Module or IntegerModel, got {type(model).__name__}")
+    weights, formats = 0, set()
+    parts = _weight_symbols(model)
+    for label, positions_of, symbols, value_bits in parts:
+        bits, fmt = _encode_weight(label, positions_of, symbols, value_bits, rel_bits, use_huffman)
+        weights += -(-bits // 8)
+        formats.add(fmt)
+    if _is_integer(model):
+        rest = int(model.stored_bytes()) - sum(math.prod(tuple(p[1].shape)) for p in parts)
+    else:
+        rest, seen = 0, set()
+        for m in model.modules():
+            if id(m) in seen or not m._params:
+                continue
+            seen.add(id(m))
+            names = [n for n in m._params if isinstance(m, SharedLayer) or n != "weight" or
+                     not isinstance(m, (Linear, Conv2d))]
+            rest += -(-sum(math.prod(m._params[n].shape) for n in names) * FLOAT_BITS // 8)
+    total = weights + rest
+    fmt = "+".join(sorted(formats)) or "dense"
+    return (total, fmt) if detail else total
+
+
 def _predict(model: Any, x: Any, batch_size: int = 1024) -> Any:
     if isinstance(model, Module):
         return loop.predict(model, x, batch_size)
@@ -672,6 +861,9 @@ class StepResult:
     latency_b1_ms, latency_b64_ms : float or None, median latency at batch 1 and 64 (None: not measured)
     storage : str, "dense", "csr" or "csr+dense"
     seconds : float, the step's own wall time (not reproducible)
+    encoded_bytes : int or None, the bytes as Deep Compression stores them (:func:`encoded_bytes`), in the rows
+        from an :class:`Encode` step on (None before)
+    encoded_compression : float or None, the baseline's float32 bytes / encoded_bytes
 
     See: chapters/06_capstone.ipynb (seed §1.2)
     """
@@ -689,6 +881,8 @@ class StepResult:
     latency_b64_ms: float | None = None
     storage: str = "dense"
     seconds: float = 0.0
+    encoded_bytes: int | None = None
+    encoded_compression: float | None = None
 
     #: fields that differ between two runs of one seed (timings)
     TIMINGS = ("latency_b1_ms", "latency_b64_ms", "seconds")
@@ -716,7 +910,7 @@ class StepResult:
 
 def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_bytes: int | None = None,
                  macs: int | None = None, latency: bool = True, repeats: int = 20,
-                 seconds: float = 0.0) -> StepResult:
+                 seconds: float = 0.0, encoding: "Encode | None" = None) -> StepResult:
     """Measure one model as a :class:`Report` row: accuracy, bytes as stored, MACs, parameters, latency.
 
     Parameters
@@ -731,6 +925,9 @@ def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_byt
     latency : bool, measure latency (median of ``repeats`` at batch 1 and 64)
     repeats : int >= 1
     seconds : float, the step's wall time to record
+    encoding : Encode or None
+        Also count the bytes as that step encodes them (:func:`encoded_bytes`); the pipeline passes
+        the last :class:`Encode` that ran.
 
     See: chapters/06_capstone.ipynb (seed §1.2)
     """
@@ -742,6 +939,8 @@ def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_byt
     latency = check_bool("latency", latency)
     repeats = check_int("repeats", repeats, 1, measure.MAX_REPEATS)
     seconds = check_number("seconds", seconds, 0.0)
+    if encoding is not None and not isinstance(encoding, Encode):
+        raise TypeError(f"encoding must be an Encode step or None, got {type(encoding).__name__}")
     size, fmt = stored_bytes(model, detail=True)
     if baseline_bytes is None:
         baseline_bytes = size if not isinstance(model, Module) else measure.model_bytes(model, "float32")
@@ -755,9 +954,10 @@ def measure_step(model: Any, data: Dataset, step: str = "model", *, baseline_byt
     x_test = data.test[0]
     lat = (_latency_ms(model, x_test, 1, repeats), _latency_ms(model, x_test, 64, repeats)) if latency \
         else (None, None)
+    enc = None if encoding is None else encoded_bytes(model, encoding.relative_index_bits, encoding.huffman)
     return StepResult(step, _kind(model), evaluate_accuracy(model, data.test), evaluate_accuracy(model, data.val),
                       int(size), baseline_bytes / size, int(macs), int(params), float(sparsity), lat[0], lat[1],
-                      fmt, float(seconds))
+                      fmt, float(seconds), enc, None if enc is None else baseline_bytes / enc)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -818,17 +1018,28 @@ class Report:
             raise TypeError(f"row must be a StepResult or a dict of its fields, got {type(row).__name__}")
         row = row if isinstance(row, StepResult) else StepResult.from_dict(row)
         from dataclasses import replace
-        self.rows.append(replace(row, compression=self.rows[0].bytes / row.bytes if self.rows else row.compression))
+        base = self.rows[0].bytes if self.rows else None
+        self.rows.append(replace(row, compression=base / row.bytes if base else row.compression,
+                                 encoded_compression=base / row.encoded_bytes if base and row.encoded_bytes
+                                 else row.encoded_compression))
         self.models.append(None)
         return self
 
     def table(self) -> str:
-        """The rows as a fixed-width text table (accuracy in %, bytes, ×compression, MACs, latency in ms)."""
+        """The rows as a fixed-width text table (accuracy in %, bytes, ×compression, MACs, latency in ms).
+
+        When a row has ``encoded_bytes`` (an :class:`Encode` step ran) two columns follow: the
+        encoded bytes and their compression ("-" in the rows before).
+        """
         head = ("step", "acc %", "val %", "bytes", "×", "MACs", "params", "sparsity", "b1 ms", "b64 ms", "storage")
         lat = (lambda v: "-" if v is None else f"{v:.3f}")
         body = [(r.step, f"{100 * r.accuracy:.2f}", f"{100 * r.val_accuracy:.2f}", f"{r.bytes:,}",
                  f"{r.compression:.1f}", f"{r.macs:,}", f"{r.params:,}", f"{100 * r.sparsity:.1f} %",
                  lat(r.latency_b1_ms), lat(r.latency_b64_ms), r.storage) for r in self.rows]
+        if any(r.encoded_bytes is not None for r in self.rows):
+            head += ("encoded", "enc ×")
+            body = [line + (("-", "-") if r.encoded_bytes is None else
+                            (f"{r.encoded_bytes:,}", f"{r.encoded_compression:.1f}")) for line, r in zip(body, self.rows)]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines = ["  ".join(str(x).ljust(w) if i in (0, 10) else str(x).rjust(w) for i, (x, w) in
                            enumerate(zip(line, widths))) for line in [head, *body]]
@@ -903,6 +1114,7 @@ class _Context:
     def __init__(self, seed: int):
         self.seed = seed
         self.count = 0
+        self.encoding = None                         # the last Encode step that ran
 
     def next_seed(self) -> int:
         self.count += 1
@@ -929,7 +1141,7 @@ class Pipeline:
         for i, s in enumerate(steps):
             if not isinstance(s, Step):
                 raise TypeError(f"steps[{i}] must be a pipeline Step (Distill, Prune, FineTune, Trim, QuantizeInt8, "
-                                f"ShareWeights), got {type(s).__name__}")
+                                f"ShareWeights, Encode), got {type(s).__name__}")
         self.steps = list(steps)
 
     def __repr__(self) -> str:
@@ -979,7 +1191,7 @@ class Pipeline:
             if isinstance(current, Module):
                 macs = None
             row = measure_step(current, data, repr(step), baseline_bytes=base_bytes, macs=macs, latency=latency,
-                               repeats=repeats, seconds=seconds)
+                               repeats=repeats, seconds=seconds, encoding=ctx.encoding)
             macs = row.macs
             rows.append(row)
             kept.append(current if not isinstance(current, Module) else trimming._copy(current))

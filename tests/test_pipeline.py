@@ -464,3 +464,179 @@ def test_int8_after_trim_is_within_a_point_of_float_and_exports_to_torch(digits6
     with torch.inference_mode():
         out = exported(torch.as_tensor(B.to_numpy(x), dtype=torch.float32)).numpy()
     np.testing.assert_allclose(out, B.to_numpy(report.final_model(x)), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- Deep Compression's storage
+from nnopt_lab.compression import huffman as H  # noqa: E402
+from nnopt_lab.inference.sparse import RelativeIndexed, relative_from_dense  # noqa: E402
+
+
+def _relative_by_loop(flat, bits):
+    """The relative-index format written element by element (an independent encoder): a zero after
+    2**bits - 1 skipped zeros is stored as a filler; fillers after the last nonzero are dropped."""
+    entries, gap = [], 0
+    for v in flat:
+        if v != 0:
+            entries.append((v, gap))
+            gap = 0
+        elif gap == 2 ** bits - 1:
+            entries.append((0.0, gap))
+            gap = 0
+        else:
+            gap += 1
+    while entries and entries[-1][0] == 0:
+        entries.pop()
+    return entries
+
+
+def _sparse_cases(rng):
+    w = rng.normal(size=(30, 40)) * (rng.random((30, 40)) < 0.08)
+    w[0, :7] = 0.0
+    w[-1, -9:] = 0.0                                   # trailing zeros
+    long_gap = np.zeros((3, 100))
+    long_gap[0, 0], long_gap[2, 99] = 1.5, -2.0        # a gap of 298 zeros
+    conv = rng.normal(size=(4, 3, 3, 3)) * (rng.random((4, 3, 3, 3)) < 0.3)
+    return [w, long_gap, conv, np.zeros((5, 6)), rng.normal(size=(4, 5))]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
+def test_relative_index_format_is_exact_and_counted_like_a_direct_encoder(be64, bits):
+    rng = np.random.default_rng(bits)
+    for w in _sparse_cases(rng):
+        enc = relative_from_dense(B.to_backend(w, be64), bits)
+        assert isinstance(enc, RelativeIndexed) and enc.shape == w.shape and enc.bits == bits
+        np.testing.assert_array_equal(B.to_numpy(enc.to_dense()), w)               # the round trip is exact
+        by_loop = _relative_by_loop(w.reshape(-1).tolist(), bits)
+        values, gaps = B.to_numpy(enc.values), B.to_numpy(enc.gaps)
+        assert enc.n_entries == len(by_loop) and values.tolist() == [v for v, _ in by_loop]
+        assert gaps.tolist() == [g for _, g in by_loop]
+        assert gaps.size == 0 or (gaps.min() >= 0 and gaps.max() <= 2 ** bits - 1)
+        csr = scipy.sparse.csr_matrix(w.reshape(w.shape[0], -1))                  # the nonzeros, as scipy has them
+        nonzero = values != 0
+        np.testing.assert_array_equal(values[nonzero], csr.data)
+        k = csr.shape[1]
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        np.testing.assert_array_equal(B.to_numpy(enc.positions())[nonzero], rows * k + csr.indices)
+        q = np.flatnonzero(w)                                                     # the count in closed form
+        assert enc.n_fillers == int(((q - np.r_[-1, q[:-1]] - 1) // 2 ** bits).sum()) if q.size else enc.n_entries == 0
+        assert enc.nbits(32) == enc.n_entries * (32 + bits)
+
+
+def test_relative_index_format_gap_of_exactly_the_width():
+    flat = np.zeros(40)
+    flat[[0, 8, 17, 33]] = 1.0                  # runs of 7, 8 and 15 zeros with 3-bit gaps: 0, 1 and 1 fillers
+    enc = relative_from_dense(flat, 3)
+    assert B.to_numpy(enc.gaps).tolist() == [0, 7, 7, 0, 7, 7] and enc.n_fillers == 2
+
+
+def test_relative_index_format_checks_its_arguments():
+    with pytest.raises(ValueError, match="bits"):
+        relative_from_dense(np.ones(3), 0)
+    with pytest.raises(ValueError, match="bits"):
+        relative_from_dense(np.ones(3), 17)
+    with pytest.raises(TypeError, match="weight"):
+        relative_from_dense([1.0, 0.0], 3)
+    with pytest.raises(ValueError, match="value_bits"):
+        relative_from_dense(np.ones(3), 3).nbits(0)
+
+
+def _hand_encoded(model, rel_bits, use_huffman):
+    """encoded_bytes counted by hand: the loop encoder for the entries, symbol counts by numpy,
+    Huffman bits as sum(count * code length) with the stated code table."""
+    def part(symbols, width):
+        fixed = len(symbols) * width
+        if not use_huffman or not len(symbols):
+            return fixed
+        values, counts = np.unique(np.asarray(symbols, dtype=np.int64), return_counts=True)
+        code = H.huffman_code(dict(zip(values.tolist(), counts.tolist())))
+        coded = sum(int(c) * len(code[int(v)]) for v, c in zip(values, counts))
+        coded += min(2 ** width * 8, len(values) * (width + 8))
+        return min(fixed, coded)
+
+    total = 0
+    for layer in model:
+        if isinstance(layer, SharedLayer):
+            w, idx = B.to_numpy(layer.weight()).reshape(-1), B.to_numpy(layer.indices).reshape(-1).tolist()
+            width = (layer.k - 1).bit_length()
+            entries = _relative_by_loop(w.tolist(), rel_bits)
+            positions = np.cumsum([g + 1 for _, g in entries]) - 1
+            dense = part(idx, width)
+            relative = part([idx[p] for p in positions], width) + part([g for _, g in entries], rel_bits)
+            total += -(-min(dense, relative) // 8) + 4 * sum(math.prod(p.shape) for p in layer._params.values())
+        elif isinstance(layer, (L.Linear, L.Conv2d)):
+            p = layer._params["weight"]
+            w = B.to_numpy(p.masked(p.data)).reshape(-1)
+            entries = _relative_by_loop(w.tolist(), rel_bits)
+            relative = 32 * len(entries) + part([g for _, g in entries], rel_bits)
+            total += -(-min(32 * w.size, relative) // 8) + 4 * layer._params["bias"].shape[0]
+    return total
+
+
+@pytest.mark.parametrize("use_huffman", [False, True])
+@pytest.mark.parametrize("rel_bits", [3, 5])
+def test_encoded_bytes_equal_a_hand_count(digits64, trained64, use_huffman, rel_bits):
+    pruned = copy.deepcopy(trained64)
+    pruning.prune(pruned, 0.85, scope="global")
+    shared = P.ShareWeights(3).apply(copy.deepcopy(pruned), digits64, P._Context(0))
+    for model in (pruned, shared, trained64):
+        assert P.encoded_bytes(model, rel_bits, use_huffman) == _hand_encoded(model, rel_bits, use_huffman)
+    size, fmt = P.encoded_bytes(shared, rel_bits, use_huffman, detail=True)
+    assert size < P.stored_bytes(shared) and ("huffman" in fmt) == use_huffman
+
+
+def test_huffman_coded_indices_are_within_the_entropy_bound(digits64, trained64):
+    """Without the tables, the Huffman bits of a dense shared layer lie in [N H, N (H + 1))."""
+    shared = P.ShareWeights(4).apply(copy.deepcopy(trained64), digits64, P._Context(0))
+    layer = shared[0]
+    idx = B.to_numpy(layer.indices).reshape(-1)
+    _, counts = np.unique(idx, return_counts=True)
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log2(p)).sum())
+    table = min(16 * 8, len(counts) * (4 + 8))
+    bits = P._encode_weight("w", layer.weight(), layer.indices, 4, 5, True)[0] - table
+    assert idx.size * entropy - 1e-9 <= bits < idx.size * (entropy + 1)
+
+
+def test_encode_step_keeps_the_model_and_adds_encoded_bytes_from_then_on(digits64, trained64):
+    steps = [P.Prune(0.8, fine_tune_epochs=1), P.ShareWeights(3), P.Encode(relative_index_bits=4),
+             P.FineTune(1)]
+    report = P.Pipeline(steps).run(trained64, digits64, seed=SEED, latency=False)
+    before, encoded, after = report.rows[2], report.rows[3], report.rows[4]
+    assert [r.encoded_bytes for r in report.rows[:3]] == [None] * 3
+    assert encoded.bytes == before.bytes and encoded.accuracy == before.accuracy
+    x = digits64.test[0]
+    np.testing.assert_array_equal(B.to_numpy(report.models[3](x)), B.to_numpy(report.models[2](x)))
+    for r, m in ((encoded, report.models[3]), (after, report.models[4])):
+        assert r.encoded_bytes == P.encoded_bytes(m, 4, True) < r.bytes
+        assert r.encoded_compression == pytest.approx(report.rows[0].bytes / r.encoded_bytes)
+    text = report.table()
+    assert "encoded" in text and "enc ×" in text
+    plain = P.Pipeline(steps[:2]).run(trained64, digits64, seed=SEED, latency=False).table()
+    assert "encoded" not in plain
+    assert report.as_dict()["rows"][3]["encoded_bytes"] == encoded.encoded_bytes
+
+
+@needs_int8
+def test_encode_counts_int8_codes_and_float_weights(digits64, trained64):
+    report = P.Pipeline([P.Prune(0.9), P.QuantizeInt8(calibration_samples=64), P.Encode()]).run(
+        trained64, digits64, seed=SEED, latency=False)
+    model = report.final_model
+    codes = [B.to_numpy(layer.weight_codes) for layer in model.layers if getattr(layer, "weight_codes", None) is not None]
+    rest = int(model.stored_bytes()) - sum(c.size for c in codes)
+    hand = rest
+    for c in codes:
+        entries = _relative_by_loop(c.reshape(-1).tolist(), 5)
+        hand += -(-min(8 * c.size, 13 * len(entries)) // 8)
+    assert P.encoded_bytes(model, 5, huffman=False) == hand
+    assert report.final.encoded_bytes == P.encoded_bytes(model, 5, True) <= hand < report.final.bytes
+
+
+def test_encode_checks_its_arguments():
+    for kwargs, words in ((dict(relative_index_bits=0), "relative_index_bits"),
+                          (dict(relative_index_bits=17), "relative_index_bits"), (dict(huffman=2), "huffman")):
+        with pytest.raises((TypeError, ValueError), match=words):
+            P.Encode(**kwargs)
+    with pytest.raises(TypeError, match="model"):
+        P.encoded_bytes("model")
+    with pytest.raises(TypeError, match="encoding"):
+        P.measure_step(models.mlp((64, 3, 10)), datasets.load_digits(), encoding="huffman", latency=False)
