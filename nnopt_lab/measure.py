@@ -1,6 +1,7 @@
 """The four pressures on a network (seed §1.1): size, compute, memory, latency.
 
-* size     -- :func:`count_parameters`, :func:`model_bytes` (bytes at a storage precision);
+* size     -- :func:`count_parameters`, :func:`model_bytes` (bytes at a storage precision),
+  :func:`csr_bytes` (a matrix stored as CSR);
 * compute  -- :func:`flops` (multiply-accumulates and FLOPs per layer, counted as
   ``torch.utils.flop_counter.FlopCounterMode`` counts them);
 * memory   -- :func:`activation_memory` (activations at inference and kept for training);
@@ -25,7 +26,7 @@ from . import backend as B
 from .nn.layers import Module, Sequential
 from .validation import as_int, check_bool, check_callable, check_int, check_shape
 
-__all__ = ["BITS", "count_parameters", "model_bytes", "bits_of", "LayerStats", "ModelSummary", "summary",
+__all__ = ["BITS", "count_parameters", "model_bytes", "bits_of", "csr_bytes", "LayerStats", "ModelSummary", "summary",
            "flops", "ActivationMemory", "activation_memory", "LatencyResult", "latency",
            "measure_model_latency"]
 
@@ -46,6 +47,47 @@ def bits_of(dtype: str | int) -> int:
     if not isinstance(dtype, str) or dtype not in BITS:
         raise ValueError(f"dtype must be one of {tuple(BITS)} or an int number of bits in 1..64, got {dtype!r}")
     return BITS[dtype]
+
+
+def csr_bytes(rows: int, cols: int, nnz: int, value_bits: int = 32, index_bits: int = 32,
+              pointer_bits: int | None = None) -> int:
+    r"""Bytes of a (rows, cols) matrix stored in CSR (compressed sparse row) form.
+
+    .. math:: \text{bytes} = \Big\lceil \tfrac18 \big(\text{nnz}\, b_v + \text{nnz}\, b_c
+              + (\text{rows} + 1)\, b_r \big) \Big\rceil
+
+    the values, one column index per value and ``rows + 1`` row pointers (where each row starts,
+    and the end); :math:`b_v` = ``value_bits``, :math:`b_c` = ``index_bits``, :math:`b_r` =
+    ``pointer_bits`` (None: ``index_bits``). With 32-bit values and indices CSR needs 8 bytes per
+    nonzero against the dense 4 bytes per entry: it is only smaller below about 50 % density.
+    The one formula of the project: :attr:`nnopt_lab.inference.sparse.CSRMatrix.nbytes` and
+    :func:`nnopt_lab.widgets.pruning.storage_bytes` use it (scipy.sparse.csr_matrix's
+    ``data.nbytes + indices.nbytes + indptr.nbytes``).
+
+    Parameters
+    ----------
+    rows, cols : int >= 0
+        The matrix shape (a convolution's weight is read as ``(C_out, C_in·kh·kw)``).
+    nnz : int in [0, rows·cols]
+        Stored (nonzero) entries.
+    value_bits, index_bits : int >= 1
+    pointer_bits : int >= 1 or None
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument that is not an int or out of its range.
+
+    See: chapters/03_2_pruning.ipynb (seed §3.2.2), chapters/05_1_inference_pruning.ipynb (seed §2.4.1)
+    """
+    rows, cols = check_int("rows", rows, 0), check_int("cols", cols, 0)
+    nnz = check_int("nnz", nnz, 0)
+    if nnz > rows * cols:
+        raise ValueError(f"nnz must be an int in [0, {rows * cols}], got {nnz}: a (rows, cols) = ({rows}, {cols}) "
+                         f"matrix holds at most rows·cols entries")
+    value_bits, index_bits = check_int("value_bits", value_bits, 1), check_int("index_bits", index_bits, 1)
+    pointer_bits = index_bits if pointer_bits is None else check_int("pointer_bits", pointer_bits, 1)
+    return -(-(nnz * value_bits + nnz * index_bits + (rows + 1) * pointer_bits) // 8)
 
 
 def _check_model(model: Any) -> Module:
@@ -191,8 +233,15 @@ def _input_shape(input_shape: Any) -> tuple:
 
 
 def _model_backend(model: Module) -> B.Backend:
+    """Where (and in which float dtype) the model computes: its first parameter's backend, else its
+    first float buffer's (a bias-less SparseLinear keeps its weights as buffers), else the active one."""
     params = model.parameters()
-    return B.backend_of(params[0].data) if params else B.active()
+    if params:
+        return B.backend_of(params[0].data)
+    for _, buffer in model.named_buffers():
+        if B.dtype_name(buffer) in B.DTYPES:
+            return B.backend_of(buffer)
+    return B.active()
 
 
 def _trace(model: Module, input_shape: tuple, batch_size: int) -> list[tuple[str, Module, tuple, tuple]]:

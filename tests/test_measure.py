@@ -280,3 +280,72 @@ def test_numpy_numbers_accepted():
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call(models.mlp((8, 4, 2)))
+
+
+# ----------------------------------------------------------------------------- CSR storage: one formula
+@pytest.mark.parametrize("value_dtype", [np.float32, np.float64, np.int8])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_csr_bytes_equal_scipy_csr_arrays(value_dtype, index_dtype):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    for rows, cols, sparsity in ((1, 1, 0.0), (7, 5, 0.5), (30, 40, 0.9), (4, 9, 1.0)):
+        dense = (rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) >= sparsity)).astype(value_dtype)
+        m = sp.csr_matrix(dense)
+        m.indices, m.indptr = m.indices.astype(index_dtype), m.indptr.astype(index_dtype)
+        want = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+        bits = (8 * np.dtype(value_dtype).itemsize, 8 * np.dtype(index_dtype).itemsize)
+        assert M.csr_bytes(rows, cols, m.nnz, *bits) == want
+    # row pointers of another width than the column indices: each array at its own width
+    assert M.csr_bytes(3, 4, 5, 32, 16, pointer_bits=64) == 5 * 4 + 5 * 2 + 4 * 8
+    assert M.csr_bytes(3, 4, 5, 3, 5) == math.ceil((5 * 3 + 5 * 5 + 4 * 5) / 8)      # packed bits, rounded up
+    assert M.csr_bytes(0, 4, 0) == 4                                                 # an empty matrix: one pointer
+
+
+def test_csr_bytes_is_the_one_formula(monkeypatch, be64):
+    """CSRMatrix.nbytes and the pruning widget's csr_bytes / storage_bytes all ask measure.csr_bytes."""
+    from nnopt_lab.inference import sparse as S
+    from nnopt_lab.widgets import pruning as wp
+
+    w = B.to_backend(np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]]), be64)
+    csr = S.csr_from_dense(w)
+    assert csr.nbytes == M.csr_bytes(2, 3, 3, 64, 32) == 3 * 8 + 3 * 4 + 3 * 4 == wp.csr_bytes(2, 3, 3, 64, 32)
+    calls = []
+    monkeypatch.setattr(M, "csr_bytes", lambda *args: calls.append(args) or 1000 + len(calls))
+    assert csr.nbytes == 1001 and calls[-1] == (2, 3, 3, 64, 32, 32)
+    assert wp.csr_bytes(2, 3, 3, 64, 32) == 1002 and calls[-1] == (2, 3, 3, 64, 32)
+    model = models.mlp((3, 2), backend=be64)
+    assert wp.storage_bytes(model)["csr"] == 1003 + 2 * 4          # the weight through the formula, the bias dense
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(rows=2, cols=3, nnz=7), ValueError, r"nnz must be an int in \[0, 6\], got 7: a \(rows, cols\) = \(2, 3\)"),
+    (dict(rows=-1, cols=3, nnz=0), ValueError, "rows"),
+    (dict(rows=2, cols=3.5, nnz=0), ValueError, r"cols must be an int >= 0, got 3.5"),
+    (dict(rows=2, cols=3, nnz=1, value_bits=0), ValueError, "value_bits"),
+    (dict(rows=2, cols=3, nnz=1, pointer_bits="int32"), TypeError, "pointer_bits"),
+])
+def test_csr_bytes_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        M.csr_bytes(**kwargs)
+
+
+# ----------------------------------------------------------------------------- models without parameters
+def test_a_bias_less_sparse_linear_is_measured_where_its_weights_live(be64):
+    """SparseLinear keeps its weights as buffers: without a bias the model has no parameter at all,
+    and the batch used to be made on the active backend (numpy float32), which the layer refused."""
+    import scipy.sparse as sp
+    from nnopt_lab.inference import sparse as S
+
+    dense = np.array([[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, -1.0, 0.0, 4.0]])
+    model = nn.Sequential(S.SparseLinear(S.csr_from_dense(B.to_backend(dense, be64))), nn.ReLU())
+    assert model.parameters() == []
+    s = M.summary(model, (4,), dtype=None, batch_size=3)
+    assert s.total_macs == 3 * sp.csr_matrix(dense).nnz == 15 and s.rows[0].output_shape == (3, 3)
+    assert s.total_param_bytes == 5 * 8 + 5 * 4 + 4 * 4                # float64 values, int32 indices, as stored
+    assert M.activation_memory(model, (4,), batch_size=3).per_layer_output_bytes == (36, 36)
+    result = M.measure_model_latency(model, (4,), batch_size=3, warmup=0, repeats=2)
+    assert len(result.samples) == 2
+    assert M._model_backend(model) == be64
+    empty = nn.Sequential(nn.ReLU())                                     # nothing stored: the active backend
+    assert M._model_backend(empty) == B.active()

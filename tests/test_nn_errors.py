@@ -246,9 +246,9 @@ def test_layer_backward_before_forward_says_so(name):
 
 
 def test_layer_forward_on_another_backend_says_so():
-    with pytest.raises(TypeError, match=r"Conv2d got x on torch-cpu \(cpu\) but its parameters are on numpy"):
+    with pytest.raises(TypeError, match=r"Conv2d got x on torch-cpu \(cpu\) but its parameters \(weight\) are on numpy"):
         nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 4, 4))
-    with pytest.raises(TypeError, match=r"Linear got x on numpy \(cpu\) but its parameters are on torch-cpu"):
+    with pytest.raises(TypeError, match=r"Linear got x on numpy \(cpu\) but its parameters \(weight\) are on torch-cpu"):
         nn.Linear(3, 2, backend="torch-cpu")(np.zeros((2, 3), dtype=np.float32))
 
 
@@ -272,3 +272,56 @@ def test_layer_cost_arguments_are_checked():
         layer.parameter_bytes(bits="8")
     with pytest.raises(TypeError, match="mode must be a bool"):
         layer.train("yes")
+
+
+# ----------------------------------------------------------------------------- the shared input checks
+def test_sparse_linear_uses_the_public_input_checks_of_nn_layers():
+    """inference/sparse.py asks the same public checks as the dense layers (it used to import the
+    private _check_dtype/_check_input of nn/layers); no module imports a private check of nn.layers."""
+    import ast
+    import pathlib
+
+    import nnopt_lab
+    from nnopt_lab.nn import layers as L
+
+    root = pathlib.Path(nnopt_lab.__file__).parent
+    private = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("layers"):
+                private += [f"{path.relative_to(root)}: {a.name}" for a in node.names if a.name.startswith("_check")]
+    assert not private, private
+    assert {"check_layer_input", "check_layer_dtype"} <= set(L.__all__)
+    sparse = ast.parse((root / "inference" / "sparse.py").read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(sparse) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"check_layer_input", "check_layer_dtype"} <= names and not any(n.startswith("_") for n in names)
+
+
+def test_sparse_and_dense_linear_refuse_the_same_inputs_with_the_same_words():
+    from nnopt_lab.inference import sparse as S
+
+    dense = nn.Linear(3, 2, backend="torch-cpu")
+    csr = S.SparseLinear.from_linear(dense)
+    for x, error, words in [(np.zeros((2, 3), dtype=np.float32), TypeError, r"got x on numpy \(cpu\) but its "
+                                                                             r"parameters \(weight\) are on torch-cpu"),
+                            (torch.zeros(2, 3, dtype=torch.float64), TypeError, r"got x of dtype float64 but its "
+                                                                                r"parameters \(weight\) are float32"),
+                            ([[0.0, 0.0, 0.0]], TypeError, "expects x to be a numpy array or torch tensor, got list")]:
+        for layer in (dense, csr):
+            with pytest.raises(error, match=f"{type(layer).__name__} {words}"):
+                layer(x)
+
+
+def test_layer_checks_called_directly():
+    from nnopt_lab.nn import layers as L
+
+    layer = nn.Linear(3, 2)
+    w = layer._params["weight"].data
+    assert L.check_layer_input(layer, np.zeros(3)) is None
+    assert L.check_layer_dtype(layer, np.zeros((1, 3), dtype=w.dtype), w) is None
+    with pytest.raises(TypeError, match="Linear expects x to be a numpy array or torch tensor, got int"):
+        L.check_layer_input(layer, 3)
+    with pytest.raises(TypeError, match="x must be a numpy array or torch tensor, got str"):
+        L.check_layer_dtype(layer, "x", w)
+    with pytest.raises(TypeError, match="weight must be a numpy array or torch tensor, got NoneType"):
+        L.check_layer_dtype(layer, np.zeros((1, 3)), None)

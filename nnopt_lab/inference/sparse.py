@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend as B
-from ..nn.layers import Linear, Module, Parameter, Sequential, _check_dtype, _check_input
+from .. import measure
+from ..nn.layers import Linear, Module, Parameter, Sequential, check_layer_dtype, check_layer_input
 from ..validation import check_array, check_bool, check_choice, check_int, check_shape
 
 __all__ = ["CSRMatrix", "csr_from_dense", "csr_matmul", "SparseLinear", "sparsify", "three_ways", "ThreeWays",
@@ -92,8 +93,9 @@ class CSRMatrix:
 
     @property
     def nbytes(self) -> int:
-        r"""Bytes of the three arrays: :math:`nnz(b_v + b_c) + (M + 1) b_r`."""
-        return sum(int(a.shape[0]) * a.dtype.itemsize for a in (self.values, self.col_indices, self.crow_indices))
+        r"""Bytes of the three arrays, :math:`nnz(b_v + b_c) + (M + 1) b_r`: :func:`nnopt_lab.measure.csr_bytes`."""
+        bits = [a.dtype.itemsize * 8 for a in (self.values, self.col_indices, self.crow_indices)]
+        return measure.csr_bytes(self.shape[0], self.shape[1], self.nnz, *bits)
 
     def row_indices(self) -> Any:
         """Row of each stored entry, shape (nnz,): row i repeated ``crow[i+1] - crow[i]`` times."""
@@ -286,11 +288,11 @@ class SparseLinear(Module):
         return int(self._buffers["values"].shape[0])
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"SparseLinear({self.in_features}, {self.out_features}) expects x of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
-        _check_dtype(self, x, self._buffers["values"])
+        check_layer_dtype(self, x, self._buffers["values"])
         xp = B.namespace(x)
         out = xp.permute_dims(csr_matmul(self.weight, xp.permute_dims(x, (1, 0))), (1, 0))
         bias = self._params.get("bias")

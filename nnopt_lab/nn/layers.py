@@ -29,7 +29,8 @@ from ..validation import as_int, check_array, check_bool, check_int, check_numbe
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
-           "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Sequential", "CrossEntropyLoss"]
+           "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Sequential", "CrossEntropyLoss",
+           "check_layer_input", "check_layer_dtype"]
 
 MASK_SUFFIX = "_mask"   # torch.nn.utils.prune's buffer name: "weight" -> "weight_mask"
 ORIG_SUFFIX = "_orig"   # ... and its parameter holding the unpruned values: "weight_orig"
@@ -40,23 +41,57 @@ def _count_nonzero(x: Any) -> int:
     return int(B.namespace(x).count_nonzero(x))
 
 
-def _check_dtype(layer: "Module", x: Any, weight: Any) -> None:
-    """Inputs must be on the parameters' backend, with their float dtype (numpy would silently
-    upcast, torch refuses)."""
-    if x.dtype == weight.dtype and (not B.is_torch(x) or x.device == weight.device):
+def check_layer_dtype(layer: "Module", x: Any, weight: Any) -> None:
+    """A layer's input must be on its weights' backend and device, with their float dtype.
+
+    numpy would silently upcast a float32 input against float64 weights and torch refuses it
+    with a message that names neither: this says which layer, what it got and how to move it.
+    Used by every layer with weights (here and :class:`nnopt_lab.inference.sparse.SparseLinear`).
+
+    Parameters
+    ----------
+    layer : Module, named in the message (``type(layer).__name__``)
+    x : array, the layer's input
+    weight : array, any of the layer's parameters or stored weights
+
+    Raises
+    ------
+    TypeError
+        When ``x`` or ``weight`` is not an array, or ``x`` is on another backend / device or
+        has another dtype than ``weight``.
+
+    See: chapters/01_why_optimize.ipynb
+    """
+    if (getattr(x, "dtype", None) == getattr(weight, "dtype", object())
+            and (not B.is_torch(x) or x.device == weight.device)):
         return                                          # the common case, quickly (numpy and torch dtypes differ)
+    check_array("x", x)
+    check_array("weight", weight)
     if not B.same_kind(x, weight):
         raise TypeError(f"{type(layer).__name__} got x on {B.backend_of(x).name} ({B.device_of(x)}) but its "
-                        f"parameters are on {B.backend_of(weight).name} ({B.device_of(weight)}); move x with "
+                        f"parameters (weight) are on {B.backend_of(weight).name} ({B.device_of(weight)}); move x with "
                         f"nnopt_lab.backend.to_backend(x, backend) or the model with model.to(...)")
     if x.dtype != weight.dtype:
-        raise TypeError(f"{type(layer).__name__} got x of dtype {B.dtype_name(x)} but its parameters are "
+        raise TypeError(f"{type(layer).__name__} got x of dtype {B.dtype_name(x)} but its parameters (weight) are "
                         f"{B.dtype_name(weight)}; convert x with nnopt_lab.backend.to_backend(x, backend, "
                         f"dtype={B.dtype_name(weight)!r}) or move the model with model.to(...)")
 
 
-def _check_input(layer: "Module", x: Any) -> None:
-    """``x`` must be an array (numpy or torch), named as the layer's input."""
+def check_layer_input(layer: "Module", x: Any) -> None:
+    """A layer's input ``x`` must be an array (numpy or torch); the message names the layer and ``x``.
+
+    Parameters
+    ----------
+    layer : Module, named in the message (``type(layer).__name__``)
+    x : the layer's input
+
+    Raises
+    ------
+    TypeError
+        When ``x`` is neither a numpy array nor a torch tensor.
+
+    See: chapters/01_why_optimize.ipynb
+    """
     try:
         B.namespace(x)
     except TypeError:
@@ -470,11 +505,11 @@ class Linear(Module):
 
     def _explain(self, x):
         """Raise the layer's own message for an input it cannot take."""
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects x of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
-        _check_dtype(self, x, self._params["weight"].data)
+        check_layer_dtype(self, x, self._params["weight"].data)
 
     def backward(self, dout, need_dx=True):
         dx, dw, db = F.linear_backward(dout, self._saved(), need_dx)
@@ -548,10 +583,10 @@ class Conv2d(Module):
 
     def _explain(self, x):
         """Raise the layer's own message for an input it cannot take."""
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expects x of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        _check_dtype(self, x, self._params["weight"].data)
+        check_layer_dtype(self, x, self._params["weight"].data)
         F._output_shape(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
                         "kernel_size")
 
@@ -593,7 +628,7 @@ class _Pool2d(Module):
         self.stride = self.kernel_size if stride is None else _int_or_pair("stride", stride)
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__}(kernel_size={self.kernel_size}) expects x of shape "
                              f"(N, C, H, W), got {tuple(x.shape)}")
@@ -635,7 +670,7 @@ class ReLU(Module):
     """
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         out, self._cache = F.relu_forward(x)
         return out
 
@@ -660,12 +695,12 @@ class _BatchNorm(Module):
         self._buffers["num_batches_tracked"] = b.asarray(0, dtype="int64")   # 0-d, as in torch
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim != self._ndim or x.shape[1] != self.num_features:
             want = "(N, C)" if self._ndim == 2 else "(N, C, H, W)"
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects x of shape {want} "
                              f"with C = {self.num_features}, got {tuple(x.shape)}")
-        _check_dtype(self, x, self._params["weight"].data)
+        check_layer_dtype(self, x, self._params["weight"].data)
         out, self._cache = F.batchnorm_forward(
             x, self._params["weight"].data, self._params["bias"].data, self._buffers["running_mean"],
             self._buffers["running_var"], self.training, self.momentum, self.eps)
@@ -709,7 +744,7 @@ class Dropout(Module):
         self.p = check_probability("p", p, high_open=True)
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         out, self._cache = F.dropout_forward(x, self.p, self.training)
         return out
 
@@ -727,7 +762,7 @@ class Flatten(Module):
     """
 
     def forward(self, x):
-        _check_input(self, x)
+        check_layer_input(self, x)
         if x.ndim < 2:
             raise ValueError(f"Flatten expects x of shape (N, d1, ...), got {tuple(x.shape)}")
         self._cache = tuple(x.shape)
@@ -735,7 +770,7 @@ class Flatten(Module):
 
     def backward(self, dout, need_dx=True):
         shape = self._saved()
-        _check_input(self, dout)
+        check_layer_input(self, dout)
         if tuple(dout.shape) != (shape[0], math.prod(shape[1:])):
             raise ValueError(f"dout must have the forward output's shape {(shape[0], math.prod(shape[1:]))}, "
                              f"got {tuple(dout.shape)}")

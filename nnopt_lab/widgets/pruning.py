@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from .. import backend as B
+from .. import measure
 from ..compression import pruning
 from ..nn.layers import Conv2d, Linear, Module
 from ..training.loop import check_xy, evaluate
@@ -29,7 +30,9 @@ SCOPES = ("global", "layer")
 
 
 def csr_bytes(rows: int, cols: int, nnz: int, value_bits: int = 32, index_bits: int = 32) -> int:
-    r"""Bytes of a matrix stored in CSR (compressed sparse row) form.
+    r"""Bytes of a (rows, cols) matrix stored in CSR (compressed sparse row) form, the answer of
+    the chapter's exercise: :func:`nnopt_lab.measure.csr_bytes` (the project's one formula, also
+    behind :attr:`nnopt_lab.inference.sparse.CSRMatrix.nbytes`), for a non-empty matrix.
 
     .. math:: \text{bytes} = \Big\lceil \tfrac18 \big(\text{nnz}\, b_v + \text{nnz}\, b_i
               + (\text{rows} + 1)\, b_i \big) \Big\rceil
@@ -49,9 +52,7 @@ def csr_bytes(rows: int, cols: int, nnz: int, value_bits: int = 32, index_bits: 
     See: chapters/03_2_pruning.ipynb (seed §3.2.2)
     """
     rows, cols = check_int("rows", rows, 1), check_int("cols", cols, 1)
-    nnz = check_int("nnz", nnz, 0, rows * cols)
-    value_bits, index_bits = check_int("value_bits", value_bits, 1), check_int("index_bits", index_bits, 1)
-    return math.ceil((nnz * value_bits + nnz * index_bits + (rows + 1) * index_bits) / 8)
+    return measure.csr_bytes(rows, cols, nnz, value_bits, index_bits)
 
 
 def weight_layers(model: Module) -> list[tuple[str, Module]]:
@@ -79,7 +80,7 @@ def storage_bytes(model: Module, value_bits: int = 32, index_bits: int = 32) -> 
     -------
     dict
         ``dense``: every entry at ``value_bits`` (what a masked model occupies, zeros included);
-        ``csr``: each Linear/Conv2d weight as :func:`csr_bytes` of its nonzeros (as
+        ``csr``: each Linear/Conv2d weight as :func:`nnopt_lab.measure.csr_bytes` of its nonzeros (as
         ``(C_out, rest)``), biases and other parameters dense; ``nonzero_values``: the
         nonzero payload alone, indices aside (``measure.model_bytes(nonzero=True)``).
 
@@ -99,7 +100,7 @@ def storage_bytes(model: Module, value_bits: int = 32, index_bits: int = 32) -> 
         xp = B.namespace(w)
         nnz = int(xp.count_nonzero(w))
         nonzero_bits += nnz * value_bits
-        csr += csr_bytes(w.shape[0], math.prod(w.shape[1:]), nnz, value_bits, index_bits)
+        csr += measure.csr_bytes(w.shape[0], math.prod(w.shape[1:]), nnz, value_bits, index_bits)
     bias_bits = dense_bits - sum(math.prod(layer._params["weight"].shape) for _, layer in layers) * value_bits
     return {"dense": math.ceil(dense_bits / 8), "csr": csr,
             "nonzero_values": math.ceil((nonzero_bits + bias_bits) / 8)}
