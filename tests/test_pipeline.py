@@ -640,3 +640,14 @@ def test_encode_checks_its_arguments():
         P.encoded_bytes("model")
     with pytest.raises(TypeError, match="encoding"):
         P.measure_step(models.mlp((64, 3, 10)), datasets.load_digits(), encoding="huffman", latency=False)
+
+
+def test_relative_indexed_refuses_arrays_that_do_not_fit():
+    good = dict(values=np.array([1.5, -2.0]), gaps=np.array([1, 2]), shape=(2, 3), bits=2)
+    np.testing.assert_array_equal(RelativeIndexed(**good).to_dense(), [[0, 1.5, 0], [0, -2.0, 0]])
+    for change, words in ((dict(gaps=np.array([1])), "one entry each"), (dict(gaps=np.array([1.0, 2.0])), "integer"),
+                          (dict(gaps=np.array([1, 4])), r"\[0, 3\]"), (dict(gaps=np.array([-1, 2])), r"\[0, 3\]"),
+                          (dict(shape=(2, 2)), "outside shape"), (dict(bits=0), "bits"),
+                          (dict(values=np.ones((2, 1))), "values")):
+        with pytest.raises((TypeError, ValueError), match=words):
+            RelativeIndexed(**{**good, **change})

@@ -403,6 +403,30 @@ class RelativeIndexed:
     shape: tuple
     bits: int
 
+    def __post_init__(self):
+        """The arrays must fit together: 1-D, as many gaps (integers in [0, 2**bits - 1]) as values, all
+        entries inside ``shape``."""
+        for name in ("values", "gaps"):
+            check_array(name, getattr(self, name), ndim=1)
+        xp = B.namespace(self.values, self.gaps)
+        if not B.dtype_name(self.gaps).startswith("int"):
+            raise TypeError(f"gaps must be an integer array, got {B.dtype_name(self.gaps)}")
+        bits = check_int("bits", self.bits, 1, MAX_RELATIVE_BITS)
+        shape = check_shape("shape", self.shape, low=0)
+        n = int(self.values.shape[0])
+        if int(self.gaps.shape[0]) != n:
+            raise ValueError(f"values and gaps must have one entry each: got {n} values and {self.gaps.shape[0]} gaps")
+        if n:
+            low, high = int(xp.min(self.gaps)), int(xp.max(self.gaps))
+            if low < 0 or high > 2 ** bits - 1:
+                raise ValueError(f"gaps must lie in [0, {2 ** bits - 1}] for bits={bits}, got [{low}, {high}]")
+            last = int(xp.sum(xp.astype(self.gaps, xp.int64))) + n - 1
+            if last >= math.prod(shape):
+                raise ValueError(f"the entries reach flat position {last}, outside shape {shape} "
+                                 f"({math.prod(shape)} entries)")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "bits", bits)
+
     @property
     def n_entries(self) -> int:
         """Stored entries: the nonzeros plus the fillers."""

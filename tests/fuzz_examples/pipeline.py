@@ -1,4 +1,5 @@
-"""Fuzz examples of nnopt_lab.pipeline and the torch import/export of nnopt_lab.reference (the capstone)."""
+"""Fuzz examples of nnopt_lab.pipeline, the torch import/export of nnopt_lab.reference (the capstone) and
+Deep Compression's relative-index storage (nnopt_lab.inference.sparse.relative_from_dense)."""
 from __future__ import annotations
 
 import dataclasses
@@ -50,6 +51,14 @@ def _row():
 
 
 def examples(h):
+    return {**_capstone_examples(h), **_storage_examples(h)}
+
+
+def methods(h):
+    return {**_capstone_methods(h), **_storage_methods(h)}
+
+
+def _capstone_examples(h):
     from nnopt_lab import pipeline as P
     return {
         "pipeline.Prune": lambda: dict(sparsity=0.5),
@@ -66,7 +75,7 @@ def examples(h):
     }
 
 
-def methods(h):
+def _capstone_methods(h):
     return {
         "Pipeline.run": (_pipeline, "run", lambda: dict(model=_model(), data=_data(), latency=False)),
         "Report.best_within": (_report, "best_within", lambda: dict(points=1.0)),
@@ -76,4 +85,33 @@ def methods(h):
         "Report.as_dict": (_report, "as_dict", lambda: dict(timings=False)),
         "Report.add": (_report, "add", _row),
         "StepResult.from_dict": (lambda: _report().rows[0], "from_dict", lambda: dict(d=_row()["row"])),
+    }
+
+
+def _relative():
+    import numpy as np
+    from nnopt_lab.inference import sparse
+    return sparse.relative_from_dense(np.array([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, -2.0]]), 2)
+
+
+def _shared_model():
+    from nnopt_lab import pipeline as P
+    return P.Pipeline([P.Prune(0.5), P.ShareWeights(2)]).run(_model(), _data(), latency=False).final_model
+
+
+def _storage_examples(h):
+    import numpy as np
+    return {
+        "inference.sparse.relative_from_dense": lambda: dict(weight=np.array([[0.0, 1.5, 0.0], [0.0, 0.0, -2.0]]),
+                                                             bits=2),
+        "pipeline.encoded_bytes": lambda: dict(model=_shared_model(), relative_index_bits=3),
+        "pipeline.Encode": lambda: dict(relative_index_bits=4),
+    }
+
+
+def _storage_methods(h):
+    return {
+        "RelativeIndexed.nbits": (_relative, "nbits", lambda: dict(value_bits=4)),
+        "RelativeIndexed.to_dense": (_relative, "to_dense", dict),
+        "RelativeIndexed.positions": (_relative, "positions", dict),
     }
