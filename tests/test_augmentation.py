@@ -242,19 +242,22 @@ def test_the_explorer_draws_the_grid_as_one_mosaic():
     assert box.image.value != first
 
 
-def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
+def test_exercise_checkers_accept_right_answers_and_name_the_mistake(capsys):
     from nnopt_lab.exercises import augmentation as ex
 
-    assert ex.check_hflip(lambda x: x[..., ::-1])
+    ex.check_hflip(lambda x: x[..., ::-1])                   # a right answer: no exception, the ✓ verdict
+    assert capsys.readouterr().out.startswith("✓ hflip mirrors left ↔ right")
     with pytest.raises(AssertionError, match="vertical flip"):
         ex.check_hflip(lambda x: x[..., ::-1, :])
-    assert ex.check_rot90_clockwise(lambda x: np.rot90(x, -1, axes=(2, 3)))
+    ex.check_rot90_clockwise(lambda x: np.rot90(x, -1, axes=(2, 3)))
+    assert capsys.readouterr().out.startswith("✓ clockwise quarter turn")
     with pytest.raises(AssertionError, match="COUNTER-clockwise"):
         ex.check_rot90_clockwise(lambda x: np.rot90(x, 1, axes=(2, 3)))
     with pytest.raises(AssertionError, match="swaps height and width"):
         ex.check_rot90_clockwise(lambda x: np.rot90(x, -1))
-    assert ex.check_center_crop(lambda x, s: x[..., (x.shape[2] - s) // 2:(x.shape[2] - s) // 2 + s,
-                                               (x.shape[3] - s) // 2:(x.shape[3] - s) // 2 + s])
+    ex.check_center_crop(lambda x, s: x[..., (x.shape[2] - s) // 2:(x.shape[2] - s) // 2 + s,
+                                        (x.shape[3] - s) // 2:(x.shape[3] - s) // 2 + s])
+    assert capsys.readouterr().out.startswith("✓ center_crop cuts the centred window")
     with pytest.raises(AssertionError, match="top-left corner"):
         ex.check_center_crop(lambda x, s: x[..., :s, :s])
 

@@ -317,13 +317,14 @@ def test_the_explorer_view_shows_what_denoise_preview_computes():
     assert box.image.value != first and box.controls["sigma"].style.description_width == "initial"
 
 
-def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
+def test_exercise_checkers_accept_right_answers_and_name_the_mistake(capsys):
     from nnopt_lab.exercises import cleaning as ex
 
     def mean_filter_1d(x, size):
         return ndi.uniform_filter1d(x, size, mode="nearest")
 
-    assert ex.check_mean_filter_1d(mean_filter_1d)
+    ex.check_mean_filter_1d(mean_filter_1d)                 # a right answer: no exception, the ✓ verdict
+    assert capsys.readouterr().out.startswith("✓ mean_filter_1d matches scipy.ndimage.uniform_filter1d")
     with pytest.raises(AssertionError, match="zero-padded"):
         ex.check_mean_filter_1d(lambda x, s: ndi.uniform_filter1d(x, s, mode="constant"))
     with pytest.raises(AssertionError, match="window SUM"):
@@ -336,7 +337,8 @@ def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
         std[std == 0] = 1.0
         return (train - mean) / std, (test - mean) / std
 
-    assert ex.check_standardize(standardize)
+    ex.check_standardize(standardize)
+    assert capsys.readouterr().out.startswith("✓ standardize matches sklearn StandardScaler")
     with pytest.raises(AssertionError, match="TEST split's own mean"):
         ex.check_standardize(lambda tr, te: (standardize(tr, tr)[0], standardize(te, te)[0]))
     with pytest.raises(AssertionError, match="SAMPLE std"):
@@ -345,7 +347,8 @@ def test_exercise_checkers_accept_right_answers_and_name_the_mistake():
     with pytest.raises(AssertionError, match="NaN or inf"), np.errstate(invalid="ignore"):
         ex.check_standardize(lambda tr, te: ((tr - tr.mean(0)) / tr.std(0), (te - tr.mean(0)) / tr.std(0)))
 
-    assert ex.check_fill_missing(lambda x: np.where(np.isnan(x), np.nanmean(x), x))
+    ex.check_fill_missing(lambda x: np.where(np.isnan(x), np.nanmean(x), x))
+    assert capsys.readouterr().out.startswith("✓ fill_missing fills each NaN with the mean")
     with pytest.raises(AssertionError, match="filled with 0, like np.nan_to_num"):
         ex.check_fill_missing(np.nan_to_num)
     with pytest.raises(AssertionError, match="counted the missing entries as 0"):

@@ -53,8 +53,9 @@ def test_the_explorer_looks_the_sweep_up_and_starts_on_its_grid():
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["16", "64", "256"]   # one label per width
 
 
-def test_linear_params_checker():
-    assert check_linear_params(lambda i, o: i * o + o)
+def test_linear_params_checker(capsys):
+    check_linear_params(lambda i, o: i * o + o)             # a right answer: no exception, the ✓ verdict
+    assert capsys.readouterr().out.startswith("✓ linear_params is right on 4 layers")
     with pytest.raises(AssertionError, match="the bias adds"):
         check_linear_params(lambda i, o: i * o)
     with pytest.raises(AssertionError, match="one bias per OUTPUT"):
@@ -63,17 +64,19 @@ def test_linear_params_checker():
         check_linear_params(lambda i, o: 1)
 
 
-def test_conv_flops_checker():
-    assert check_conv_flops(lambda ci, co, k, h, w: 2 * ci * co * k * k * h * w)
+def test_conv_flops_checker(capsys):
+    check_conv_flops(lambda ci, co, k, h, w: 2 * ci * co * k * k * h * w)
+    assert capsys.readouterr().out.startswith("✓ conv_flops is right on 3 layers")
     with pytest.raises(AssertionError, match="multiply-accumulates"):
         check_conv_flops(lambda ci, co, k, h, w: ci * co * k * k * h * w)
     with pytest.raises(AssertionError, match="every one of the"):
         check_conv_flops(lambda ci, co, k, h, w: 2 * ci * co * k * k)
 
 
-def test_model_bytes_checker():
+def test_model_bytes_checker(capsys):
     params = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
-    assert check_model_bytes(4 * params, params)
+    check_model_bytes(4 * params, params)
+    assert capsys.readouterr().out.startswith("✓ LeNet-300-100 takes 1,041 KiB as float32 and 260 KiB as int8 (4× smaller)")
     with pytest.raises(AssertionError, match="did you count parameters instead of bytes"):
         check_model_bytes(params, params)
     with pytest.raises(AssertionError, match="int8: expected 266,610 bytes"):
