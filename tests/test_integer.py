@@ -27,6 +27,7 @@ from nnopt_lab import models
 from nnopt_lab.compression import trimming
 from nnopt_lab.inference import integer as I
 from nnopt_lab.nn import layers as L
+from nnopt_lab.nn import functional as F
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*quantize_per_tensor:UserWarning",
                                         "ignore:.*torch.ao.quantization:UserWarning")
@@ -647,3 +648,35 @@ def test_grouped_strided_conv_model_within_bound(be64):
     conv = imodel.layers[1]
     assert (conv.stride, conv.padding, conv.dilation, conv.groups) == ((1, 1), (1, 0), (1, 2), 2)
     _check_within_bound(model, imodel, x)
+
+
+def test_quantize_bias_uses_the_whole_int32_range_and_refuses_its_ends():
+    # 2**31 - 128 is the largest float32 below 2**31: a valid code; the next float32 (2**31) saturates
+    sw, sx = 0.5, 0.5
+    codes = I.quantize_bias(np.array([(2 ** 31 - 128) * 0.25, -(2 ** 31 - 128) * 0.25, 1.0], np.float32), sw, sx)
+    assert codes.dtype == np.int32 and codes.tolist() == [2 ** 31 - 128, -(2 ** 31 - 128), 4]
+    for big in (2.0 ** 31 * 0.25, -(2.0 ** 31) * 0.25, 1e30):
+        with pytest.raises(ValueError, match=r"bias\[1\] .* steps of S_w\*S_x: at or beyond the ends of the int32"):
+            I.quantize_bias(np.array([0.0, big], np.float32), sw, sx)
+        with pytest.raises(ValueError, match=r"bias\[1\]"):
+            I.quantize_bias(np.array([0.0, big], np.float32), np.array([sw, sw], np.float32), sx)
+    for bad in (np.nan, np.inf, 1e39):
+        with pytest.raises(ValueError, match=r"bias must hold finite float32 numbers .* bias\[0\]"):
+            I.quantize_bias(np.array([bad, 0.0]), sw, sx)
+
+
+def test_functional_max_pool_takes_codes_in_their_dtype(backend_name):
+    """IntegerMaxPool2d is nn.functional.maxpool2d_forward on the codes: same values as on floats, dtype kept."""
+    rng = np.random.default_rng(13)
+    for dtype in ("uint8", "int8", "int32"):
+        info = np.iinfo(dtype)
+        q = rng.integers(info.min, info.max, (2, 3, 7, 6), endpoint=True).astype(dtype)
+        for kernel, stride in ((2, None), (3, 2), ((2, 3), (1, 2))):
+            out, cache = F.maxpool2d_forward(B.to_backend(q, backend_name), kernel, stride)
+            assert B.dtype_name(out) == dtype
+            ref = torch.nn.functional.max_pool2d(torch.from_numpy(q.astype(np.float64)), kernel, stride)
+            np.testing.assert_array_equal(B.to_numpy(out), ref.numpy().astype(dtype))
+        with pytest.raises(TypeError, match="codes have no gradient"):
+            F.maxpool2d_backward(B.to_backend(np.ones(tuple(out.shape), np.float32), backend_name), cache)
+    with pytest.raises(TypeError, match="float or integer"):
+        F.maxpool2d_forward(B.to_backend(np.ones((1, 1, 2, 2), bool), backend_name), 2)

@@ -720,3 +720,87 @@ def test_module_docstring_lists_the_public_api_at_the_top():
     assert len(callables) >= 15
     missing = [name for name in callables if f"`{name}`" not in api]
     assert not missing, f"not in the module docstring's Public API list: {missing}"
+
+
+# ----------------------------------------------------------------------------- int32 codes, codes before the clamp
+@QPT_DEPRECATED
+def test_quantize_int32_range_equals_torch_qint32(backend_name):
+    """quantize(..., *INT32_RANGE): torch.quantize_per_tensor / _per_channel to qint32, saturation included."""
+    rng = np.random.default_rng(21)
+    compared = saturated = 0
+    for trial in range(40):
+        n = int(rng.integers(1, 300))
+        scale = f32(10.0 ** rng.uniform(-9, -1))
+        x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3)).astype(np.float32)
+        x[: n // 10] = (rng.standard_normal(n // 10) * 3e9 * scale).astype(np.float32)     # some beyond 2**31 steps
+        x[n // 10: n // 5] = (rng.integers(-2 ** 20, 2 ** 20, n // 5 - n // 10) + 0.5) * np.float32(scale)  # ties
+        ref = torch.quantize_per_tensor(torch.from_numpy(x), scale, 0, torch.qint32).int_repr().numpy()
+        ours = Q.quantize(B.to_backend(x, backend_name), scale, 0, *Q.INT32_RANGE)
+        assert B.dtype_name(ours) == "int32"
+        np.testing.assert_array_equal(B.to_numpy(ours), ref, err_msg=f"trial {trial}, scale {scale}")
+        compared += n
+        saturated += int(np.sum((ref == 2 ** 31 - 1) | (ref == -2 ** 31)))
+        c = int(rng.integers(1, 6))
+        xc = x[: (n // c) * c].reshape(c, -1) if n >= c else x.reshape(1, -1)
+        scales = np.array([f32(10.0 ** rng.uniform(-9, -1)) for _ in range(xc.shape[0])], np.float64)
+        ref = torch.quantize_per_channel(torch.from_numpy(xc), torch.from_numpy(scales),
+                                         torch.zeros(xc.shape[0], dtype=torch.long), 0, torch.qint32)
+        ours = Q.quantize(B.to_backend(xc, backend_name), B.to_backend(scales, backend_name), 0, *Q.INT32_RANGE,
+                          axis=0)
+        np.testing.assert_array_equal(B.to_numpy(ours), ref.int_repr().numpy(), err_msg=f"trial {trial}")
+    assert compared > 3000 and saturated > 100        # the saturation was exercised
+
+
+def test_int32_range_is_for_quantize_only():
+    x = np.linspace(-1, 1, 7, dtype=np.float32)
+    assert Q.code_dtype(*Q.INT32_RANGE) == "int32"
+    with pytest.raises(ValueError, match=r"fake-quantized|qmin must be an int in \[-65536"):
+        Q.fake_quantize(x, 0.1, 0, *Q.INT32_RANGE)
+    with pytest.raises(ValueError, match="INT32_RANGE"):
+        Q.quantize(x, 0.1, 0, -2 ** 31, 2 ** 31 - 2)      # only the whole int32 range is the wide one
+    with pytest.raises(ValueError, match="qmin must be an int in"):
+        Q.quantize(x, 0.1, 0, -2 ** 32, 0)
+
+
+def test_codes_before_clamp_are_the_codes_quantize_clamps(backend_name):
+    rng = np.random.default_rng(22)
+    for dtype in ("float32", "float64"):
+        for trial in range(30):
+            x = (rng.standard_normal((4, 50)) * 3).astype(dtype)
+            x[:, :10] = (rng.integers(-300, 300, (4, 10)) + 0.5) * 0.05            # ties
+            scale, z = f32(rng.uniform(0.01, 0.1)), int(rng.integers(-20, 20))
+            xb = B.to_backend(x, backend_name, dtype=dtype)
+            before = Q.codes_before_clamp(xb, scale, z)
+            assert B.dtype_name(before) == dtype and tuple(before.shape) == x.shape
+            np.testing.assert_array_equal(np.clip(B.to_numpy(before), -128, 127),
+                                          B.to_numpy(Q.quantize(xb, scale, z, -128, 127)))
+            assert np.abs(B.to_numpy(before)).max() > 127                   # some are clamped
+            if dtype == "float32":     # torch's STE gradient is 1 exactly where the code was not clamped
+                tx = torch.from_numpy(x).requires_grad_()
+                torch.fake_quantize_per_tensor_affine(tx, scale, z, -128, 127).sum().backward()
+                ours = (B.to_numpy(before) >= -128) & (B.to_numpy(before) <= 127)
+                np.testing.assert_array_equal(ours, tx.grad.numpy() == 1)
+            scales = rng.uniform(0.01, 0.1, 4).astype(np.float32)
+            zs = rng.integers(0, 40, 4).astype(np.int32)
+            before = Q.codes_before_clamp(xb, B.to_backend(scales, backend_name), B.to_backend(zs, backend_name),
+                                          axis=0)
+            np.testing.assert_array_equal(
+                np.clip(B.to_numpy(before), 0, 255),
+                B.to_numpy(Q.quantize(xb, B.to_backend(scales, backend_name), B.to_backend(zs, backend_name), 0,
+                                      255, axis=0)))
+
+
+def test_codes_before_clamp_checks_its_arguments():
+    x = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        Q.codes_before_clamp(np.array([1.0, np.nan]), 0.1, 0)
+    with pytest.raises(ValueError, match="scale"):
+        Q.codes_before_clamp(x, 0.0, 0)
+    with pytest.raises(ValueError, match="zero_point"):
+        Q.codes_before_clamp(x, 0.1, 2 ** 20)
+    with pytest.raises(ValueError, match="zero_point"):
+        Q.codes_before_clamp(x, 0.1, 0.5)
+    with pytest.raises(TypeError, match="floating-point"):
+        Q.codes_before_clamp(np.ones(3, np.int32), 0.1, 0)
+    with pytest.raises(ValueError, match="axis"):
+        Q.codes_before_clamp(x, np.ones(3, np.float32), np.zeros(3, np.int32), axis=1)

@@ -4,7 +4,8 @@ Public API (stable names):
 
 * arrays  -- :func:`integer_range`, :func:`code_dtype`, :func:`qparams`, :func:`qparams_per_channel`,
   :func:`channel_minmax`, :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`,
-  :func:`quantize_uniform`;
+  :func:`quantize_uniform`, :func:`codes_before_clamp` (the code before the clamp, for the
+  straight-through estimator); :data:`INT32_RANGE` (int32 codes of biases, for :func:`quantize`);
 * weights -- :func:`quantize_weight` (k-bit affine / symmetric, per tensor / per output channel)
   and :func:`binarize_weight` (:math:`\operatorname{sign}(w)\,\operatorname{mean}|w|`), both
   returning a :class:`QuantizedWeight` (codes, scales, zero points, ``.dequantize()``);
@@ -75,8 +76,8 @@ from ..nn.layers import Conv2d, Linear, Module, Parameter
 from ..validation import check_bool, check_choice, check_int, check_number, check_sequence
 from .weight_sharing import SharedLayer, index_bits
 
-__all__ = ["MAX_BITS", "ROUNDINGS", "SCALE_EPS", "integer_range", "code_dtype", "qparams",
-           "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize",
+__all__ = ["MAX_BITS", "ROUNDINGS", "SCALE_EPS", "INT32_RANGE", "integer_range", "code_dtype", "qparams",
+           "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize", "codes_before_clamp",
            "quantize_uniform", "SCHEMES", "SCALE_BITS", "ZERO_POINT_BITS", "FLOAT_BITS", "QuantizedWeight",
            "quantize_weight", "binarize_weight", "FakeQuantizedModel", "fake_quantize_model", "restore_model",
            "LayerSize", "SizeReport", "quantized_size"]
@@ -101,6 +102,16 @@ SMALLEST_SCALE = 2.0 ** -128 + 2.0 ** -150
 CODE_LIMIT = 2 ** 16
 """``qmin`` and ``qmax`` lie in [-2**16, 2**16 - 1]: every code is exact in float32."""
 
+INT32_RANGE = (-2 ** 31, 2 ** 31 - 1)
+"""The one code range wider than :data:`CODE_LIMIT` that :func:`quantize` takes: int32 codes.
+
+For the int32 biases of integer inference (codes at the accumulator's scale
+:math:`S_w S_x`, torch's ``qint32``). ``round(x · (1/Δ))`` is then the float of ``x``'s dtype
+(in float32, codes beyond 2**24 are the float32 products, as torch's kernel rounds them); the
+zero point is added and the codes clamped to int32 exactly (in float64), so values beyond the
+range saturate to the end codes, as ``torch.quantize_per_tensor(x, s, z, torch.qint32)`` does.
+:func:`fake_quantize` does not take it (a bias is quantized, never fake-quantized)."""
+
 
 # ----------------------------------------------------------------------------- checks
 def _float32(value: float) -> float:
@@ -122,8 +133,8 @@ def _float_array(name: str, x: Any) -> Any:
 def _check_no_nan(name: str, x: Any) -> None:
     """A NaN has no code: refuse it rather than send it silently to an end code."""
     xp = B.namespace(x)
-    count = B.float_of(xp.sum(xp.astype(xp.isnan(x), xp.int32)))
-    if count:
+    if B.float_of(xp.any(xp.isnan(x))):                  # one reduction; the count only for the message
+        count = B.float_of(xp.sum(xp.astype(xp.isnan(x), xp.int32)))
         raise ValueError(f"{name} must not hold NaN (a NaN has no code), got {int(count)} NaN entries")
 
 
@@ -134,9 +145,21 @@ def _choice(name: str, value: Any, choices: tuple) -> Any:
     return check_choice(name, value, choices)
 
 
-def _check_code_range(qmin: Any, qmax: Any) -> tuple[int, int]:
-    qmin = check_int("qmin", qmin, -CODE_LIMIT, CODE_LIMIT - 1)
-    qmax = check_int("qmax", qmax, -CODE_LIMIT, CODE_LIMIT - 1)
+def _check_code_range(qmin: Any, qmax: Any, wide: bool = False) -> tuple[int, int]:
+    """(qmin, qmax) checked; with ``wide``, :data:`INT32_RANGE` is also accepted."""
+    if wide:
+        qmin = check_int("qmin", qmin, *INT32_RANGE)
+        qmax = check_int("qmax", qmax, *INT32_RANGE)
+        if (qmin, qmax) == INT32_RANGE:
+            return INT32_RANGE
+    try:
+        qmin = check_int("qmin", qmin, -CODE_LIMIT, CODE_LIMIT - 1)
+        qmax = check_int("qmax", qmax, -CODE_LIMIT, CODE_LIMIT - 1)
+    except ValueError as error:
+        if not wide:
+            raise
+        raise ValueError(f"{error} (or qmin, qmax = INT32_RANGE = {INT32_RANGE}, the int32 codes of "
+                         f"biases)") from None
     if qmin >= qmax:
         raise ValueError(f"qmin must be < qmax, got qmin={qmin}, qmax={qmax}")
     if qmax - qmin > 2 ** MAX_BITS - 1:
@@ -267,11 +290,12 @@ def integer_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
 def code_dtype(qmin: int, qmax: int) -> str:
     """The narrowest integer dtype of the codes [qmin, qmax]: ``"uint8"``, ``"int8"`` or ``"int32"``.
 
-    These are torch's ``quint8``, ``qint8`` and ``qint32`` (``int_repr()`` dtypes).
+    These are torch's ``quint8``, ``qint8`` and ``qint32`` (``int_repr()`` dtypes). Takes the
+    ranges :func:`quantize` takes, :data:`INT32_RANGE` included.
 
     See: chapters/02_3_data_compression.ipynb
     """
-    qmin, qmax = _check_code_range(qmin, qmax)
+    qmin, qmax = _check_code_range(qmin, qmax, wide=True)
     if 0 <= qmin and qmax <= 255:
         return "uint8"
     if -128 <= qmin and qmax <= 127:
@@ -442,16 +466,29 @@ def _codes(x: Any, inv_scale: Any, zero_point: Any, qmin: int, qmax: int, roundi
 
     ``x * (1/Δ)``, not ``x / Δ``: torch/fbgemm quantize with ``nearbyint(x * inv_scale)``
     where ``inv_scale = 1.0f / scale`` in float32; next to a tie the two differ by one code.
+    For :data:`INT32_RANGE` the rounded product is moved to float64 before the zero point is
+    added and the clamp applied (float32 cannot hold 2**31 - 1): float64 codes.
+    The ``.clip`` method, not ``xp.clip``: array_api_compat's clip costs ~10 µs a call.
     """
-    xp = B.namespace(x)
-    return xp.clip(_rounded(x * inv_scale, rounding) + zero_point, qmin, qmax)
+    y = _rounded(x * inv_scale, rounding)
+    if qmax - qmin > 2 ** MAX_BITS - 1:                   # INT32_RANGE
+        xp = B.namespace(x)
+        y = xp.astype(y, xp.float64)
+        if hasattr(zero_point, "shape"):
+            zero_point = xp.astype(zero_point, xp.float64)
+    return (y + zero_point).clip(qmin, qmax)
+
+
+def _unclamped(x: Any, inv_scale: Any, zero_point: Any) -> Any:
+    """round(x · (1/Δ)) + z, the code before the clamp of :func:`_codes` (round half to even)."""
+    return _rounded(x * inv_scale, "nearest") + zero_point
 
 
 def _checked(x: Any, scale: Any, zero_point: Any, qmin: Any, qmax: Any, rounding: Any,
-             axis: Any) -> tuple[Any, Any, Any, int, int]:
+             axis: Any, wide: bool = False) -> tuple[Any, Any, Any, int, int]:
     """The arguments of quantize / fake_quantize, checked: (Δ, 1/Δ, z, qmin, qmax)."""
     _float_array("x", x)
-    qmin, qmax = _check_code_range(qmin, qmax)
+    qmin, qmax = _check_code_range(qmin, qmax, wide)
     axis = _check_axis(axis, x)
     scale, inv_scale = _scale(scale, x, axis)
     zero_point = _zero_point(zero_point, x, axis, qmin, qmax)
@@ -469,8 +506,9 @@ def quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
     x : float array, any shape, no NaN (±inf go to the end codes)
     scale : float > 0, or float array (per channel); used as float32, as in torch
     zero_point : int in [qmin, qmax], or integer-valued array (per channel)
-    qmin, qmax : int in [-2**16, 2**16 - 1], qmin < qmax
-        The code range, e.g. from :func:`integer_range`.
+    qmin, qmax : int in [-2**16, 2**16 - 1], qmin < qmax, qmax - qmin < 2**16; or :data:`INT32_RANGE`
+        The code range, e.g. from :func:`integer_range`; ``*INT32_RANGE`` for int32 bias codes
+        (``torch.quantize_per_tensor(..., torch.qint32)``, saturating at the ends).
     rounding : {"nearest", "stochastic"}
         ``"nearest"``: round half to even (torch, numpy). ``"stochastic"``: with
         :math:`y = x/\Delta`, :math:`\lfloor y \rfloor + [u < y - \lfloor y \rfloor]`,
@@ -499,10 +537,45 @@ def quantize(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
     Seed: §3.1.3.1 / §3.4.3.1 整数化 (the codes are what is stored).
     See: chapters/02_3_data_compression.ipynb
     """
-    scale, inv_scale, zero_point, qmin, qmax = _checked(x, scale, zero_point, qmin, qmax, rounding, axis)
+    scale, inv_scale, zero_point, qmin, qmax = _checked(x, scale, zero_point, qmin, qmax, rounding, axis,
+                                                        wide=True)
     xp = B.namespace(x)
     codes = _codes(x, inv_scale, zero_point, qmin, qmax, rounding)
     return xp.astype(codes, getattr(xp, code_dtype(qmin, qmax)))
+
+
+def codes_before_clamp(x: Any, scale: Any, zero_point: Any, axis: int | None = None) -> Any:
+    r"""The codes of :func:`quantize` before the clamp: :math:`\operatorname{round}(x \cdot (1/\Delta)) + z`.
+
+    The same float32 :math:`\Delta` and float32 reciprocal, the same round half to even and
+    the same order of operations as :func:`quantize` and :func:`fake_quantize`, so
+    ``clip(codes_before_clamp(x, s, z), qmin, qmax)`` is their code bit for bit (in ``x``'s
+    float dtype). What the straight-through estimator needs: the mask
+    :math:`q_{\min} \le q \le q_{\max}` of the entries that were not clamped (torch's
+    ``fake_quantize_per_tensor_affine_cachemask``).
+
+    Parameters
+    ----------
+    x : float array, any shape, no NaN (±inf give ±inf)
+    scale : float > 0, or float array (per channel, with ``axis``); used as float32
+    zero_point : int, or integer-valued array (per channel) in [-2**16, 2**16]
+    axis : int or None
+        As in :func:`quantize`.
+
+    Returns
+    -------
+    float array, shape and dtype of ``x``, holding integers (exact up to 2**24 in float32)
+
+    See: chapters/05_3_quantization.ipynb
+    """
+    _float_array("x", x)
+    axis = _check_axis(axis, x)
+    _, inv_scale = _scale(scale, x, axis)
+    if not _is_array(zero_point):
+        zero_point = check_int("zero_point", zero_point, -CODE_LIMIT, CODE_LIMIT)
+    zero_point = _zero_point(zero_point, x, axis, None, None)
+    _check_no_nan("x", x)
+    return _unclamped(x, inv_scale, zero_point)
 
 
 def dequantize(q: Any, scale: Any, zero_point: Any, dtype: str = "float32", axis: int | None = None) -> Any:

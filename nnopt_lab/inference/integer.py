@@ -172,6 +172,14 @@ def _code_range(qmin: Any, qmax: Any) -> tuple[int, int, str]:
     return qmin, qmax, "int32"
 
 
+def _zero_point_in(name: str, value: Any, qmin: int, qmax: int) -> int:
+    """An int in [qmin, qmax]; the error names qmin and qmax too (either may be the wrong one)."""
+    value = check_int(name, value, None)
+    if not qmin <= value <= qmax:
+        raise ValueError(f"{name} must be an int in [qmin, qmax] = [{qmin}, {qmax}], got {value}")
+    return value
+
+
 def _acc_int64(acc: Any) -> Any:
     """``acc`` (an integer array with int32 values) as int64."""
     xp = _int_array("acc", acc)
@@ -419,7 +427,7 @@ def requantize(acc: Any, multiplier: Any, shift: Any, zero_point: int, qmin: int
     _check_channels("multiplier", m, acc64)
     _check_channels("shift", s, acc64)
     qmin, qmax, dtype = _code_range(qmin, qmax)
-    zero_point = check_int("zero_point", zero_point, qmin, qmax)
+    zero_point = _zero_point_in("zero_point", zero_point, qmin, qmax)
     fixed = _Fixed(m, s)
     return _requantize_fixed(acc64, fixed.on(acc64), fixed.any_left, zero_point, qmin, qmax, dtype)
 
@@ -459,7 +467,7 @@ def requantize_float(acc: Any, multiplier: Any, zero_point: int, qmin: int, qmax
     mult = _positive_floats("multiplier", multiplier)
     _check_channels("multiplier", mult, acc32)
     qmin, qmax, dtype = _code_range(qmin, qmax)
-    zero_point = check_int("zero_point", zero_point, qmin, qmax)
+    zero_point = _zero_point_in("zero_point", zero_point, qmin, qmax)
     xp = B.namespace(acc32)
     mult = [Q._float32(v) for v in mult] if isinstance(mult, list) else Q._float32(mult)
     if any(math.isinf(v) for v in (mult if isinstance(mult, list) else [mult])):
@@ -478,8 +486,9 @@ def quantize_bias(bias: Any, weight_scale: Any, input_scale: float) -> Any:
         S_b = \mathrm{f32}(S_w \cdot S_x)\ \text{(the product in float64)}
 
     (round half to even): torch's ``QuantizeBias`` (``quantize_per_tensor`` /
-    ``_per_channel`` to ``qint32`` with zero point 0), through the ONE quantizer's
-    rounding (:func:`nnopt_lab.compression.quantization.quantize`'s float32 reciprocal).
+    ``_per_channel`` to ``qint32`` with zero point 0), by the ONE quantizer:
+    :func:`nnopt_lab.compression.quantization.quantize` on the codes
+    :data:`~nnopt_lab.compression.quantization.INT32_RANGE` (its float32 reciprocal).
 
     Parameters
     ----------
@@ -494,7 +503,8 @@ def quantize_bias(bias: Any, weight_scale: Any, input_scale: float) -> Any:
     Raises
     ------
     ValueError
-        When a code would pass the int32 range (the bias is too large for these scales).
+        When a code would reach or pass the ends of the int32 range (the bias is too large
+        for these scales; torch would saturate it silently), or for NaN / inf in ``bias``.
 
     See: chapters/05_3_quantization.ipynb
     """
@@ -506,20 +516,27 @@ def quantize_bias(bias: Any, weight_scale: Any, input_scale: float) -> Any:
     sx = check_number("input_scale", input_scale, 0.0, low_open=True, high=Q.FLOAT32_OVERFLOW, high_open=True)
     if isinstance(sw, list) and len(sw) != bias.shape[0]:
         raise ValueError(f"weight_scale must have one entry per bias entry ({bias.shape[0]}), got {len(sw)}")
-    b32 = Q._as_float32("bias", bias)
+    fits = xp.abs(bias) < Q.FLOAT32_OVERFLOW                  # False for NaN, inf, beyond float32
+    if not B.float_of(xp.all(fits)):
+        j = int(B.float_of(xp.argmax(xp.astype(~fits, xp.int32))))
+        raise ValueError(f"bias must hold finite float32 numbers (|b| <= 3.4028235e+38), got bias[{j}] = "
+                         f"{B.float_of(bias[j])}")
+    b32 = xp.astype(bias, xp.float32)
     sx = Q._float32(sx)
     if isinstance(sw, list):
-        sb = B.to_backend([Q._float32(v) * sx for v in sw], B.backend_of(b32), dtype="float64")
-        _, inv = Q._scale(sb, b32, 0)
+        sb = [Q._float32(v) * sx for v in sw]
+        codes = Q.quantize(b32, B.to_backend(sb, B.backend_of(b32), dtype="float64"), 0, *Q.INT32_RANGE, axis=0)
     else:
-        _, inv = Q._scale(Q._float32(sw) * sx, b32, None)
-    y = b32 * inv
-    big = xp.abs(y) >= 2.0 ** 31 - 128                # rounds to 2**31 in float32
-    if B.float_of(xp.any(big)):
-        j = int(B.float_of(xp.argmax(xp.astype(big, xp.int32))))
-        raise ValueError(f"bias[{j}] = {B.float_of(b32[j])} is {B.float_of(y[j]):.4g} steps of S_w*S_x: beyond "
-                         f"the int32 range of the bias codes (the weight or input scale is too small for it)")
-    return xp.astype(Q._codes(y, 1.0, 0, INT32_MIN, INT32_MAX, "nearest"), xp.int32)
+        sb = Q._float32(sw) * sx
+        codes = Q.quantize(b32, sb, 0, *Q.INT32_RANGE)
+    end = (codes == INT32_MAX) | (codes == INT32_MIN)    # saturated (float32 has no 2**31 - 1)
+    if B.float_of(xp.any(end)):
+        j = int(B.float_of(xp.argmax(xp.astype(end, xp.int32))))
+        step = sb[j] if isinstance(sb, list) else sb
+        raise ValueError(f"bias[{j}] = {B.float_of(b32[j])} is {B.float_of(b32[j]) / step:.4g} steps of "
+                         f"S_w*S_x: at or beyond the ends of the int32 range of the bias codes (the weight or "
+                         f"input scale is too small for it)")
+    return codes
 
 
 # ----------------------------------------------------------------------------- layers
@@ -895,16 +912,9 @@ class IntegerMaxPool2d(_CodeLayer):
 
     def forward(self, q: Any) -> Any:
         """uint8 codes (N, C, H, W) -> (N, C, Ho, Wo), ``Ho = (H - kh) // sh + 1``."""
-        xp = _check_codes(self, q, 4, "(N, C, H, W)")
-        ho, wo = F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, (0, 0), (1, 1), "kernel_size",
-                                 "q")
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        out = None
-        for di in range(kh):
-            for dj in range(kw):
-                view = q[:, :, di:di + sh * (ho - 1) + 1:sh, dj:dj + sw * (wo - 1) + 1:sw]
-                out = view if out is None else xp.maximum(out, view)
-        return out
+        _check_codes(self, q, 4, "(N, C, H, W)")
+        F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, (0, 0), (1, 1), "kernel_size", "q")
+        return F.maxpool2d_forward(q, self.kernel_size, self.stride)[0]     # on the codes, in uint8
 
     def __repr__(self) -> str:
         return f"IntegerMaxPool2d(kernel_size={self.kernel_size}, stride={self.stride})"

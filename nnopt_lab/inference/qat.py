@@ -90,18 +90,6 @@ class _STECache:
         self.shape = tuple(mask.shape)
 
 
-def _unclamped_codes(x: Any, scale: Any, zero_point: Any, axis: int | None) -> Any:
-    r"""The code before clamping, round(x·(1/Δ)) + z, by the very operations of ``fake_quantize``.
-
-    Δ, 1/Δ and z come from quantization's own converters (float32 Δ, float32 reciprocal), so
-    this is the code that ``fake_quantize`` clamps, bit for bit (round half to even is
-    deterministic); called after ``fake_quantize`` has checked every argument.
-    """
-    xp = B.namespace(x)
-    _, inv_scale = Q._scale(scale, x, axis)
-    return xp.round(x * inv_scale) + Q._zero_point(zero_point, x, axis, None, None)
-
-
 def fake_quantize_forward(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: int,
                           axis: int | None = None) -> tuple[Any, Any]:
     r"""Fake quantization with the straight-through estimator: the output and the cache of its gradient.
@@ -143,7 +131,7 @@ def fake_quantize_forward(x: Any, scale: Any, zero_point: Any, qmin: int, qmax: 
     """
     out = Q.fake_quantize(x, scale, zero_point, qmin, qmax, axis=axis)     # checks every argument
     qmin, qmax = int(qmin), int(qmax)
-    code = _unclamped_codes(x, scale, zero_point, Q._check_axis(axis, x))
+    code = Q.codes_before_clamp(x, scale, zero_point, axis)               # the code fake_quantize clamps
     return out, _STECache((code >= qmin) & (code <= qmax))
 
 

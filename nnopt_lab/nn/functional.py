@@ -455,9 +455,12 @@ def conv2d_backward(dout: Any, cache, need_dx: bool = True):
 
 
 # ----------------------------------------------------------------------------- pooling
-def _check_pool(x: Any, kernel: Any, stride: Any) -> tuple:
-    """x (N, C, H, W) float, kernel and stride (default: kernel) as pairs; output (Ho, Wo)."""
-    _check_array("x", x, 4, "(N, C, H, W)")
+def _check_pool(x: Any, kernel: Any, stride: Any, integers: bool = False) -> tuple:
+    """x (N, C, H, W) float (or, with ``integers``, integer), kernel and stride (default: kernel) as
+    pairs; output (Ho, Wo)."""
+    _check_array("x", x, 4, "(N, C, H, W)", floating=not integers)
+    if integers and not (_is_float(x) or _is_integer(x)):
+        raise TypeError(f"x must be a float or integer array, got dtype {B.dtype_name(x)}")
     kernel = _pair("kernel", kernel, 1)
     stride = kernel if stride is None else _pair("stride", stride, 1)
     out_hw = _output_shape(tuple(x.shape[2:]), kernel, stride, (0, 0), (1, 1), "kernel")
@@ -482,11 +485,13 @@ def maxpool2d_forward(x: Any, kernel: int | tuple, stride: int | tuple | None = 
     r"""Max pooling: :math:`y_{n,c,i,j} = \max_{u<k_h,\,v<k_w} x_{n,c,i s_h+u,\,j s_w+v}`.
 
     Computed as the elementwise maximum of the kh·kw strided views of x (one per window
-    offset), so every operation runs over the whole batch. No padding.
+    offset), so every operation runs over the whole batch. No padding. Integer arrays (the
+    uint8 codes of integer inference) are pooled in their own dtype: the maximum of codes is
+    the code of the maximum, as the map :math:`q \mapsto S(q - z)` is increasing.
 
     Parameters
     ----------
-    x : (N, C, H, W) float
+    x : (N, C, H, W) float or integer (no gradient for integers: :func:`maxpool2d_backward` refuses them)
     kernel : int >= 1 or pair (kh, kw)
     stride : int >= 1, pair or None (= kernel)
 
@@ -497,7 +502,7 @@ def maxpool2d_forward(x: Any, kernel: int | tuple, stride: int | tuple | None = 
 
     See: chapters/01_why_optimize.ipynb
     """
-    kernel, stride, out_hw = _check_pool(x, kernel, stride)
+    kernel, stride, out_hw = _check_pool(x, kernel, stride, integers=True)
     xp = B.namespace(x)
     out = None
     for _, view in _pool_slices(x, kernel, stride, out_hw):
@@ -517,6 +522,9 @@ def maxpool2d_backward(dout: Any, cache) -> Any:
     See: chapters/01_why_optimize.ipynb
     """
     x, out, kernel, stride = _open_cache(cache, "maxpool2d", 4)
+    if not _is_float(x):
+        raise TypeError(f"cache is from maxpool2d_forward on an integer array (dtype {B.dtype_name(x)}): codes "
+                        f"have no gradient; pool the float array to train")
     _check_dout(dout, tuple(out.shape), x)
     dx = _zeros(tuple(x.shape), dout)
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]     # windows share pixels: accumulate

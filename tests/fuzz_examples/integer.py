@@ -54,6 +54,8 @@ def examples(h):
         p + "IntegerReLU": lambda: dict(zero_point=5),
         p + "IntegerModel": lambda: dict(layers=[_linear()], input_scale=0.02, input_zero_point=10),
         p + "convert": lambda: dict(model=h._model(), calibration_x=h.rand(6, 3)),
+        # compression.quantization's function for the STE mask (qat) lives with the integer path's examples
+        "compression.quantization.codes_before_clamp": lambda: dict(x=h.rand(5), scale=0.01, zero_point=3),
     }
 
 
