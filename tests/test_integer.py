@@ -680,3 +680,37 @@ def test_functional_max_pool_takes_codes_in_their_dtype(backend_name):
             F.maxpool2d_backward(B.to_backend(np.ones(tuple(out.shape), np.float32), backend_name), cache)
     with pytest.raises(TypeError, match="float or integer"):
         F.maxpool2d_forward(B.to_backend(np.ones((1, 1, 2, 2), bool), backend_name), 2)
+
+
+def test_convert_passes_observer_options_to_every_observer(backend_name):
+    from nnopt_lab.inference import calibration
+    B.seed(4)
+    model = models.mlp((6, 8, 3), backend=backend_name).eval()
+    x = B.to_backend(np.random.default_rng(4).standard_normal((300, 6)).astype(np.float32), backend_name)
+    options = {"bins": 512, "quantized_bins": 256}
+    converted = I.convert(model, x, observer="entropy", observer_options=options, batch_size=128)
+    # by hand: the same observers on the same batches (input, then the fused Linear+ReLU output, then the logits)
+    hand = [calibration.make_observer("entropy", bits=8, **options) for _ in range(3)]
+    for start in range(0, 300, 128):
+        xb = x[start:start + 128]
+        hand[0](xb)
+        h = F.relu_forward(model[0].forward(xb))[0]
+        hand[1](h)
+        hand[2](model[2].forward(h))
+    expected = [(float(np.float32(s)), int(z)) for s, z in (o.calculate_qparams() for o in hand)]
+    got = [(converted.input_scale, converted.input_zero_point)] + [
+        (layer.output_scale, layer.output_zero_point) for layer in converted.layers if isinstance(layer, I.IntegerLinear)]
+    assert got == expected
+    default = I.convert(model, x, observer="entropy", batch_size=128)
+    assert (default.layers[0].output_scale, default.layers[0].output_zero_point) != expected[1]   # the option mattered
+    with pytest.raises(ValueError, match=r"observer_options .* 'nope' is not an option of method 'entropy'"):
+        I.convert(model, x, observer="entropy", observer_options={"nope": 1})
+    with pytest.raises(ValueError, match="quantized_bins"):
+        I.convert(model, x, observer="entropy", observer_options={"bins": 64, "quantized_bins": 128})
+    with pytest.raises(ValueError, match="must not set 'bits'"):
+        I.convert(model, x, observer_options={"bits": 4})
+    with pytest.raises(TypeError, match="observer_options must be a dict"):
+        I.convert(model, x, observer_options=[("bins", 3)])
+    with pytest.raises(TypeError, match="str keys"):
+        I.convert(model, x, observer_options={1: 2})
+    assert I.convert(model, x, observer_options={}).input_scale == I.convert(model, x).input_scale

@@ -66,6 +66,7 @@ See: chapters/05_3_quantization.ipynb
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .. import backend as B
@@ -1115,8 +1116,37 @@ def _plan(layers: list) -> list[tuple[str, Module, bool]]:
     return plan
 
 
+def _observer_options(options: Any) -> dict:
+    """``observer_options`` checked: None or a mapping with str keys, without bits / symmetric."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"observer_options must be a dict of the observer's options or None, got "
+                        f"{type(options).__name__}")
+    bad = [key for key in options if not isinstance(key, str)]
+    if bad:
+        raise TypeError(f"observer_options must have str keys (option names), got {bad[0]!r}")
+    fixed = [key for key in ("bits", "symmetric") if key in options]
+    if fixed:
+        raise ValueError(f"observer_options must not set {fixed[0]!r}: convert's activations are 8-bit affine "
+                         f"(bits=8, symmetric=False)")
+    return dict(options)
+
+
+def _observer_maker(observer: str, options: dict) -> Any:
+    """A function making one observer; made once here, so that a bad option fails before calibrating."""
+    def make():
+        return calibration.make_observer(observer, bits=8, symmetric=False, **options)
+    try:
+        make()
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"observer_options {options} for observer {observer!r}: {error}") from None
+    return make
+
+
 def convert(model: Sequential, calibration_x: Any, *, per_channel: bool = True, observer: str = "minmax",
-            requantization: str = "fixed", batch_size: int = 256) -> IntegerModel:
+            requantization: str = "fixed", batch_size: int = 256,
+            observer_options: dict | None = None) -> IntegerModel:
     r"""Post-training int8 quantization of a float model into an :class:`IntegerModel`.
 
     1. Activation ranges: the float model (in eval mode) runs on ``calibration_x`` in batches;
@@ -1161,6 +1191,11 @@ def convert(model: Sequential, calibration_x: Any, *, per_channel: bool = True, 
     requantization : {"fixed", "float"}
     batch_size : int >= 1
         Calibration batch size.
+    observer_options : mapping of str -> value, or None
+        The method's own options, given to every observer through
+        :func:`~nnopt_lab.inference.calibration.make_observer` (e.g. ``{"quantized_bins": 256}``
+        for ``"entropy"`` on ReLU outputs, ``{"percentile": 99.9}``); not ``bits`` or
+        ``symmetric`` (activations are 8-bit affine).
 
     Returns
     -------
@@ -1185,6 +1220,8 @@ def convert(model: Sequential, calibration_x: Any, *, per_channel: bool = True, 
     observer = check_choice("observer", observer, tuple(calibration.OBSERVERS))
     requantization = check_choice("requantization", requantization, REQUANTIZATIONS)
     batch_size = check_int("batch_size", batch_size, 1)
+    options = _observer_options(observer_options)
+    make = _observer_maker(observer, options)
     layers = _flat_layers(model)
     _check_layers(layers)
     params = model.parameters()
@@ -1196,9 +1233,7 @@ def convert(model: Sequential, calibration_x: Any, *, per_channel: bool = True, 
     Q._as_float32("calibration_x", calibration_x)                  # no NaN, no inf: every value has a code
     plan = _plan(layers)
     # observers: [0] the input, then one after every Linear/Conv2d (and its fused ReLU)
-    observers = [calibration.make_observer(observer, bits=8, symmetric=False)]
-    observers += [calibration.make_observer(observer, bits=8, symmetric=False)
-                  for _, layer, _ in plan if isinstance(layer, (Linear, Conv2d))]
+    observers = [make()] + [make() for _, layer, _ in plan if isinstance(layer, (Linear, Conv2d))]
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
