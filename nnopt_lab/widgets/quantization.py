@@ -213,7 +213,8 @@ class QuantizationView(FigureView):
         bins = len(data["counts"][0][0][0])
         self.hist = self.ax_hist.stairs([0.0] * bins, list(range(bins + 1)), fill=True, color="C0", alpha=0.8,
                                         animated=True)
-        self.ax_hist.set(xlabel="logit error (quantized − float)", ylabel="share of logits (%)")
+        self.ax_hist.set(xlabel="logit error (quantized − float); end bins: the ≤ 0.5 % beyond",
+                         ylabel="share of logits (%)")
         self.hist_title = self.ax_hist.set_title("", animated=True)
         self._top = [1.1 * max(100 * max(c) / (sum(c) or 1) for g in row for c in g) or 1.0 for row in data["counts"]]
         self._limits_of = None
