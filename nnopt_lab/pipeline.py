@@ -17,7 +17,11 @@ no technique again:
 * :class:`QuantizeInt8` -- integer-only int8 inference (:func:`nnopt_lab.inference.integer.convert`);
 * :class:`ShareWeights` -- k-means codebooks of :math:`2^b` centroids
   (:class:`~nnopt_lab.compression.weight_sharing.SharedLayer`; the pruned zeros keep a centroid
-  fixed at 0, as in Deep Compression).
+  fixed at 0, as in Deep Compression);
+* :class:`Encode` -- Deep Compression's storage: relative sparse indices with filler zeros
+  (:func:`~nnopt_lab.inference.sparse.relative_from_dense`) and Huffman coding
+  (:mod:`~nnopt_lab.compression.huffman`); the model does not change, the rows from then on also
+  hold :func:`encoded_bytes`.
 
 After the baseline and after every step the :class:`Report` records test accuracy, the bytes
 *as stored* (:func:`stored_bytes`), MACs (:func:`nnopt_lab.measure.flops`) and the median
@@ -25,7 +29,8 @@ latency at batch 1 and 64 (:func:`nnopt_lab.measure.latency`). The total compres
 
 .. math:: r = \frac{\text{bytes}_{\text{baseline, float32}}}{\text{bytes}_{\text{final, as stored}}}
 
-(Deep Compression: 40× on LeNet-300-100 with no accuracy lost).
+(Deep Compression: 40× on LeNet-300-100 with no accuracy lost, counting its own storage: after an
+:class:`Encode` step the rows also give :math:`\text{bytes}_{\text{baseline}} / \text{encoded bytes}`).
 
 The torch side (import of a learner's ``torch.nn.Sequential``, export back, and the
 "what a user would pick instead" baseline of torch's own tools) is in
@@ -1130,7 +1135,7 @@ class Pipeline:
     Parameters
     ----------
     steps : sequence of Step (:class:`Distill`, :class:`Prune`, :class:`FineTune`, :class:`Trim`,
-        :class:`QuantizeInt8`, :class:`ShareWeights`), in any order; a step that cannot take
+        :class:`QuantizeInt8`, :class:`ShareWeights`, :class:`Encode`), in any order; a step that cannot take
         what the one before made says so when it runs (ValueError).
 
     See: chapters/06_capstone.ipynb (seed §1.2)
