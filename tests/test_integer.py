@@ -714,3 +714,32 @@ def test_convert_passes_observer_options_to_every_observer(backend_name):
     with pytest.raises(TypeError, match="str keys"):
         I.convert(model, x, observer_options={1: 2})
     assert I.convert(model, x, observer_options={}).input_scale == I.convert(model, x).input_scale
+
+
+def test_codes_to_int8_flips_the_top_bit(backend_name):
+    q = B.to_backend(np.arange(256, dtype=np.uint8).reshape(16, 16), backend_name)
+    out = I._to_int8(q)
+    assert B.dtype_name(out) == "int8"
+    np.testing.assert_array_equal(B.to_numpy(out), np.arange(256).reshape(16, 16) - 128)
+
+
+def test_model_forward_skips_no_check_of_x(backend_name):
+    """IntegerModel.forward runs the layers unchecked inside; x itself is still checked, and the result is the
+    checked path's (quantize_input, forward_codes, dequantize) bit for bit."""
+    B.seed(5)
+    model = models.small_cnn(backend=backend_name).eval()
+    x = B.to_backend(np.random.default_rng(5).standard_normal((40, 1, 8, 8)).astype(np.float32), backend_name)
+    converted = I.convert(trimming.fold_batchnorms(model), x)
+    from nnopt_lab.compression import quantization as Q
+    codes = converted.forward_codes(converted.quantize_input(x))
+    expected = Q.dequantize(codes, converted.output_scale, converted.output_zero_point)
+    np.testing.assert_array_equal(B.to_numpy(converted(x)), B.to_numpy(expected))
+    with pytest.raises(ValueError, match="NaN"):
+        converted(x * float("nan"))
+    with pytest.raises(TypeError, match="floating-point"):
+        converted(B.to_backend(np.ones((2, 1, 8, 8), np.uint8), backend_name))
+    with pytest.raises(ValueError, match=r"does not fit the model: IntegerConv2d expects q of shape \(N, 1, H, W\)"):
+        converted(x[:, :, :, :, None][..., 0].reshape(40, 64, 1, 1))
+    other = "torch-cpu" if backend_name == "numpy" else "numpy"
+    with pytest.raises(TypeError, match="move x"):
+        converted(B.to_backend(np.ones((2, 1, 8, 8), np.float32), other))

@@ -804,3 +804,44 @@ def test_codes_before_clamp_checks_its_arguments():
         Q.codes_before_clamp(np.ones(3, np.int32), 0.1, 0)
     with pytest.raises(ValueError, match="axis"):
         Q.codes_before_clamp(x, np.ones(3, np.float32), np.zeros(3, np.int32), axis=1)
+
+
+@QPT_DEPRECATED
+def test_quantizer_is_quantize_and_dequantize_with_its_arguments_checked_once(backend_name):
+    rng = np.random.default_rng(23)
+    for trial in range(30):
+        scale, z = f32(10.0 ** rng.uniform(-3, 0)), int(rng.integers(0, 256))
+        x = (rng.standard_normal(200) * 100 * scale).astype(np.float32)
+        x[:40] = (rng.integers(-200, 200, 40) + 0.5) * np.float32(scale)                  # ties
+        xb = B.to_backend(x, backend_name)
+        quantizer = Q.Quantizer(scale, z, 0, 255)
+        codes = quantizer.quantize(xb)
+        np.testing.assert_array_equal(B.to_numpy(codes), B.to_numpy(Q.quantize(xb, scale, z, 0, 255)))
+        for dtype in ("float32", "float64"):
+            np.testing.assert_array_equal(B.to_numpy(quantizer.dequantize(codes, dtype)),
+                                          B.to_numpy(Q.dequantize(codes, scale, z, dtype)))
+        ref = torch.quantize_per_tensor(torch.from_numpy(x), scale, z, torch.quint8)
+        np.testing.assert_array_equal(B.to_numpy(quantizer.dequantize(B.to_backend(ref.int_repr().numpy(),
+                                                                                   backend_name))),
+                                      ref.dequantize().numpy())
+    assert Q.Quantizer(0.5, 0, *Q.INT32_RANGE).quantize(np.array([1e10], np.float32)).tolist() == [2 ** 31 - 1]
+
+
+def test_quantizer_checks_its_arguments():
+    with pytest.raises(ValueError, match="zero_point"):
+        Q.Quantizer(0.1, 300, 0, 255)
+    with pytest.raises(ValueError, match="scale"):
+        Q.Quantizer(-0.1, 0, 0, 255)
+    with pytest.raises(TypeError, match="numbers"):
+        Q.Quantizer(np.ones(3, np.float32), 0, 0, 255)
+    with pytest.raises(ValueError, match="qmin must be < qmax"):
+        Q.Quantizer(0.1, 0, 5, 5)
+    quantizer = Q.Quantizer(0.1, 0, 0, 255)
+    with pytest.raises(ValueError, match="NaN"):
+        quantizer.quantize(np.array([np.nan], np.float32))
+    with pytest.raises(TypeError, match="floating-point"):
+        quantizer.quantize(np.ones(2, np.int32))
+    with pytest.raises(TypeError, match="integer array"):
+        quantizer.dequantize(np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        quantizer.dequantize(np.ones(2, np.uint8), "int8")

@@ -5,7 +5,7 @@ Public API (stable names):
 * arrays  -- :func:`integer_range`, :func:`code_dtype`, :func:`qparams`, :func:`qparams_per_channel`,
   :func:`channel_minmax`, :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`,
   :func:`quantize_uniform`, :func:`codes_before_clamp` (the code before the clamp, for the
-  straight-through estimator); :data:`INT32_RANGE` (int32 codes of biases, for :func:`quantize`);
+  straight-through estimator), :class:`Quantizer` (per tensor, arguments checked once); :data:`INT32_RANGE` (int32 codes of biases, for :func:`quantize`);
 * weights -- :func:`quantize_weight` (k-bit affine / symmetric, per tensor / per output channel)
   and :func:`binarize_weight` (:math:`\operatorname{sign}(w)\,\operatorname{mean}|w|`), both
   returning a :class:`QuantizedWeight` (codes, scales, zero points, ``.dequantize()``);
@@ -77,7 +77,7 @@ from ..validation import check_bool, check_choice, check_int, check_number, chec
 from .weight_sharing import SharedLayer, index_bits
 
 __all__ = ["MAX_BITS", "ROUNDINGS", "SCALE_EPS", "INT32_RANGE", "integer_range", "code_dtype", "qparams",
-           "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize", "codes_before_clamp",
+           "qparams_per_channel", "channel_minmax", "quantize", "dequantize", "fake_quantize", "codes_before_clamp", "Quantizer",
            "quantize_uniform", "SCHEMES", "SCALE_BITS", "ZERO_POINT_BITS", "FLOAT_BITS", "QuantizedWeight",
            "quantize_weight", "binarize_weight", "FakeQuantizedModel", "fake_quantize_model", "restore_model",
            "LayerSize", "SizeReport", "quantized_size"]
@@ -682,6 +682,62 @@ def quantize_uniform(x: Any, bits: int, lo: float, hi: float, rounding: str = "n
                          f"got lo={lo}, hi={hi}")
     _check_no_nan("x", x)
     return _codes(x - lo, inv_scale, 0, 0, qmax, rounding) * scale + lo
+
+
+class Quantizer:
+    r"""A per-tensor quantizer with its arguments checked once: :func:`quantize` / :func:`dequantize` as methods.
+
+    ``Quantizer(scale, zero_point, qmin, qmax).quantize(x)`` is ``quantize(x, scale, zero_point,
+    qmin, qmax)`` and ``.dequantize(q, dtype)`` is ``dequantize(q, scale, zero_point, dtype)``,
+    bit for bit (the same float32 :math:`\Delta`, float32 reciprocal and operations); only
+    ``x`` (a float array without NaN) and ``q`` (an integer array) are checked per call. For a
+    model's input and output (:class:`nnopt_lab.inference.integer.IntegerModel`), where the
+    checks of the scale, zero point and code range would cost more than the rounding itself.
+
+    Parameters
+    ----------
+    scale : float > 0 (a number: one scale for the tensor); used as float32
+    zero_point : int in [qmin, qmax]
+    qmin, qmax : int
+        As in :func:`quantize` (:data:`INT32_RANGE` included).
+
+    Attributes
+    ----------
+    scale (the float32 :math:`\Delta`, a Python float), zero_point, qmin, qmax, dtype (of the codes,
+    :func:`code_dtype`).
+
+    See: chapters/05_3_quantization.ipynb
+    """
+
+    def __init__(self, scale: float, zero_point: int, qmin: int, qmax: int):
+        if _is_array(scale) or _is_array(zero_point):
+            raise TypeError(f"scale and zero_point must be numbers (one per tensor; per channel, use quantize "
+                            f"with axis), got {type(scale).__name__} and {type(zero_point).__name__}")
+        self.qmin, self.qmax = _check_code_range(qmin, qmax, wide=True)
+        self.scale, self._inv_scale = _scale(scale, None, None)
+        self.zero_point = _zero_point(zero_point, None, None, self.qmin, self.qmax)
+        self.dtype = code_dtype(self.qmin, self.qmax)
+
+    def quantize(self, x: Any) -> Any:
+        """Codes of ``x`` (float array, no NaN): :func:`quantize` with this scale and zero point."""
+        xp = _float_array("x", x)
+        _check_no_nan("x", x)
+        codes = _codes(x, self._inv_scale, self.zero_point, self.qmin, self.qmax, "nearest")
+        return xp.astype(codes, getattr(xp, self.dtype))
+
+    def dequantize(self, q: Any, dtype: str = "float32") -> Any:
+        """Real values of integer codes ``q``: :func:`dequantize` with this scale and zero point."""
+        try:
+            xp = B.namespace(q)
+        except TypeError:
+            raise TypeError(f"q must be a numpy array or a torch tensor, got {type(q).__name__}") from None
+        if not xp.isdtype(q.dtype, "integral"):
+            raise TypeError(f"q must be an integer array (codes), got dtype {B.dtype_name(q)}")
+        dtype = _choice("dtype", dtype, B.DTYPES)
+        return (xp.astype(q, getattr(xp, dtype)) - self.zero_point) * self.scale
+
+    def __repr__(self) -> str:
+        return f"Quantizer(scale={self.scale!r}, zero_point={self.zero_point}, qmin={self.qmin}, qmax={self.qmax})"
 
 
 # ----------------------------------------------------------------------------- weights (chapter 3.1)

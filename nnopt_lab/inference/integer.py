@@ -235,7 +235,7 @@ def _srdhm(a: Any, b: Any) -> Any:
     literal formula).
     """
     xp = B.namespace(a)
-    high = xp.bitwise_right_shift(a * b + 2 ** 30, 31)
+    high = (a * b + 2 ** 30) >> 31                      # operators: the xp wrappers cost µs a call
     if isinstance(b, int):
         if b != INT32_MIN:
             return high
@@ -252,8 +252,7 @@ def _rdbpot(x: Any, exponent: Any, half: Any, negative_step: Any) -> Any:
     gemmlowp's ``(x >> e) + [r > t]`` with ``r = x & (2**e - 1)``, ``t = ((2**e - 1) >> 1) + [x < 0]``
     rounds half away from zero: for e >= 1 that is ``floor((x + 2**(e-1) - [x < 0]) / 2**e)``.
     """
-    xp = B.namespace(x)
-    return xp.bitwise_right_shift(x + half - xp.astype(x < 0, xp.int64) * negative_step, exponent)
+    return (x + half - (x < 0) * negative_step) >> exponent     # bool * int64 is int64 (numpy, torch)
 
 
 def saturating_rounding_doubling_high_mul(a: Any, b: Any) -> Any:
@@ -388,8 +387,10 @@ def _requantize_fixed(acc64: Any, constants: tuple, any_left: bool, zero_point: 
     xp = B.namespace(acc64)
     m, left, exponent, half, step = constants
     if any_left:
-        acc64 = xp.clip(acc64 * left, INT32_MIN, INT32_MAX)        # saturating left shift
-    y = _rdbpot(_srdhm(acc64, m), exponent, half, step) + zero_point
+        acc64 = (acc64 * left).clip(INT32_MIN, INT32_MAX)          # saturating left shift
+    # SRDHM without its one overflow case (a = m = -2**31): m is in [0, 2**31 - 1] here (requantize
+    # checks it; layers take it from requantize_multiplier, in [2**30, 2**31))
+    y = _rdbpot((acc64 * m + 2 ** 30) >> 31, exponent, half, step) + zero_point
     return xp.astype(y.clip(qmin, qmax), getattr(xp, dtype))       # the method: array_api_compat clip is slow
 
 
@@ -517,7 +518,7 @@ def quantize_bias(bias: Any, weight_scale: Any, input_scale: float) -> Any:
     sx = check_number("input_scale", input_scale, 0.0, low_open=True, high=Q.FLOAT32_OVERFLOW, high_open=True)
     if isinstance(sw, list) and len(sw) != bias.shape[0]:
         raise ValueError(f"weight_scale must have one entry per bias entry ({bias.shape[0]}), got {len(sw)}")
-    fits = xp.abs(bias) < Q.FLOAT32_OVERFLOW                  # False for NaN, inf, beyond float32
+    fits = xp.abs(xp.astype(bias, xp.float64)) < Q.FLOAT32_OVERFLOW    # False for NaN, inf, beyond float32
     if not B.float_of(xp.all(fits)):
         j = int(B.float_of(xp.argmax(xp.astype(~fits, xp.int32))))
         raise ValueError(f"bias must hold finite float32 numbers (|b| <= 3.4028235e+38), got bias[{j}] = "
@@ -541,13 +542,18 @@ def quantize_bias(bias: Any, weight_scale: Any, input_scale: float) -> Any:
 
 
 # ----------------------------------------------------------------------------- layers
+def _to_int8(q: Any) -> Any:
+    """uint8 codes q -> the int8 q - 128, in one op: flip the top bit and view the bytes as int8."""
+    return (q ^ _OFFSET).view(B.namespace(q).int8)
+
+
 def _check_codes(layer: Any, q: Any, ndim: int, layout: str) -> Any:
     try:
         xp = B.namespace(q)
     except TypeError:
         raise TypeError(f"{type(layer).__name__} expects q to be a numpy array or torch tensor of uint8 codes, "
                         f"got {type(q).__name__}") from None
-    if B.dtype_name(q) != "uint8":
+    if q.dtype != xp.uint8:                              # not B.dtype_name: it builds a string (~1 µs)
         raise TypeError(f"{type(layer).__name__} expects q of dtype uint8 (activation codes), got "
                         f"{B.dtype_name(q)}; quantize float inputs first (IntegerModel does)")
     if q.ndim != ndim:
@@ -643,7 +649,9 @@ class _Weighted:
         offset = (_OFFSET - self.input_zero_point) * rows
         if bias_codes is not None:
             offset = offset + xp.astype(bias_codes, xp.int64)
-        self._offset = offset
+        # |offset| <= K max|w_q| max|x_q - z_x| + max|b_q| <= 2**31 - 1 (checked above), and so is every
+        # accumulator: int32 arithmetic cannot wrap
+        self._offset = xp.astype(offset, xp.int32)
         self._qmin = self.output_zero_point if self.relu else ACT_QMIN
 
     def _channel_ints(self, values: Any) -> Any:
@@ -651,17 +659,17 @@ class _Weighted:
             return B.to_backend(values, B.backend_of(self.weight_codes), dtype="int64")
         return values
 
-    def _requantize(self, acc64: Any) -> Any:
-        """acc64 (N, C, ...) int64 -> uint8 codes at the output scale."""
+    def _requantize(self, acc: Any) -> Any:
+        """acc (N, C, ...) int32 -> uint8 codes at the output scale (int64 only inside the fixed-point product)."""
+        xp = B.namespace(acc)
         if self.requantization == "fixed":
+            acc64 = xp.astype(acc, xp.int64)
             return _requantize_fixed(acc64, self._fixed.on(acc64), self._fixed.any_left, self.output_zero_point,
                                      self._qmin, ACT_QMAX, "uint8")
-        xp = B.namespace(acc64)
-        key = (acc64.ndim, B.device_of(acc64), B.is_torch(acc64))
+        key = (acc.ndim, B.device_of(acc), B.is_torch(acc))
         if key not in self._float_cache:
-            self._float_cache[key] = _channels(self._floats, acc64, 1, "float32")
-        return _requantize_float(xp.astype(acc64, xp.int32), self._float_cache[key], self.output_zero_point,
-                                 self._qmin, ACT_QMAX, "uint8")
+            self._float_cache[key] = _channels(self._floats, acc, 1, "float32")
+        return _requantize_float(acc, self._float_cache[key], self.output_zero_point, self._qmin, ACT_QMAX, "uint8")
 
     def _check_backend(self, q: Any) -> None:
         if not B.same_kind(q, self.weight_codes):
@@ -778,12 +786,15 @@ class IntegerLinear(_Weighted):
 
     def forward(self, q: Any) -> Any:
         """uint8 codes (N, in_features) -> uint8 codes (N, out_features)."""
-        xp = _check_codes(self, q, 2, f"(N, {self.in_features})")
-        if q.shape[1] != self.in_features:
-            raise ValueError(f"IntegerLinear expects q of shape (N, {self.in_features}), got {tuple(q.shape)}")
+        _check_codes(self, q, 2, f"(N, {self.in_features})")
         self._check_backend(q)
-        x8 = xp.astype(xp.astype(q, xp.int16) - _OFFSET, xp.int8)
-        acc = xp.astype(B.int_matmul(x8, self._weight_t), xp.int64) + self._offset
+        return self._run(q)
+
+    def _run(self, q: Any) -> Any:
+        """forward on uint8 codes already on the layer's backend (IntegerModel guarantees both)."""
+        if q.ndim != 2 or q.shape[1] != self.in_features:
+            raise ValueError(f"IntegerLinear expects q of shape (N, {self.in_features}), got {tuple(q.shape)}")
+        acc = B.int_matmul(_to_int8(q), self._weight_t) + self._offset
         return self._requantize(acc)
 
     def __repr__(self) -> str:
@@ -853,15 +864,20 @@ class IntegerConv2d(_Weighted):
 
     def forward(self, q: Any) -> Any:
         """uint8 codes (N, Cin, H, W) -> uint8 codes (N, Cout, Ho, Wo)."""
-        xp = _check_codes(self, q, 4, f"(N, {self.in_channels}, H, W)")
-        if q.shape[1] != self.in_channels:
-            raise ValueError(f"IntegerConv2d expects q of shape (N, {self.in_channels}, H, W), got {tuple(q.shape)}")
+        _check_codes(self, q, 4, f"(N, {self.in_channels}, H, W)")
         self._check_backend(q)
+        return self._run(q)
+
+    def _run(self, q: Any) -> Any:
+        """forward on uint8 codes already on the layer's backend (IntegerModel guarantees both)."""
+        xp = B.namespace(q)
+        if q.ndim != 4 or q.shape[1] != self.in_channels:
+            raise ValueError(f"IntegerConv2d expects q of shape (N, {self.in_channels}, H, W), got {tuple(q.shape)}")
         F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
                         "kernel_size", "q")
         n, c, h, w = q.shape
         (ph, pw), (kh, kw) = self.padding, self.kernel_size
-        x8 = xp.astype(xp.astype(q, xp.int16) - _OFFSET, xp.int8)
+        x8 = _to_int8(q)
         if ph or pw:
             padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), self.input_zero_point - _OFFSET, dtype=xp.int8,
                              device=B.device(q))
@@ -874,7 +890,7 @@ class IntegerConv2d(_Weighted):
             rows, k = self.out_channels // self.groups, self._w2.shape[1]
             acc = xp.concat([B.int_matmul(self._w2[i * rows:(i + 1) * rows], cols[i * k:(i + 1) * k])
                              for i in range(self.groups)], axis=0)
-        acc = xp.astype(acc, xp.int64) + self._offset[:, None]
+        acc = acc + self._offset[:, None]
         acc = xp.reshape(acc, (self.out_channels, n, g["ho"], g["wq"]))[:, :, :, :g["wo"]]
         return self._requantize(xp.permute_dims(acc, (1, 0, 2, 3)))
 
@@ -887,6 +903,10 @@ class _CodeLayer:
     """A layer on codes that keeps the scale and zero point (stores nothing)."""
 
     def __call__(self, q: Any) -> Any:
+        return self.forward(q)
+
+    def _run(self, q: Any) -> Any:
+        """forward inside an IntegerModel (uint8 codes on the model's backend); by default forward itself."""
         return self.forward(q)
 
     def stored_bytes(self) -> int:
@@ -914,6 +934,11 @@ class IntegerMaxPool2d(_CodeLayer):
     def forward(self, q: Any) -> Any:
         """uint8 codes (N, C, H, W) -> (N, C, Ho, Wo), ``Ho = (H - kh) // sh + 1``."""
         _check_codes(self, q, 4, "(N, C, H, W)")
+        return self._run(q)
+
+    def _run(self, q: Any) -> Any:
+        if q.ndim != 4:
+            raise ValueError(f"IntegerMaxPool2d expects q of shape (N, C, H, W), got {tuple(q.shape)}")
         F._output_shape(tuple(q.shape[2:]), self.kernel_size, self.stride, (0, 0), (1, 1), "kernel_size", "q")
         return F.maxpool2d_forward(q, self.kernel_size, self.stride)[0]     # on the codes, in uint8
 
@@ -943,7 +968,10 @@ class IntegerReLU(_CodeLayer):
                             f"got {type(q).__name__}") from None
         if B.dtype_name(q) != "uint8":
             raise TypeError(f"IntegerReLU expects q of dtype uint8 (activation codes), got {B.dtype_name(q)}")
-        return xp.clip(q, self.zero_point, ACT_QMAX)
+        return self._run(q)
+
+    def _run(self, q: Any) -> Any:
+        return q.clip(self.zero_point, ACT_QMAX)           # uint8 stays uint8 (python ints in its range)
 
     def __repr__(self) -> str:
         return f"IntegerReLU(zero_point={self.zero_point})"
@@ -1032,6 +1060,9 @@ class IntegerModel:
         self.output_scale, self.output_zero_point = scale, zero_point
         self.backend = B.Backend(B.backend_of(where).name, dtype)
         self._like = where
+        # the input's and output's quantizers, checked once here (not on every call)
+        self._input = Q.Quantizer(self.input_scale, self.input_zero_point, ACT_QMIN, ACT_QMAX)
+        self._output = Q.Quantizer(self.output_scale, self.output_zero_point, ACT_QMIN, ACT_QMAX)
 
     def eval(self) -> "IntegerModel":
         """Nothing to switch (no dropout, no batch statistics): returns self."""
@@ -1049,15 +1080,20 @@ class IntegerModel:
         if not B.same_kind(x, self._like):
             raise TypeError(f"x is on {B.backend_of(x).name} ({B.device_of(x)}) but the model is on "
                             f"{self.backend.name}; move x with nnopt_lab.backend.to_backend(x, model.backend)")
-        return Q.quantize(x, self.input_scale, self.input_zero_point, ACT_QMIN, ACT_QMAX)
+        return self._input.quantize(x)          # = Q.quantize(x, input_scale, input_zero_point, 0, 255)
 
     def forward(self, x: Any) -> Any:
-        """Float input (N, ...) -> dequantized float output (N, ...) in ``backend.dtype`` (the logits)."""
+        """Float input (N, ...) -> dequantized float output (N, ...) in ``backend.dtype`` (the logits).
+
+        The codes between the layers are made by the layers themselves (uint8, on the model's
+        backend), so only ``x`` is checked and the layers skip their dtype/backend checks."""
         try:
-            q = self.forward_codes(self.quantize_input(x))
+            q = self.quantize_input(x)
+            for layer in self.layers:
+                q = layer._run(q)
         except ValueError as error:       # a layer's complaint about its codes is one about the caller's x
             raise ValueError(f"x (shape {tuple(x.shape)}) does not fit the model: {error}") from None
-        return Q.dequantize(q, self.output_scale, self.output_zero_point, dtype=self.backend.dtype)
+        return self._output.dequantize(q, self.backend.dtype)
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)

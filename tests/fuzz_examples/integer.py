@@ -36,6 +36,11 @@ def _model():
     return I.IntegerModel([_linear()], 0.02, 10)
 
 
+def _quantizer():
+    from nnopt_lab.compression import quantization as Q
+    return Q.Quantizer(0.02, 10, 0, 255)
+
+
 def examples(h):
     p = "inference.integer."
     return {
@@ -56,6 +61,7 @@ def examples(h):
         p + "convert": lambda: dict(model=h._model(), calibration_x=h.rand(6, 3)),
         # compression.quantization's function for the STE mask (qat) lives with the integer path's examples
         "compression.quantization.codes_before_clamp": lambda: dict(x=h.rand(5), scale=0.01, zero_point=3),
+        "compression.quantization.Quantizer": lambda: dict(scale=0.01, zero_point=3, qmin=0, qmax=255),
     }
 
 
@@ -77,4 +83,6 @@ def methods(h):
         "IntegerModel.forward": (_model, "forward", lambda: dict(x=h.rand(2, 4))),
         "IntegerModel.forward_codes": (_model, "forward_codes", lambda: dict(q=_codes(2, 4))),
         "IntegerModel.quantize_input": (_model, "quantize_input", lambda: dict(x=h.rand(2, 4))),
+        "Quantizer.quantize": (_quantizer, "quantize", lambda: dict(x=h.rand(2, 4))),
+        "Quantizer.dequantize": (_quantizer, "dequantize", lambda: dict(q=_codes(2, 4), dtype="float64")),
     }
