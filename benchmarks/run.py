@@ -9,7 +9,12 @@ Rows (throughput ratio = torch's time / ours; > 1 means ours is faster):
   torch.nn + autograd + torch.optim.SGD on the same device;
 * Conv2d alone: forward, and forward + backward;
 * a depthwise-separable block (depthwise 3x3 with groups = C_in, then pointwise 1x1):
-  forward + backward of our layers against their torch.nn twin.
+  forward + backward of our layers against their torch.nn twin;
+* int8 inference (nnopt_lab.inference.integer): an IntegerLinear 784->300 (uint8 codes in,
+  codes out) against torch.ao.nn.quantized.Linear on the qnnpack and x86 engines, and the
+  converted digits MLP 64-128-64-10 (float in, quantize, three integer layers, dequantize)
+  against the same chain of torch's quantized modules, at batch 1 and --batch; ours with
+  both requantizations ("float" is qnnpack's arithmetic, bit for bit; "fixed" gemmlowp's).
 
 Contestants run interleaved, round after round, and each ratio is taken from the median
 time per contestant, so a noisy machine moves both sides together. No absolute times are
@@ -18,6 +23,7 @@ claimed: only the ratios mean something across machines.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -200,13 +206,120 @@ def bench_separable(steps: int, rounds: int, devices: list[str]) -> list[tuple]:
     return rows
 
 
+def _torch_quantized_chain(imodel, engine: str):
+    """torch.ao's quantized modules with our converted model's codes and scales, built on ``engine``.
+
+    Returns a function float x -> float logits: quantize_per_tensor, (LinearReLU | Linear)..., dequantize.
+    """
+    import torch.ao.nn.intrinsic.quantized as nniq
+    import torch.ao.nn.quantized as nnq
+    torch.backends.quantized.engine = engine
+    layers = []
+    for lay in imodel.layers:
+        wc = torch.from_numpy(B.to_numpy(lay.weight_codes).copy())
+        if lay.per_channel:
+            sw = torch.from_numpy(B.to_numpy(lay.weight_scale).astype(np.float64))
+            qw = torch._make_per_channel_quantized_tensor(wc, sw, torch.zeros(len(sw), dtype=torch.long), 0)
+        else:
+            qw = torch._make_per_tensor_quantized_tensor(wc, float(lay.weight_scale), 0)
+        out_f, in_f = wc.shape
+        layer = nniq.LinearReLU(in_f, out_f) if lay.relu else nnq.Linear(in_f, out_f)
+        bias = B.to_numpy(lay.bias_codes).astype(np.float64) * (B.to_numpy(lay.weight_scale) * lay.input_scale)
+        layer.set_weight_bias(qw, torch.from_numpy(bias.astype(np.float32)))
+        layer.scale, layer.zero_point = lay.output_scale, lay.output_zero_point
+        layers.append(layer)
+    s0, z0 = imodel.input_scale, imodel.input_zero_point
+
+    def forward(x):
+        torch.backends.quantized.engine = engine        # the packed weights are the engine's; set it per call
+        q = torch.quantize_per_tensor(x, s0, z0, torch.quint8)
+        for layer in layers:
+            q = layer(q)
+        return q.dequantize()
+    return forward, layers
+
+
+def bench_integer(batch: int, steps: int, rounds: int) -> list[tuple]:
+    """int8 inference: ours (numpy, torch-cpu; float and fixed requantization) against torch.ao on qnnpack / x86."""
+    import warnings
+
+    from nnopt_lab.inference import integer as I
+    warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    engines = [e for e in ("qnnpack", "x86") if e in torch.backends.quantized.supported_engines]
+    old_engine, old_threads = torch.backends.quantized.engine, torch.get_num_threads()
+    # one torch thread: on 2 cores, qnnpack's pthreadpool and torch's OpenMP workers spinning beside
+    # OpenBLAS's made every contestant 2-10x slower at random (a 2-thread run gave nonsense ratios)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    rows = []
+    try:
+        # one Linear 784 -> 300, per-channel weights, fused ReLU, codes -> codes
+        B.seed(3)
+        float_model = models.mlp((784, 300, 10), backend="numpy").eval()
+        calib = rng.random((256, 784)).astype(np.float32)
+        x = rng.random((batch, 784)).astype(np.float32)
+        ours = {req: I.convert(float_model, calib, requantization=req) for req in ("float", "fixed")}
+        codes = ours["float"].quantize_input(x)
+        contestants = {}
+        for engine in engines:
+            _, layers = _torch_quantized_chain(ours["float"], engine)
+            tq = torch._make_per_tensor_quantized_tensor(torch.from_numpy(codes), ours["float"].input_scale,
+                                                         ours["float"].input_zero_point)
+
+            def run(layer=layers[0], tq=tq, engine=engine):
+                torch.backends.quantized.engine = engine
+                layer(tq)
+            contestants[f"torch.ao {engine}"] = (run, "cpu")
+        for be in ("numpy", "torch-cpu"):
+            for req, model in ours.items():
+                layer = I.IntegerLinear(B.to_backend(model.layers[0].weight_codes, be),
+                                        B.to_backend(model.layers[0].weight_scale, be),
+                                        B.to_backend(model.layers[0].bias_codes, be), model.layers[0].input_scale,
+                                        model.layers[0].input_zero_point, model.layers[0].output_scale,
+                                        model.layers[0].output_zero_point, relu=True, requantization=req)
+                qb = B.to_backend(codes, be)
+                contestants[f"ours {be} {req}"] = ((lambda layer=layer, qb=qb: layer(qb)), "cpu")
+        reference = next(iter(contestants))
+        rows += report(f"int8 Linear 784->300 +ReLU per channel, codes, batch {batch}",
+                       time_interleaved(contestants, steps, rounds), reference, batch)
+        # the converted digits MLP, float -> float
+        B.seed(4)
+        mlp = models.mlp((64, 128, 64, 10), backend="numpy").eval()
+        calib = (rng.random((512, 64)) * 16).astype(np.float32)
+        for n in sorted({1, batch}):
+            x = (rng.random((n, 64)) * 16).astype(np.float32)
+            contestants = {}
+            base = I.convert(mlp, calib, requantization="float")
+            for engine in engines:
+                forward, _ = _torch_quantized_chain(base, engine)
+                tx = torch.from_numpy(x)
+                if engine == "qnnpack":       # the same arithmetic: the same logits, bit for bit (a sanity check)
+                    assert np.array_equal(forward(tx).numpy(), B.to_numpy(base(x))), "ours != qnnpack"
+                contestants[f"torch.ao {engine}"] = ((lambda forward=forward, tx=tx: forward(tx)), "cpu")
+            for be in ("numpy", "torch-cpu"):
+                net = mlp if be == "numpy" else copy.deepcopy(mlp).to(be)
+                xb = B.to_backend(x, be)
+                for req in ("float", "fixed"):
+                    model = I.convert(net, B.to_backend(calib, be), requantization=req)
+                    contestants[f"ours {be} {req}"] = ((lambda model=model, xb=xb: model(xb)), "cpu")
+                contestants[f"ours {be} float32 MLP"] = ((lambda net=net, xb=xb: net.forward(xb)), "cpu")
+            reference = next(iter(contestants))
+            rows += report(f"int8 MLP 64-128-64-10 (digits), float in/out, batch {n}",
+                           time_interleaved(contestants, steps, rounds), reference, n)
+    finally:
+        torch.backends.quantized.engine = old_engine
+        torch.set_num_threads(old_threads)
+    return rows
+
+
 def print_table(rows: list[tuple]) -> None:
-    print(f"{'benchmark':58s} {'contestant':18s} {'samples/s':>12s} {'ratio':>7s}")
+    print(f"{'benchmark':58s} {'contestant':26s} {'samples/s':>12s} {'ratio':>7s}")
     last = None
     for title, name, throughput, ratio in rows:
         if title != last and last is not None:
             print()
-        print(f"{title if title != last else '':58s} {name:18s} {throughput:12,.0f} {ratio:6.2f}×")
+        print(f"{title if title != last else '':58s} {name:26s} {throughput:12,.0f} {ratio:6.2f}×")
         last = title
 
 
@@ -215,6 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few steps: a smoke test, not a measurement")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--only", choices=("train", "conv", "separable", "integer"), default=None,
+                        help="run one group of rows")
     args = parser.parse_args(argv)
     for name in ("rounds", "batch"):
         if getattr(args, name) < 1:
@@ -225,8 +340,15 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
           f"devices {devices}, batch {args.batch}, {steps} steps × {rounds} interleaved rounds")
     print("ratio = torch's time / ours (throughput relative to torch; > 1 = ours faster)\n")
-    print_table(bench_models(args.batch, steps, rounds, devices) + bench_conv(steps, rounds, devices)
-                + bench_separable(steps, rounds, devices))
+    groups = {"train": lambda: bench_models(args.batch, steps, rounds, devices),
+              "conv": lambda: bench_conv(steps, rounds, devices),
+              "separable": lambda: bench_separable(steps, rounds, devices),
+              "integer": lambda: bench_integer(args.batch, steps, rounds)}
+    rows = []
+    for name, group in groups.items():
+        if args.only in (None, name):
+            rows += group()
+    print_table(rows)
     return 0
 
 
