@@ -651,3 +651,16 @@ def test_relative_indexed_refuses_arrays_that_do_not_fit():
                           (dict(values=np.ones((2, 1))), "values")):
         with pytest.raises((TypeError, ValueError), match=words):
             RelativeIndexed(**{**good, **change})
+
+
+def test_encoded_bytes_are_the_same_on_every_backend(digits64, trained64, be64):
+    pruned = copy.deepcopy(trained64)
+    pruning.prune(pruned, 0.8, scope="global")
+    shared = P.ShareWeights(3).apply(copy.deepcopy(pruned), digits64, P._Context(0))
+    for model in (pruned, shared):
+        there = copy.deepcopy(model).to(be64)
+        for use_huffman in (False, True):
+            assert P.encoded_bytes(there, 5, use_huffman, detail=True) == P.encoded_bytes(model, 5, use_huffman,
+                                                                                           detail=True)
+        np.testing.assert_array_equal(B.to_numpy(P.Encode().apply(there, digits64, P._Context(0))(
+            B.to_backend(B.to_numpy(digits64.test[0]), be64))), B.to_numpy(model(digits64.test[0])))
