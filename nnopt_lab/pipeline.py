@@ -1044,7 +1044,8 @@ class Report:
         if any(r.encoded_bytes is not None for r in self.rows):
             head += ("encoded", "enc ×")
             body = [line + (("-", "-") if r.encoded_bytes is None else
-                            (f"{r.encoded_bytes:,}", f"{r.encoded_compression:.1f}")) for line, r in zip(body, self.rows)]
+                            (f"{r.encoded_bytes:,}", f"{r.encoded_compression:.1f}"))
+                    for line, r in zip(body, self.rows)]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines = ["  ".join(str(x).ljust(w) if i in (0, 10) else str(x).rjust(w) for i, (x, w) in
                            enumerate(zip(line, widths))) for line in [head, *body]]

@@ -621,7 +621,8 @@ def test_encode_counts_int8_codes_and_float_weights(digits64, trained64):
     report = P.Pipeline([P.Prune(0.9), P.QuantizeInt8(calibration_samples=64), P.Encode()]).run(
         trained64, digits64, seed=SEED, latency=False)
     model = report.final_model
-    codes = [B.to_numpy(layer.weight_codes) for layer in model.layers if getattr(layer, "weight_codes", None) is not None]
+    codes = [B.to_numpy(layer.weight_codes) for layer in model.layers
+             if getattr(layer, "weight_codes", None) is not None]
     rest = int(model.stored_bytes()) - sum(c.size for c in codes)
     hand = rest
     for c in codes:
