@@ -284,6 +284,9 @@ def backend_of(x: Any) -> Backend:
     return Backend("numpy", dtype)
 
 
+_DTYPE_NAMES: dict = {}     # dtype object -> its name (numpy and torch dtypes only)
+
+
 def dtype_name(x: Any) -> str:
     """The dtype of an array (or a dtype) as a plain string: ``"float32"``, ``"int8"``, ``"bool"``.
 
@@ -297,10 +300,12 @@ def dtype_name(x: Any) -> str:
     dt = getattr(x, "dtype", x)
     if isinstance(x, type) and issubclass(x, np.generic):   # np.float32, np.int8 (the scalar types)
         dt = np.dtype(x)
-    if isinstance(dt, np.dtype):
-        return dt.name                      # byte order left out: ">f8" is "float64"
-    if torch is not None and isinstance(dt, torch.dtype):
-        return str(dt).replace("torch.", "")
+    if isinstance(dt, np.dtype) or (torch is not None and isinstance(dt, torch.dtype)):
+        name = _DTYPE_NAMES.get(dt)
+        if name is None:                    # numpy's dtype.name builds a new string each time: look it up once
+            name = dt.name if isinstance(dt, np.dtype) else str(dt).replace("torch.", "")
+            _DTYPE_NAMES[dt] = name         # byte order left out: ">f8" is "float64"
+        return name
     raise TypeError(f"x must be an array or a numpy/torch dtype, got {_describe(x)}")
 
 
