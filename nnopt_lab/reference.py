@@ -234,28 +234,29 @@ def _dropout(layer: L.Dropout) -> torch.nn.Module:
     return torch.nn.Dropout(layer.p)
 
 
+def _with_weight(twin: torch.nn.Module, layer: L.Module, weight: Any) -> torch.nn.Module:
+    """``twin`` holding ``weight`` (one of our arrays) and the layer's bias, when it has one."""
+    with torch.no_grad():
+        twin.weight.copy_(torch.as_tensor(B.to_numpy(weight)))
+        if "bias" in layer._params:
+            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
+    return twin
+
+
 @register_twin(SharedLayer, copy_state=False)
 def _shared(layer: SharedLayer) -> torch.nn.Module:
     """The wrapped layer's twin holding the dense weight ``codebook[indices]`` (for outputs;
     torch.nn has no shared-weight layer, so training the twin does not keep the sharing)."""
-    twin = torch_module(layer.layer)
-    with torch.no_grad():
-        twin.weight.copy_(torch.as_tensor(B.to_numpy(layer.weight())))
-        if "bias" in layer._params:
-            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
-    return twin
+    return _with_weight(torch_module(layer.layer), layer, layer.weight())
 
 
 @register_twin(SparseLinear, copy_state=False)
 def _sparse_linear(layer: SparseLinear) -> torch.nn.Module:
     """torch.nn.Linear holding the CSR weight as a dense matrix (the same outputs)."""
-    weight = torch.as_tensor(B.to_numpy(layer.weight.to_dense()))
-    twin = torch.nn.Linear(layer.in_features, layer.out_features, bias="bias" in layer._params, dtype=weight.dtype)
-    with torch.no_grad():
-        twin.weight.copy_(weight)
-        if "bias" in layer._params:
-            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
-    return twin
+    weight = layer.weight.to_dense()
+    twin = torch.nn.Linear(layer.in_features, layer.out_features, bias="bias" in layer._params,
+                           dtype=getattr(torch, B.dtype_name(weight)))
+    return _with_weight(twin, layer, weight)
 
 
 class _FrozenFakeQuantize(torch.nn.Module):
@@ -285,12 +286,7 @@ def _fake_quantize(layer: FakeQuantize) -> torch.nn.Module:
 def _qat_layer(layer: QATLayer) -> torch.nn.Module:
     """torch.nn.Linear / Conv2d holding the fake-quantized weight W-hat (the layer's inference outputs;
     training the twin does not keep the quantization)."""
-    twin = torch_module(layer.layer)
-    with torch.no_grad():
-        twin.weight.copy_(torch.as_tensor(B.to_numpy(layer.quantized_weight())))
-        if "bias" in layer._params:
-            twin.bias.copy_(torch.as_tensor(B.to_numpy(layer._params["bias"].data)))
-    return twin
+    return _with_weight(torch_module(layer.layer), layer, layer.quantized_weight())
 
 
 # ----------------------------------------------------------------------------- training

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend as B
+from ..compression import quantization as Q
 from ..compression.quantization import SCALE_EPS, QuantizedWeight, binarize_weight
 from ..validation import check_bool, check_int, check_number
 
@@ -38,12 +39,7 @@ _FLOAT32_MAX = 2.0 ** 128 - 2.0 ** 104
 
 def _float_array(name: str, x: Any, *, nonempty: bool = True) -> Any:
     """The namespace of ``x``: a float numpy array / torch tensor, finite, with entries (``nonempty``)."""
-    try:
-        xp = B.namespace(x)
-    except TypeError:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}") from None
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {B.dtype_name(x)}")
+    xp = Q._float_array(name, x)                    # the quantizer's check: a float numpy array / torch tensor
     if nonempty and math.prod(tuple(x.shape)) == 0:
         raise ValueError(f"{name} must have at least one entry, got shape {tuple(x.shape)}")
     bad = ~(xp.abs(xp.astype(x, xp.float64)) <= _FLOAT32_MAX)                 # NaN and inf are bad
